@@ -1,0 +1,147 @@
+import { randomUUID } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import rateLimit from '@fastify/rate-limit';
+import Fastify, { LogController, type FastifyInstance, type FastifyServerOptions } from 'fastify';
+import { Agent, type Dispatcher } from 'undici';
+import type { Config } from './config.js';
+import { registerErrorHandling } from './http/error-handler.js';
+import { validatorCompiler } from './http/validation.js';
+import type { JobStore } from './jobs/job-store.js';
+import { MemoryJobStore } from './jobs/memory-job-store.js';
+import { registerDocsUi, registerOpenApi } from './routes/docs.js';
+import { healthRoutes } from './routes/health.js';
+import { queueRoutes } from './routes/queue.js';
+import { registerAuth } from './tenants/auth.js';
+import { createPolicyLimiter } from './tenants/rate-limits.js';
+import { TenantRegistry } from './tenants/registry.js';
+import type { Tenant } from './tenants/tenants-file.js';
+import { UpstreamClient } from './upstream/client.js';
+
+export const VERSION: string = (
+  JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }
+).version;
+
+/** Paths whose values must never reach a log line. */
+export const REDACTED_LOG_PATHS = [
+  'req.headers.authorization',
+  'req.headers["x-api-key"]',
+  'req.headers.cookie',
+  'res.headers["set-cookie"]',
+  'headers.authorization',
+  'headers["x-api-key"]',
+  '*.token',
+  '*.UPSTREAM_TOKEN',
+  'config.UPSTREAM_TOKEN',
+];
+
+export interface AppOptions {
+  config: Config;
+  tenants: readonly Tenant[] | TenantRegistry;
+  /** undici dispatcher for upstream calls; the app creates (and closes) its own pool when absent. */
+  dispatcher?: Dispatcher;
+  jobs?: JobStore;
+  /** Fastify logger options or `false`; defaults to pino at config.LOG_LEVEL with redaction. */
+  logger?: FastifyServerOptions['logger'];
+  loggerInstance?: FastifyServerOptions['loggerInstance'];
+}
+
+export interface GatewayApp extends FastifyInstance {
+  /** Marks the app as draining: /readyz answers 503 so load balancers stop sending traffic. */
+  startDraining(): void;
+}
+
+const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
+
+/** A hop count trusts that many proxies nearest to the gateway. */
+function trustProxyOption(value: Config['TRUST_PROXY']): boolean | string | ((addr: string, hop: number) => boolean) {
+  if (typeof value === 'number') return (_addr, hop) => hop < value;
+  return value ?? false;
+}
+
+export async function buildApp(options: AppOptions): Promise<GatewayApp> {
+  const { config } = options;
+  const app = Fastify({
+    ...(options.loggerInstance
+      ? { loggerInstance: options.loggerInstance }
+      : { logger: options.logger ?? { level: config.LOG_LEVEL, redact: { paths: REDACTED_LOG_PATHS, censor: '[redacted]' } } }),
+    trustProxy: trustProxyOption(config.TRUST_PROXY),
+    bodyLimit: config.BODY_LIMIT_BYTES,
+    // One log line per request, written by the onResponse hook below.
+    logController: new LogController({ disableRequestLogging: true, requestIdLogLabel: 'reqId' }),
+    genReqId: (req) => {
+      const incoming = req.headers['x-request-id'];
+      return typeof incoming === 'string' && REQUEST_ID.test(incoming) ? incoming : randomUUID();
+    },
+    routerOptions: { ignoreTrailingSlash: true },
+  }) as unknown as GatewayApp;
+
+  let draining = false;
+  app.decorate('startDraining', () => {
+    draining = true;
+  });
+
+  const registry = options.tenants instanceof TenantRegistry ? options.tenants : new TenantRegistry(options.tenants);
+  const ownDispatcher = options.dispatcher
+    ? undefined
+    : new Agent({
+        connections: config.UPSTREAM_CONNECTIONS,
+        connectTimeout: config.UPSTREAM_CONNECT_TIMEOUT_MS,
+        headersTimeout: config.UPSTREAM_HEADERS_TIMEOUT_MS,
+        bodyTimeout: config.UPSTREAM_BODY_TIMEOUT_MS,
+        keepAliveTimeout: 10_000,
+      });
+  const upstream = new UpstreamClient({
+    baseUrl: config.UPSTREAM_BASE_URL,
+    token: config.UPSTREAM_TOKEN,
+    authScheme: config.UPSTREAM_AUTH_SCHEME,
+    dispatcher: options.dispatcher ?? ownDispatcher!,
+    maxResponseBytes: config.UPSTREAM_MAX_RESPONSE_BYTES,
+    userAgent: `fal-gateway/${VERSION}`,
+  });
+  const jobs =
+    options.jobs ??
+    new MemoryJobStore({
+      ttlMs: config.JOB_TTL_SECONDS * 1000,
+      maxEntries: config.JOB_STORE_MAX_ENTRIES,
+      onEvict: (count) => app.log.warn({ count }, 'job store full: forgot the oldest jobs before their TTL; raise JOB_STORE_MAX_ENTRIES'),
+    });
+
+  // JSON only: anything else is a 415, not a body the schema then rejects.
+  app.removeContentTypeParser(['text/plain']);
+  app.setValidatorCompiler(validatorCompiler);
+  // Responses are documented by their schemas but never reshaped: upstream bodies pass as fal sent them.
+  app.setSerializerCompiler(() => (data) => JSON.stringify(data));
+  registerErrorHandling(app, config.BODY_LIMIT_BYTES);
+
+  app.addHook('onSend', async (request, reply) => {
+    reply.header('x-request-id', request.id);
+    reply.header('x-content-type-options', 'nosniff');
+  });
+  app.addHook('onResponse', async (request, reply) => {
+    request.log.info(
+      { method: request.method, url: request.url, statusCode: reply.statusCode, ms: Math.round(reply.elapsedTime) },
+      'request',
+    );
+  });
+  app.addHook('onClose', async () => {
+    await jobs.close();
+    await ownDispatcher?.close();
+  });
+
+  if (config.DOCS_ENABLED) await registerOpenApi(app, VERSION);
+  await app.register(rateLimit, { global: false });
+
+  healthRoutes(app, { jobs, isShuttingDown: () => draining });
+  await app.register(async (tenantScope) => {
+    registerAuth(tenantScope, () => registry);
+    queueRoutes(tenantScope, {
+      upstream,
+      jobs,
+      publicBaseUrl: config.PUBLIC_BASE_URL,
+      limits: { submit: createPolicyLimiter(tenantScope, 'submit'), read: createPolicyLimiter(tenantScope, 'read') },
+    });
+  });
+  if (config.DOCS_ENABLED) await registerDocsUi(app);
+
+  return app;
+}

@@ -1,0 +1,122 @@
+import { z } from 'zod';
+
+/**
+ * The gateway's whole configuration: one zod schema over the environment, parsed once at start.
+ * Nothing else in the project reads `process.env`. Every variable carries a description; a test
+ * keeps `.env.example` and the README's table in step with this schema.
+ */
+
+const int = (min: number, max: number) => {
+  const error = `must be an integer from ${min} to ${max}`;
+  return z.coerce.number({ error }).int({ error }).min(min, { error }).max(max, { error });
+};
+
+const boolean = z
+  .enum(['true', 'false', '1', '0', 'yes', 'no'], { error: 'must be true or false' })
+  .transform((v) => v === 'true' || v === '1' || v === 'yes');
+
+/** Fastify's trustProxy: true/false, a hop count, or a comma-separated list of addresses/CIDRs. */
+const trustProxy = z.string().transform((v): boolean | number | string => {
+  const value = v.trim();
+  if (value === '' || value === 'false' || value === '0') return false;
+  if (value === 'true') return true;
+  if (/^\d+$/.test(value)) return Number(value);
+  return value;
+});
+
+const httpUrl = z.url({ protocol: /^https?$/, error: 'must be an http(s) URL' });
+
+const schema = z.object({
+  PORT: int(0, 65535).default(3000).describe('Port the gateway listens on.'),
+  HOST: z.string().min(1).default('0.0.0.0').describe('Address the gateway listens on.'),
+  LOG_LEVEL: z
+    .enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'])
+    .default('info')
+    .describe('pino log level.'),
+  TRUST_PROXY: trustProxy
+    .optional()
+    .describe(
+      'Trust X-Forwarded-* headers from a proxy in front: true, a hop count, or a comma-separated list of proxy addresses/CIDRs. Unset: not trusted.',
+    ),
+  UPSTREAM_BASE_URL: httpUrl
+    .default('https://queue.fal.run')
+    .describe("Base URL of fal's queue API, or of a reseller that serves fal's paths."),
+  UPSTREAM_TOKEN: z
+    .string({ error: 'is required: the fal key (or reseller token) the gateway injects upstream' })
+    .min(1, { error: 'is required: the fal key (or reseller token) the gateway injects upstream' })
+    .describe('The upstream credential. Required, never logged, never returned to callers.'),
+  UPSTREAM_AUTH_SCHEME: z
+    .enum(['Key', 'Bearer'], { error: 'must be Key (fal) or Bearer (resellers)' })
+    .default('Key')
+    .describe('Authorization scheme used upstream: Key for fal, Bearer for resellers such as quickrouter.'),
+  UPSTREAM_CONNECT_TIMEOUT_MS: int(1, 600_000).default(5_000).describe('Upstream TCP/TLS connect timeout (ms).'),
+  UPSTREAM_HEADERS_TIMEOUT_MS: int(1, 600_000)
+    .default(30_000)
+    .describe('Time to wait for upstream response headers (ms).'),
+  UPSTREAM_BODY_TIMEOUT_MS: int(1, 600_000)
+    .default(30_000)
+    .describe('Maximum idle time between upstream body chunks (ms).'),
+  UPSTREAM_CONNECTIONS: int(1, 10_000).default(128).describe('Maximum concurrent connections to the upstream.'),
+  UPSTREAM_MAX_RESPONSE_BYTES: int(1024, 1024 ** 3)
+    .default(64 * 1024 * 1024)
+    .describe('Largest upstream response body accepted (bytes); larger answers become 502.'),
+  PUBLIC_BASE_URL: httpUrl
+    .transform((v) => v.replace(/\/+$/, ''))
+    .optional()
+    .describe(
+      'Origin used in rewritten status_url/response_url/cancel_url. Unset: derived from each request (X-Forwarded-* honoured only with TRUST_PROXY).',
+    ),
+  TENANTS_FILE: z
+    .string({ error: 'is required: path to the tenants JSON file (see README, "Tenants")' })
+    .min(1, { error: 'is required: path to the tenants JSON file (see README, "Tenants")' })
+    .describe('Path to the tenants JSON file (tenant ids, SHA-256 digests of their keys, limits).'),
+  JOB_TTL_SECONDS: int(60, 30 * 86_400)
+    .default(86_400)
+    .describe('How long the gateway remembers which tenant owns a job (seconds).'),
+  JOB_STORE_MAX_ENTRIES: int(1_000, 50_000_000)
+    .default(500_000)
+    .describe('Upper bound on jobs tracked in memory; the oldest are forgotten first.'),
+  BODY_LIMIT_BYTES: int(1024, 512 * 1024 * 1024)
+    .default(10 * 1024 * 1024)
+    .describe('Largest request body accepted (bytes), sized for a data-URI image.'),
+  SHUTDOWN_GRACE_MS: int(0, 600_000)
+    .default(10_000)
+    .describe('On SIGTERM/SIGINT, how long in-flight requests may take to finish (ms).'),
+  DOCS_ENABLED: boolean.default(true).describe('Serve Swagger UI at /docs and the document at /openapi.json.'),
+});
+
+export const configSchema = schema;
+export type Config = z.infer<typeof schema>;
+
+export class ConfigError extends Error {
+  constructor(readonly problems: string[]) {
+    super(`Invalid configuration:\n${problems.map((p) => `  - ${p}`).join('\n')}`);
+    this.name = 'ConfigError';
+  }
+}
+
+/** Parses the environment; throws a ConfigError with one line per problem. */
+export function parseConfig(env: Record<string, string | undefined>): Config {
+  // An empty variable is treated as unset, as shells and .env files commonly leave them.
+  const cleaned = Object.fromEntries(Object.entries(env).filter(([, v]) => v !== undefined && v !== ''));
+  const result = schema.safeParse(cleaned);
+  if (!result.success) {
+    throw new ConfigError(
+      result.error.issues.map((issue) => `${issue.path.join('.') || '(environment)'}: ${issue.message}`),
+    );
+  }
+  return result.data;
+}
+
+/** Names and descriptions of every variable, for docs and their drift check. */
+export function describeConfig(): Array<{ name: string; description: string; default?: unknown; required: boolean }> {
+  return Object.entries(schema.shape).map(([name, field]) => {
+    const parsed = field.safeParse(undefined);
+    return {
+      name,
+      description: field.description ?? '',
+      required: !parsed.success,
+      ...(parsed.success && parsed.data !== undefined ? { default: (field as z.ZodDefault).def.defaultValue } : {}),
+    };
+  });
+}

@@ -1,0 +1,74 @@
+import createError from '@fastify/error';
+
+/**
+ * Every error the gateway itself produces, in one place. Codes share the FGW_ prefix; the
+ * snake_case rest of the code is the `error_type` clients see in fal's envelope
+ * `{"detail": ..., "error_type": ...}`. Messages tell the caller (or the operator) what to do.
+ */
+
+const define = (code: string, status: number, message: string) => createError(`FGW_${code}`, message, status);
+
+export const errors = {
+  Unauthorized: define(
+    'UNAUTHORIZED',
+    401,
+    'A valid API key is required: send "Authorization: Bearer <key>", "Authorization: Key <key>" or "x-api-key: <key>"',
+  ),
+  RequestNotFound: define('REQUEST_NOT_FOUND', 404, 'Request not found'),
+  RouteNotFound: define('ROUTE_NOT_FOUND', 404, 'Route %s %s not found; see /docs for the available routes'),
+  RateLimited: define('RATE_LIMITED', 429, 'Rate limit exceeded for %s requests (%s). Retry in %s.'),
+  InvalidJson: define('INVALID_JSON', 400, 'The request body is not valid JSON: %s'),
+  BadRequest: define('BAD_REQUEST', 400, '%s'),
+  PayloadTooLarge: define('PAYLOAD_TOO_LARGE', 413, 'The request body exceeds the limit of %s bytes'),
+  UnsupportedMediaType: define(
+    'UNSUPPORTED_MEDIA_TYPE',
+    415,
+    'Content-Type "%s" is not supported; send application/json',
+  ),
+  UpstreamAuthFailed: define(
+    'UPSTREAM_AUTH_FAILED',
+    502,
+    "The upstream rejected the gateway's own credentials (HTTP %s). This is not your key: the operator must check UPSTREAM_TOKEN and UPSTREAM_AUTH_SCHEME.",
+  ),
+  UpstreamUnavailable: define('UPSTREAM_UNAVAILABLE', 503, 'The upstream could not be reached; try again shortly'),
+  UpstreamConnectionError: define('UPSTREAM_CONNECTION_ERROR', 502, 'The connection to the upstream failed'),
+  UpstreamTimeout: define('UPSTREAM_TIMEOUT', 504, 'The upstream did not answer in time'),
+  UpstreamBadResponse: define('UPSTREAM_BAD_RESPONSE', 502, 'The upstream sent a response the gateway could not read'),
+  UpstreamResponseTooLarge: define(
+    'UPSTREAM_RESPONSE_TOO_LARGE',
+    502,
+    'The upstream response exceeds the limit of %s bytes',
+  ),
+  UpstreamError: define('UPSTREAM_ERROR', 502, 'The upstream failed (HTTP %s)'),
+  OwnershipNotRecorded: define(
+    'OWNERSHIP_NOT_RECORDED',
+    503,
+    'The job %s was queued upstream, but the gateway could not record that it is yours, so it cannot serve its status or result. Keep this request_id and contact the operator.',
+  ),
+  StoreUnavailable: define('STORE_UNAVAILABLE', 503, 'The job store is unavailable; try again shortly'),
+  NotReady: define('NOT_READY', 503, 'The gateway is shutting down'),
+  Internal: define('INTERNAL_ERROR', 500, 'Internal error; the gateway logged it under this x-request-id'),
+};
+
+export type GatewayErrorCtor = (typeof errors)[keyof typeof errors];
+
+/** The `error_type` of a gateway error code: FGW_RATE_LIMITED → rate_limited. */
+export function errorTypeOf(code: string): string {
+  return code.startsWith('FGW_') ? code.slice(4).toLowerCase() : 'error';
+}
+
+export interface FalValidationEntry {
+  loc: Array<string | number>;
+  msg: string;
+  type: string;
+}
+
+/** 422 in fal's (FastAPI's) shape: one entry per problem. */
+export class RequestValidationError extends Error {
+  readonly statusCode = 422;
+  readonly code = 'FGW_VALIDATION_ERROR';
+  constructor(readonly detail: FalValidationEntry[]) {
+    super(detail.map((d) => `${d.loc.join('.')}: ${d.msg}`).join('; '));
+    this.name = 'RequestValidationError';
+  }
+}

@@ -1,0 +1,51 @@
+import type { FastifyError, FastifyInstance } from 'fastify';
+import { errors, errorTypeOf, RequestValidationError } from '../errors.js';
+import type { ErrorEnvelope } from '../schemas/error.js';
+
+/** Fastify's own request errors, translated into the gateway's. */
+function fromFastify(err: FastifyError, bodyLimit: number, contentType: unknown): Error | undefined {
+  switch (err.code) {
+    case 'FST_ERR_CTP_BODY_TOO_LARGE':
+      return new errors.PayloadTooLarge(bodyLimit);
+    case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
+      return new errors.UnsupportedMediaType(typeof contentType === 'string' ? contentType : '(none)');
+    case 'FST_ERR_CTP_EMPTY_JSON_BODY':
+      return new errors.InvalidJson('the body is empty');
+    case 'FST_ERR_CTP_INVALID_JSON_BODY':
+      return new errors.InvalidJson(err.message);
+    default:
+      if (err instanceof SyntaxError && err.statusCode === 400) return new errors.InvalidJson(err.message);
+      if (err.statusCode && err.statusCode >= 400 && err.statusCode < 500) return new errors.BadRequest(err.message);
+      return undefined;
+  }
+}
+
+/**
+ * One envelope everywhere, in fal's dialect: {"detail": ..., "error_type": ...}. 5xx bodies
+ * carry the gateway's own message only; internals go to the log under the request id.
+ */
+export function registerErrorHandling(app: FastifyInstance, bodyLimit: number): void {
+  app.setErrorHandler((raw: FastifyError, request, reply) => {
+    if (raw instanceof RequestValidationError) {
+      request.log.info({ problems: raw.detail.length }, 'request rejected by validation');
+      const body: ErrorEnvelope = { detail: raw.detail, error_type: 'validation_error' };
+      return reply.code(422).send(body);
+    }
+    const own = typeof raw.code === 'string' && raw.code.startsWith('FGW_');
+    const err = (own ? raw : fromFastify(raw, bodyLimit, request.headers['content-type'])) as FastifyError | undefined;
+    if (!err) {
+      request.log.error({ err: raw }, 'unhandled error');
+      const internal = new errors.Internal();
+      return reply.code(500).send({ detail: internal.message, error_type: errorTypeOf(internal.code) });
+    }
+    const status = err.statusCode ?? 500;
+    if (status >= 500) request.log.error({ err: err.cause ?? err, errorType: errorTypeOf(err.code) }, err.message);
+    const body: ErrorEnvelope = { detail: err.message, error_type: errorTypeOf(err.code) };
+    return reply.code(status).send(body);
+  });
+
+  app.setNotFoundHandler((request, reply) => {
+    const err = new errors.RouteNotFound(request.method, request.url.split('?')[0]);
+    return reply.code(404).send({ detail: err.message, error_type: errorTypeOf(err.code) });
+  });
+}

@@ -1,0 +1,58 @@
+import swagger from '@fastify/swagger';
+import swaggerUi from '@fastify/swagger-ui';
+import type { FastifyInstance } from 'fastify';
+import { jsonSchemaTransform, jsonSchemaTransformObject } from 'fastify-type-provider-zod';
+import { tidyOpenApi } from '../http/openapi-tidy.js';
+import { APP_ID, MODEL_ID } from '../model.js';
+
+const DESCRIPTION = `
+Self-hosted gateway in front of fal's queue for \`${MODEL_ID}\`.
+
+**Authorize** with your tenant key (any one of the schemes), then **Try it out**:
+1. \`POST /v1/image-to-image\` with the example body: you get a \`request_id\` and gateway URLs.
+2. \`GET /v1/requests/{request_id}/status\` until it answers 200 \`COMPLETED\` (202 before).
+3. \`GET /v1/requests/{request_id}\` for the images.
+
+The *fal-compatible* routes are the same operations on fal's own queue paths
+(\`/${MODEL_ID}\`, \`/${APP_ID}/requests/{request_id}...\`), so code written for fal or a reseller
+works by changing only its base URL and key. Errors use fal's shape:
+\`{"detail": "..." | [{"loc", "msg", "type"}], "error_type": "..."}\`.
+`.trim();
+
+/** Registers the OpenAPI document (built from the zod route schemas) before any route exists. */
+export async function registerOpenApi(app: FastifyInstance, version: string): Promise<void> {
+  await app.register(swagger, {
+    openapi: {
+      openapi: '3.1.0',
+      info: { title: 'fal gateway', version, description: DESCRIPTION },
+      tags: [
+        { name: 'Image to image', description: 'The gateway\'s own routes.' },
+        { name: 'fal-compatible', description: 'The same operations on fal\'s queue paths.' },
+        { name: 'Operations', description: 'Health checks for load balancers and orchestrators.' },
+      ],
+      components: {
+        securitySchemes: {
+          bearerAuth: { type: 'http', scheme: 'bearer', description: 'Your tenant key: `Authorization: Bearer <key>`.' },
+          apiKeyHeader: { type: 'apiKey', in: 'header', name: 'x-api-key', description: 'Your tenant key in `x-api-key`.' },
+          falKey: {
+            type: 'apiKey',
+            in: 'header',
+            name: 'Authorization',
+            description: 'fal\'s convention: enter `Key <your key>`.',
+          },
+        },
+      },
+    },
+    transform: jsonSchemaTransform,
+    transformObject: (document) => tidyOpenApi(jsonSchemaTransformObject(document) as Record<string, unknown>) as ReturnType<typeof jsonSchemaTransformObject>,
+  });
+}
+
+/** Swagger UI at /docs and the raw document at /openapi.json. */
+export async function registerDocsUi(app: FastifyInstance): Promise<void> {
+  await app.register(swaggerUi, {
+    routePrefix: '/docs',
+    uiConfig: { persistAuthorization: true, tryItOutEnabled: true, displayRequestDuration: true },
+  });
+  app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
+}

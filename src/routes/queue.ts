@@ -1,0 +1,197 @@
+import type { FastifyInstance, FastifyRequest, onRequestHookHandler } from 'fastify';
+import type { ZodTypeProvider } from 'fastify-type-provider-zod';
+import { errors, RequestValidationError } from '../errors.js';
+import { publicBaseUrl } from '../http/public-url.js';
+import type { JobStore } from '../jobs/job-store.js';
+import { APP_ID, MODEL_ID } from '../model.js';
+import { ErrorEnvelope } from '../schemas/error.js';
+import { ModelInput } from '../schemas/model-input.js';
+import { CancelResponse, ModelOutput, QueueStatus, SubmitResponse } from '../schemas/queue.js';
+import { REQUEST_ID_PATTERN, RequestIdParams, StatusQuery, SubmitHeaders } from '../schemas/requests.js';
+import { tenantOf } from '../tenants/auth.js';
+import type { UpstreamClient } from '../upstream/client.js';
+import { pickForwardedHeaders } from '../upstream/headers.js';
+import { rewriteQueueUrls } from '../upstream/queue-urls.js';
+import { parseJsonObject, relay, sendRewritten } from '../upstream/relay.js';
+
+export interface QueueRouteDeps {
+  upstream: UpstreamClient;
+  jobs: JobStore;
+  publicBaseUrl: string | undefined;
+  limits: { submit: onRequestHookHandler; read: onRequestHookHandler };
+}
+
+const SECURITY: Array<Record<string, string[]>> = [{ bearerAuth: [] }, { apiKeyHeader: [] }, { falKey: [] }];
+const errorsFor = (...codes: number[]) =>
+  Object.fromEntries(codes.map((code) => [code, ErrorEnvelope.describe(ERROR_TEXT[code] ?? 'Error')]));
+const ERROR_TEXT: Record<number, string> = {
+  400: 'Bad request',
+  401: 'Missing or unknown API key',
+  404: 'No such request for this tenant',
+  413: 'Body too large',
+  415: 'Body is not JSON',
+  422: 'Validation failed: one entry per problem',
+  429: 'Rate limit exceeded (see Retry-After)',
+  502: 'Upstream failure (including the gateway\'s own upstream credentials being rejected)',
+  503: 'Upstream or job store unavailable',
+  504: 'Upstream timeout',
+};
+
+/** Each route is served twice: the gateway's own path and fal's queue path, so fal code only changes base URL and key. */
+const paths = {
+  submit: { native: '/v1/image-to-image', fal: `/${MODEL_ID}` },
+  status: { native: '/v1/requests/:request_id/status', fal: `/${APP_ID}/requests/:request_id/status` },
+  result: { native: '/v1/requests/:request_id', fal: `/${APP_ID}/requests/:request_id` },
+  cancel: { native: '/v1/requests/:request_id/cancel', fal: `/${APP_ID}/requests/:request_id/cancel` },
+};
+
+export function queueRoutes(app: FastifyInstance, deps: QueueRouteDeps): void {
+  const api = app.withTypeProvider<ZodTypeProvider>();
+
+  async function assertOwned(request: FastifyRequest, requestId: string): Promise<void> {
+    let owner: string | undefined;
+    try {
+      owner = await deps.jobs.ownerOf(requestId);
+    } catch (err) {
+      throw new errors.StoreUnavailable({ cause: err });
+    }
+    // Another tenant's job and an unknown id look the same: existence is not disclosed.
+    if (owner !== tenantOf(request).id) throw new errors.RequestNotFound();
+  }
+
+  const base = (request: FastifyRequest) => publicBaseUrl(request, deps.publicBaseUrl);
+
+  for (const variant of ['native', 'fal'] as const) {
+    const fal = variant === 'fal';
+    const tags = [fal ? 'fal-compatible' : 'Image to image'];
+    const id = (name: string) => (fal ? `fal${name[0]!.toUpperCase()}${name.slice(1)}` : name);
+
+    api.post(
+      paths.submit[variant],
+      {
+        onRequest: deps.limits.submit,
+        schema: {
+          operationId: id('submit'),
+          tags,
+          summary: fal ? `Submit (fal path: POST /${MODEL_ID})` : 'Submit an image-to-image job',
+          description:
+            'Validates the input against the model schema, queues the job upstream with the gateway\'s credentials and answers fal\'s queue status, with `status_url`, `response_url` and `cancel_url` pointing at this gateway. Counts against the tenant\'s `submit` limit.',
+          security: SECURITY,
+          headers: SubmitHeaders,
+          body: ModelInput,
+          response: {
+            200: SubmitResponse.describe('Queued: poll status_url, then fetch response_url'),
+            ...errorsFor(401, 413, 415, 422, 429, 502, 503, 504),
+          },
+        },
+      },
+      async (request, reply) => {
+        if ('fal_webhook' in (request.query as object)) {
+          throw new RequestValidationError([
+            { loc: ['query', 'fal_webhook'], msg: 'Webhooks are not supported by this gateway; poll status_url instead', type: 'value_error' },
+          ]);
+        }
+        const tenant = tenantOf(request);
+        const upstream = await deps.upstream.submit(JSON.stringify(request.body), pickForwardedHeaders(request.headers));
+        if (upstream.statusCode < 200 || upstream.statusCode >= 300) return relay(reply, upstream);
+        const body = parseJsonObject(upstream);
+        const requestId = body.request_id;
+        if (typeof requestId !== 'string' || !REQUEST_ID_PATTERN.test(requestId)) {
+          request.log.error('upstream accepted a submit without a usable request_id');
+          throw new errors.UpstreamBadResponse();
+        }
+        try {
+          await deps.jobs.record(requestId, tenant.id);
+        } catch (err) {
+          request.log.error({ err, requestId }, 'job queued upstream but its ownership could not be recorded');
+          throw new errors.OwnershipNotRecorded(requestId);
+        }
+        request.log.info({ requestId }, 'job submitted');
+        rewriteQueueUrls(body, base(request), requestId, { always: true });
+        return sendRewritten(reply, upstream, body);
+      },
+    );
+
+    api.get(
+      paths.status[variant],
+      {
+        onRequest: deps.limits.read,
+        schema: {
+          operationId: id('getStatus'),
+          tags,
+          summary: fal ? 'Status (fal path)' : 'Status of a job',
+          description: '202 while IN_QUEUE or IN_PROGRESS, 200 once COMPLETED. Counts against the `read` limit.',
+          security: SECURITY,
+          params: RequestIdParams,
+          querystring: StatusQuery,
+          response: {
+            200: QueueStatus.describe('COMPLETED: fetch response_url for the result'),
+            202: QueueStatus.describe('IN_QUEUE (with queue_position) or IN_PROGRESS (with logs when ?logs=1)'),
+            ...errorsFor(401, 404, 422, 429, 502, 503, 504),
+          },
+        },
+      },
+      async (request, reply) => {
+        const { request_id: requestId } = request.params;
+        await assertOwned(request, requestId);
+        const logs = request.query.logs === '1' || request.query.logs === 'true';
+        const upstream = await deps.upstream.status(requestId, logs);
+        return relay(reply, upstream, (b) => rewriteQueueUrls(b, base(request), requestId));
+      },
+    );
+
+    api.get(
+      paths.result[variant],
+      {
+        onRequest: deps.limits.read,
+        schema: {
+          operationId: id('getResult'),
+          tags,
+          summary: fal ? 'Result (fal path)' : 'Result of a job',
+          description:
+            'The model\'s own status code and body: 200 with the images once COMPLETED; 400 while the job is still running or after it was cancelled; 422 when the model rejected the input. Counts against the `read` limit.',
+          security: SECURITY,
+          params: RequestIdParams,
+          response: {
+            200: ModelOutput.describe('The generated images'),
+            400: ErrorEnvelope.describe('Still in progress, or cancelled'),
+            ...errorsFor(401, 404, 422, 429, 502, 503, 504),
+          },
+        },
+      },
+      async (request, reply) => {
+        const { request_id: requestId } = request.params;
+        await assertOwned(request, requestId);
+        return relay(reply, await deps.upstream.result(requestId));
+      },
+    );
+
+    api.put(
+      paths.cancel[variant],
+      {
+        onRequest: deps.limits.read,
+        schema: {
+          operationId: id('cancel'),
+          tags,
+          summary: fal ? 'Cancel (fal path)' : 'Cancel a job',
+          description:
+            'Removes a queued job or signals a running one. 202 CANCELLATION_REQUESTED, 400 ALREADY_COMPLETED. Counts against the `read` limit.',
+          security: SECURITY,
+          params: RequestIdParams,
+          response: {
+            202: CancelResponse.describe('Cancellation requested'),
+            400: CancelResponse.describe('The job had already completed'),
+            ...errorsFor(401, 404, 422, 429, 502, 503, 504),
+          },
+        },
+      },
+      async (request, reply) => {
+        const { request_id: requestId } = request.params;
+        await assertOwned(request, requestId);
+        const upstream = await deps.upstream.cancel(requestId);
+        if (upstream.statusCode === 202) request.log.info({ requestId }, 'job cancelled');
+        return relay(reply, upstream);
+      },
+    );
+  }
+}

@@ -1,0 +1,21 @@
+import { z } from 'zod';
+
+/** fal's error dialect, used for every error the gateway answers. */
+export const ValidationEntry = z.object({
+  loc: z.array(z.union([z.string(), z.int()])).meta({ description: 'Where the problem is: ["body", "strength"].' }),
+  msg: z.string().meta({ description: 'What is wrong, naming the field and the allowed values.' }),
+  type: z.string().meta({ description: 'Stable machine-readable code, e.g. less_than_equal, missing.' }),
+});
+
+export const ErrorEnvelope = z
+  .object({
+    detail: z.union([z.string(), z.array(ValidationEntry)]),
+    error_type: z.string().meta({ description: 'snake_case category, e.g. rate_limited, validation_error.' }),
+  })
+  .meta({
+    id: 'Error',
+    description: 'Error body, in fal\'s dialect: a message or a list of validation problems, and a category.',
+    examples: [{ detail: 'Request not found', error_type: 'request_not_found' }],
+  });
+
+export type ErrorEnvelope = z.infer<typeof ErrorEnvelope>;

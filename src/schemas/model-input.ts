@@ -1,0 +1,132 @@
+import { z } from 'zod';
+import { SEED_REQUEST } from '../model.js';
+
+/**
+ * Input of `fal-ai/flux-lora/image-to-image`, strictly. Defaults are documented with `.meta`
+ * rather than applied with `.default()`: the gateway forwards exactly what the caller sent
+ * and lets the model apply its own defaults.
+ */
+
+const range = (field: string, min: number, max: number, integer = false) => {
+  const kind = integer ? 'an integer' : 'a number';
+  const message = `${field} must be ${kind} between ${min} and ${max}`;
+  const base = integer ? z.int({ error: message }) : z.number({ error: message });
+  return base.min(min, { error: message }).max(max, { error: message });
+};
+
+const DATA_URI = /^data:image\/(png|jpeg|jpg|webp|gif|avif);base64,[A-Za-z0-9+/]+={0,2}$/;
+
+function isHttpUrl(value: string): boolean {
+  if (!/^https?:\/\//i.test(value)) return false;
+  try {
+    const url = new URL(value);
+    return (url.protocol === 'http:' || url.protocol === 'https:') && url.hostname !== '';
+  } catch {
+    return false;
+  }
+}
+
+export const ImageUrl = z
+  .string({ error: 'image_url must be a string' })
+  .refine((v) => isHttpUrl(v) || DATA_URI.test(v), {
+    error:
+      'image_url must be an http(s) URL or a data URI of the form data:image/<png|jpeg|webp|gif|avif>;base64,<data>',
+  });
+
+export const IMAGE_SIZE_PRESETS = [
+  'square_hd',
+  'square',
+  'portrait_4_3',
+  'portrait_16_9',
+  'landscape_4_3',
+  'landscape_16_9',
+] as const;
+
+export const ImageSize = z
+  .union([
+    z.enum(IMAGE_SIZE_PRESETS, {
+      error: `image_size must be one of ${IMAGE_SIZE_PRESETS.join(', ')} or {width, height}`,
+    }),
+    z.strictObject({
+      width: range('image_size.width', 1, 14142, true).meta({ description: 'Width in pixels.' }),
+      height: range('image_size.height', 1, 14142, true).meta({ description: 'Height in pixels.' }),
+    }),
+  ])
+  .meta({
+    description:
+      'Size of the generated image: a preset name or an explicit {width, height}. Left out, the model follows the input image.',
+  });
+
+export const Lora = z.strictObject({
+  path: z
+    .string({ error: 'loras[].path must be a string' })
+    .min(1, { error: 'loras[].path must not be empty' })
+    .meta({ description: 'URL or Hugging Face name of the LoRA weights.' }),
+  scale: z
+    .number({ error: 'loras[].scale must be a number' })
+    .optional()
+    .meta({ description: 'How strongly the LoRA is applied.', default: 1 }),
+});
+
+export const ModelInput = z
+  .strictObject({
+    prompt: z
+      .string({ error: 'prompt is required and must be a string' })
+      .min(1, { error: 'prompt must not be empty' })
+      .meta({ description: 'What the generated image should show.', examples: [SEED_REQUEST.prompt] }),
+    image_url: ImageUrl.meta({
+      description:
+        'The input image: an http(s) URL the model can fetch, or a data:image/...;base64, URI (png, jpeg, webp, gif, avif).',
+      examples: [SEED_REQUEST.image_url],
+    }),
+    strength: range('strength', 0.01, 1)
+      .optional()
+      .meta({
+        description: 'How far the result may move from the input image: 1 ignores it, 0.01 keeps it almost as is.',
+        default: 0.85,
+      }),
+    num_inference_steps: range('num_inference_steps', 1, 50, true)
+      .optional()
+      .meta({ description: 'Denoising steps: more is slower and finer.', default: 28 }),
+    guidance_scale: range('guidance_scale', 0, 35)
+      .optional()
+      .meta({ description: 'How closely the image follows the prompt (CFG scale).', default: 3.5 }),
+    num_images: range('num_images', 1, 4, true)
+      .optional()
+      .meta({ description: 'How many images to generate.', default: 1 }),
+    enable_safety_checker: z
+      .boolean({ error: 'enable_safety_checker must be true or false' })
+      .optional()
+      .meta({ description: 'Run the NSFW checker on the results.', default: true }),
+    output_format: z
+      .enum(['jpeg', 'png'], { error: 'output_format must be "jpeg" or "png"' })
+      .optional()
+      .meta({ description: 'File format of the generated images.', default: 'jpeg' }),
+    seed: z
+      .int({ error: 'seed must be an integer' })
+      .optional()
+      .meta({ description: 'Seed for reproducible results; random when left out.' }),
+    image_size: ImageSize.optional(),
+    loras: z
+      .array(Lora, { error: 'loras must be an array of {path, scale}' })
+      .optional()
+      .meta({ description: 'LoRA weights to apply.', default: [] }),
+    sync_mode: z
+      .boolean({ error: 'sync_mode must be true or false' })
+      .optional()
+      .meta({
+        description: 'Return images as data URIs and keep no history upstream.',
+        default: false,
+      }),
+    acceleration: z
+      .enum(['none', 'regular'], { error: 'acceleration must be "none" or "regular"' })
+      .optional()
+      .meta({ description: 'Speed/quality trade-off.', default: 'none' }),
+  })
+  .meta({
+    id: 'ModelInput',
+    description: 'Input of fal-ai/flux-lora/image-to-image. Unknown fields are rejected.',
+    examples: [SEED_REQUEST],
+  });
+
+export type ModelInput = z.infer<typeof ModelInput>;

@@ -1,0 +1,84 @@
+import { z } from 'zod';
+
+/**
+ * fal's queue shapes. The gateway relays upstream bodies untouched except for the three queue URL
+ * fields, so these schemas are loose (unknown fields allowed): they document and type the shapes,
+ * they never strip what fal adds.
+ */
+
+export const QueueState = z.enum(['IN_QUEUE', 'IN_PROGRESS', 'COMPLETED']).meta({
+  description: 'IN_QUEUE → IN_PROGRESS → COMPLETED. There is no failed state: errors show in the result.',
+});
+
+export const LogEntry = z.looseObject({
+  message: z.string(),
+  level: z.enum(['STDERR', 'STDOUT', 'ERROR', 'INFO', 'WARN', 'DEBUG']),
+  source: z.string(),
+  timestamp: z.string(),
+});
+
+const queueUrls = {
+  status_url: z.string().meta({ description: 'Gateway URL to poll for status (GET).' }),
+  response_url: z.string().meta({ description: 'Gateway URL of the result (GET).' }),
+  cancel_url: z.string().meta({ description: 'Gateway URL to cancel the job (PUT).' }),
+};
+
+export const QueueStatus = z
+  .looseObject({
+    status: QueueState,
+    request_id: z.string().optional(),
+    status_url: queueUrls.status_url.optional(),
+    response_url: queueUrls.response_url.optional(),
+    cancel_url: queueUrls.cancel_url.optional(),
+    queue_position: z.int().optional().meta({ description: 'Jobs ahead of this one (IN_QUEUE only).' }),
+    logs: z.array(LogEntry).nullable().optional().meta({ description: 'Runner logs, with ?logs=1.' }),
+    metrics: z
+      .looseObject({ inference_time: z.number().optional().meta({ description: 'Seconds.' }) })
+      .optional(),
+    error: z.string().nullable().optional(),
+    error_type: z.string().nullable().optional(),
+  })
+  .meta({
+    id: 'QueueStatus',
+    description: 'Status of a queued job (fal queue status object, URLs pointing at the gateway).',
+  });
+
+export const SubmitResponse = z
+  .looseObject({
+    status: z.literal('IN_QUEUE'),
+    request_id: z.string().meta({ description: 'Id of the job; use it with the /v1/requests routes.' }),
+    ...queueUrls,
+    queue_position: z.int().optional(),
+    logs: z.null().optional(),
+    metrics: z.looseObject({}).optional(),
+  })
+  .meta({ id: 'SubmitResponse', description: 'The job was queued upstream.' });
+
+export const ImageFile = z.looseObject({
+  url: z.string(),
+  width: z.int().optional(),
+  height: z.int().optional(),
+  content_type: z.string().optional(),
+  file_name: z.string().optional(),
+  file_size: z.int().optional(),
+});
+
+export const ModelOutput = z
+  .looseObject({
+    images: z.array(ImageFile),
+    timings: z.record(z.string(), z.number()).optional(),
+    seed: z.int().optional(),
+    has_nsfw_concepts: z.array(z.boolean()).optional(),
+    prompt: z.string().optional(),
+  })
+  .meta({ id: 'ModelOutput', description: 'Result of a completed job: the generated images.' });
+
+export const CancelResponse = z
+  .looseObject({
+    status: z.enum(['CANCELLATION_REQUESTED', 'ALREADY_COMPLETED', 'NOT_FOUND']),
+  })
+  .meta({ id: 'CancelResponse', description: "The upstream's answer to a cancel." });
+
+export type QueueStatus = z.infer<typeof QueueStatus>;
+export type SubmitResponse = z.infer<typeof SubmitResponse>;
+export type ModelOutput = z.infer<typeof ModelOutput>;

@@ -1,0 +1,52 @@
+import { z } from 'zod';
+
+/** Request parts other than the model input: path ids, query and fal's queue headers. */
+
+export const REQUEST_ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
+
+export const RequestIdParams = z.object({
+  request_id: z
+    .string()
+    .regex(REQUEST_ID_PATTERN, { error: 'request_id must be the id returned by submit (letters, digits, "-", "_", ".")' })
+    .meta({ description: 'The `request_id` returned by submit.', examples: ['c0ffee00-1234-4abc-8def-0123456789ab'] }),
+});
+
+export const StatusQuery = z.object({
+  logs: z
+    .enum(['0', '1', 'true', 'false'], { error: 'logs must be 0 or 1' })
+    .optional()
+    .meta({ description: 'Set to 1 to include the runner logs.', default: '0' }),
+});
+
+const jsonObject = (value: string) => {
+  try {
+    const parsed: unknown = JSON.parse(value);
+    return parsed !== null && typeof parsed === 'object' && !Array.isArray(parsed);
+  } catch {
+    return false;
+  }
+};
+
+/** fal's queue control headers: the only caller headers forwarded upstream. */
+export const SubmitHeaders = z.looseObject({
+  'x-fal-queue-priority': z
+    .enum(['normal', 'low'], { error: 'X-Fal-Queue-Priority must be normal or low' })
+    .optional()
+    .meta({ description: 'Queue priority upstream.' }),
+  'x-fal-runner-hint': z.string().max(256).optional().meta({ description: 'Routing hint for fal runners.' }),
+  'x-fal-request-timeout': z
+    .string()
+    .regex(/^\d+(\.\d+)?$/, { error: 'X-Fal-Request-Timeout must be a number of seconds' })
+    .optional()
+    .meta({ description: 'Seconds the job may wait to start before fal gives up (504).' }),
+  'x-fal-object-lifecycle-preference': z
+    .string()
+    .refine(jsonObject, { error: 'X-Fal-Object-Lifecycle-Preference must be a JSON object' })
+    .optional()
+    .meta({ description: 'JSON, e.g. {"expiration_duration_seconds": 3600}.' }),
+  'x-fal-store-io': z.enum(['0', '1'], { error: 'X-Fal-Store-IO must be 0 or 1' }).optional(),
+  'x-fal-no-retry': z
+    .enum(['0', '1', 'true', 'false'], { error: 'x-fal-no-retry must be 0 or 1' })
+    .optional()
+    .meta({ description: "1 disables fal's own retries of the job." }),
+});

@@ -1,0 +1,44 @@
+import closeWithGrace from 'close-with-grace';
+import { buildApp } from './app.js';
+import { ConfigError, parseConfig } from './config.js';
+import { loadTenantsFile, TenantsFileError } from './tenants/tenants-file.js';
+
+/**
+ * The only entry point that listens. Configuration problems end start-up with one line per
+ * problem and exit code 1, never a stack trace.
+ */
+async function main(): Promise<void> {
+  let config;
+  let tenants;
+  try {
+    config = parseConfig(process.env);
+    tenants = await loadTenantsFile(config.TENANTS_FILE);
+  } catch (err) {
+    if (err instanceof ConfigError || err instanceof TenantsFileError) {
+      process.stderr.write(`fal-gateway: ${err.message}\n`);
+      process.exit(1);
+    }
+    throw err;
+  }
+
+  const app = await buildApp({ config, tenants });
+  if (tenants.length === 0) app.log.warn({ file: config.TENANTS_FILE }, 'the tenants file lists no tenant: every call will be 401');
+
+  closeWithGrace({ delay: config.SHUTDOWN_GRACE_MS }, async ({ signal, err }) => {
+    if (err) app.log.error({ err }, 'shutting down after an error');
+    else app.log.info({ signal }, 'shutting down: finishing in-flight requests');
+    app.startDraining();
+    await app.close();
+  });
+
+  await app.listen({ port: config.PORT, host: config.HOST });
+  app.log.info(
+    { tenants: tenants.length, upstream: config.UPSTREAM_BASE_URL, docs: config.DOCS_ENABLED ? '/docs' : 'off' },
+    'fal gateway ready',
+  );
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`fal-gateway: failed to start: ${err instanceof Error ? err.message : String(err)}\n`);
+  process.exit(1);
+});

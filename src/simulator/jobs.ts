@@ -1,0 +1,97 @@
+import { randomUUID } from 'node:crypto';
+
+/**
+ * The simulated queue. Nothing runs in the background: a job's state is derived from its
+ * timestamps and the clock whenever someone asks, so tests can move an injected clock and see
+ * every transition deterministically, and an idle simulator costs nothing.
+ */
+
+export type JobState = 'IN_QUEUE' | 'IN_PROGRESS' | 'COMPLETED';
+
+export interface Job<T> {
+  readonly id: string;
+  readonly submittedAt: number;
+  /** Set by cancel; a cancelled job reads COMPLETED from that moment on. */
+  cancelledAt?: number;
+  readonly payload: T;
+}
+
+export type CancelOutcome = 'CANCELLATION_REQUESTED' | 'ALREADY_COMPLETED' | 'NOT_FOUND';
+
+export interface JobStoreOptions {
+  queueMs: number;
+  runMs: number;
+  now: () => number;
+  maxJobs: number;
+}
+
+export class JobStore<T> {
+  // Insertion order is submit order: eviction drops the first entry, queue_position scans up to the job.
+  private readonly jobs = new Map<string, Job<T>>();
+
+  constructor(private readonly options: JobStoreOptions) {}
+
+  get now(): number {
+    return this.options.now();
+  }
+
+  submit(payload: T): Job<T> {
+    const job: Job<T> = { id: randomUUID(), submittedAt: this.now, payload };
+    this.jobs.set(job.id, job);
+    while (this.jobs.size > Math.max(1, this.options.maxJobs)) {
+      const oldest = this.jobs.keys().next().value;
+      if (oldest === undefined) break;
+      this.jobs.delete(oldest);
+    }
+    return job;
+  }
+
+  get(id: string): Job<T> | undefined {
+    return this.jobs.get(id);
+  }
+
+  /** When the runner picks the job up (planned; a cancel in the queue means it never does). */
+  startedAt(job: Job<T>): number {
+    return job.submittedAt + this.options.queueMs;
+  }
+
+  /** When the job reached (or will reach) COMPLETED. */
+  completedAt(job: Job<T>): number {
+    return job.cancelledAt ?? this.startedAt(job) + this.options.runMs;
+  }
+
+  state(job: Job<T>, at = this.now): JobState {
+    if (job.cancelledAt !== undefined && at >= job.cancelledAt) return 'COMPLETED';
+    if (at < this.startedAt(job)) return 'IN_QUEUE';
+    if (at < this.completedAt(job)) return 'IN_PROGRESS';
+    return 'COMPLETED';
+  }
+
+  /** Jobs submitted earlier that are still waiting (a cancelled job has left the queue). */
+  queuePosition(job: Job<T>, at = this.now): number {
+    let ahead = 0;
+    for (const other of this.jobs.values()) {
+      if (other === job) break;
+      if (this.state(other, at) === 'IN_QUEUE') ahead++;
+    }
+    return ahead;
+  }
+
+  /** Seconds the runner spent on the job: 0 if it never left the queue. */
+  inferenceSeconds(job: Job<T>): number {
+    return Math.max(0, this.completedAt(job) - this.startedAt(job)) / 1000;
+  }
+
+  cancel(id: string): CancelOutcome {
+    const job = this.jobs.get(id);
+    if (!job) return 'NOT_FOUND';
+    const at = this.now;
+    if (this.state(job, at) === 'COMPLETED') return 'ALREADY_COMPLETED';
+    job.cancelledAt = at;
+    return 'CANCELLATION_REQUESTED';
+  }
+
+  get size(): number {
+    return this.jobs.size;
+  }
+}

@@ -1,0 +1,124 @@
+import { readFile } from 'node:fs/promises';
+import { parse as parseDuration } from '@lukeed/ms';
+import { z } from 'zod';
+
+/**
+ * The tenants file: who may call the gateway, with which keys (SHA-256 digests only, so the file
+ * is not a secret) and which limits. A bad file stops start-up with one line per problem.
+ */
+
+const timeWindow = z
+  .union([z.int().positive(), z.string()])
+  .transform((value, ctx) => {
+    const ms = typeof value === 'number' ? value : parseDuration(value.trim());
+    if (ms === undefined || !Number.isFinite(ms) || ms <= 0) {
+      ctx.addIssue({ code: 'custom', message: `"${value}" is not a duration: use milliseconds or e.g. "1 minute", "30s"` });
+      return z.NEVER;
+    }
+    return Math.trunc(ms);
+  })
+  .describe('Milliseconds, or a duration such as "1 minute", "30s", "1 hour".');
+
+const policy = z.strictObject({
+  max: z.int().min(0).describe('Requests allowed per window.'),
+  timeWindow,
+});
+
+const limits = z.strictObject({ submit: policy.optional(), read: policy.optional() });
+
+export const DEFAULT_LIMITS = {
+  submit: { max: 60, timeWindowMs: 60_000 },
+  read: { max: 1_200, timeWindowMs: 60_000 },
+} as const;
+
+const tenantEntry = z.strictObject({
+  id: z
+    .string()
+    .regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/, 'must be 1-64 characters of letters, digits, ".", "_" or "-"'),
+  name: z.string().optional(),
+  keys: z
+    .array(z.string().regex(/^[0-9a-fA-F]{64}$/, 'must be the SHA-256 hex digest of a key (npm run key)'))
+    .describe('SHA-256 hex digests of the keys; an empty list disables the tenant.'),
+  limits: limits.optional(),
+});
+
+export const TenantsFileSchema = z
+  .strictObject({
+    defaults: z.strictObject({ limits: limits.optional() }).optional(),
+    tenants: z.array(tenantEntry),
+  })
+  .superRefine((file, ctx) => {
+    const ids = new Set<string>();
+    const owners = new Map<string, string>();
+    file.tenants.forEach((tenant, i) => {
+      if (ids.has(tenant.id)) ctx.addIssue({ code: 'custom', path: ['tenants', i, 'id'], message: `duplicate tenant id "${tenant.id}"` });
+      ids.add(tenant.id);
+      tenant.keys.forEach((digest, k) => {
+        const owner = owners.get(digest.toLowerCase());
+        if (owner !== undefined) {
+          ctx.addIssue({ code: 'custom', path: ['tenants', i, 'keys', k], message: `the same key digest is already listed for tenant "${owner}"` });
+        }
+        owners.set(digest.toLowerCase(), tenant.id);
+      });
+    });
+  });
+
+export interface RateLimitPolicy {
+  max: number;
+  timeWindowMs: number;
+}
+
+export interface Tenant {
+  id: string;
+  name?: string;
+  keyDigests: string[];
+  limits: { submit: RateLimitPolicy; read: RateLimitPolicy };
+}
+
+export class TenantsFileError extends Error {
+  constructor(readonly file: string, readonly problems: string[]) {
+    super(`Invalid tenants file ${file}:\n${problems.map((p) => `  - ${p}`).join('\n')}`);
+    this.name = 'TenantsFileError';
+  }
+}
+
+type Policy = z.infer<typeof policy>;
+const toPolicy = (p: Policy | undefined, fallback: RateLimitPolicy): RateLimitPolicy =>
+  p ? { max: p.max, timeWindowMs: p.timeWindow } : fallback;
+
+/** Validates parsed JSON and applies defaults. */
+export function parseTenants(json: unknown, file = '(inline)'): Tenant[] {
+  const result = TenantsFileSchema.safeParse(json);
+  if (!result.success) {
+    throw new TenantsFileError(file, result.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`));
+  }
+  const defaults = {
+    submit: toPolicy(result.data.defaults?.limits?.submit, DEFAULT_LIMITS.submit),
+    read: toPolicy(result.data.defaults?.limits?.read, DEFAULT_LIMITS.read),
+  };
+  return result.data.tenants.map((t) => ({
+    id: t.id,
+    ...(t.name !== undefined ? { name: t.name } : {}),
+    keyDigests: t.keys.map((k) => k.toLowerCase()),
+    limits: {
+      submit: toPolicy(t.limits?.submit, defaults.submit),
+      read: toPolicy(t.limits?.read, defaults.read),
+    },
+  }));
+}
+
+export async function loadTenantsFile(file: string): Promise<Tenant[]> {
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (err) {
+    throw new TenantsFileError(file, [`cannot be read: ${(err as NodeJS.ErrnoException).code ?? String(err)}`]);
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (err) {
+    throw new TenantsFileError(file, [`is not valid JSON: ${(err as Error).message}`]);
+  }
+  return parseTenants(json, file);
+}

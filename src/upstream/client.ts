@@ -1,0 +1,117 @@
+import type { Dispatcher } from 'undici';
+import { errors } from '../errors.js';
+import { upstreamPaths } from '../model.js';
+import { mapTransportError } from './error-mapping.js';
+
+export interface UpstreamClientOptions {
+  baseUrl: string;
+  token: string;
+  authScheme: 'Key' | 'Bearer';
+  dispatcher: Dispatcher;
+  maxResponseBytes: number;
+  userAgent?: string;
+}
+
+export interface UpstreamResponse {
+  statusCode: number;
+  headers: Record<string, string | string[] | undefined>;
+  contentType: string | undefined;
+  body: Buffer;
+}
+
+type Method = 'GET' | 'POST' | 'PUT';
+
+/**
+ * Talks to fal's queue (or a reseller's copy of it). Every URL is built here from the configured
+ * base URL and a validated request id, never taken from a client or an upstream body. The
+ * token is added here and nowhere else. No method retries: a submit must never be sent twice.
+ */
+export class UpstreamClient {
+  private readonly origin: string;
+  private readonly basePath: string;
+  private readonly authorization: string;
+  private readonly tokenBytes: Buffer;
+
+  constructor(private readonly options: UpstreamClientOptions) {
+    const base = new URL(options.baseUrl);
+    this.origin = base.origin;
+    this.basePath = base.pathname.replace(/\/+$/, '');
+    this.authorization = `${options.authScheme} ${options.token}`;
+    this.tokenBytes = Buffer.from(options.token);
+  }
+
+  submit(body: string, headers: Record<string, string>): Promise<UpstreamResponse> {
+    return this.call('POST', upstreamPaths.submit(), headers, body);
+  }
+
+  status(requestId: string, logs: boolean): Promise<UpstreamResponse> {
+    return this.call('GET', `${upstreamPaths.status(requestId)}?logs=${logs ? 1 : 0}`, {});
+  }
+
+  result(requestId: string): Promise<UpstreamResponse> {
+    return this.call('GET', upstreamPaths.result(requestId), {});
+  }
+
+  cancel(requestId: string): Promise<UpstreamResponse> {
+    return this.call('PUT', upstreamPaths.cancel(requestId), {});
+  }
+
+  private async call(method: Method, path: string, extra: Record<string, string>, body?: string): Promise<UpstreamResponse> {
+    let response: Dispatcher.ResponseData;
+    try {
+      response = await this.options.dispatcher.request({
+        origin: this.origin,
+        path: this.basePath + path,
+        method,
+        headers: {
+          ...extra,
+          accept: 'application/json',
+          'user-agent': this.options.userAgent ?? 'fal-gateway',
+          authorization: this.authorization,
+          ...(body !== undefined ? { 'content-type': 'application/json' } : {}),
+        },
+        body,
+      });
+    } catch (err) {
+      throw mapTransportError(err);
+    }
+    const payload = await this.readBody(response);
+    const contentType = response.headers['content-type'];
+    return {
+      statusCode: response.statusCode,
+      headers: response.headers,
+      contentType: typeof contentType === 'string' ? contentType : undefined,
+      body: this.scrub(payload),
+    };
+  }
+
+  private async readBody(response: Dispatcher.ResponseData): Promise<Buffer> {
+    const limit = this.options.maxResponseBytes;
+    const declared = Number(response.headers['content-length']);
+    if (Number.isFinite(declared) && declared > limit) {
+      response.body.destroy();
+      throw new errors.UpstreamResponseTooLarge(limit);
+    }
+    const chunks: Buffer[] = [];
+    let size = 0;
+    try {
+      for await (const chunk of response.body) {
+        size += (chunk as Buffer).length;
+        if (size > limit) {
+          response.body.destroy();
+          throw new errors.UpstreamResponseTooLarge(limit);
+        }
+        chunks.push(chunk as Buffer);
+      }
+    } catch (err) {
+      throw mapTransportError(err);
+    }
+    return chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size);
+  }
+
+  /** Defence in depth: an upstream that echoes our credentials must not hand them to a caller. */
+  private scrub(body: Buffer): Buffer {
+    if (this.tokenBytes.length < 4 || !body.includes(this.tokenBytes)) return body;
+    return Buffer.from(body.toString('utf8').split(this.options.token).join('[redacted]'));
+  }
+}

@@ -1,0 +1,22 @@
+import { errors } from '../errors.js';
+
+const UNAVAILABLE = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH', 'UND_ERR_CLOSED', 'UND_ERR_DESTROYED']);
+const TIMEOUT = new Set(['UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT', 'ETIMEDOUT']);
+
+function codeOf(err: unknown): string | undefined {
+  for (let e: unknown = err, depth = 0; e && depth < 4; e = (e as { cause?: unknown }).cause, depth++) {
+    const code = (e as { code?: unknown }).code;
+    if (typeof code === 'string' && !code.startsWith('FGW_')) return code;
+  }
+  return undefined;
+}
+
+/** Maps a transport failure to the gateway error the caller sees, keeping the cause for the log. */
+export function mapTransportError(err: unknown): Error {
+  const own = (err as { code?: unknown } | null)?.code;
+  if (err instanceof Error && typeof own === 'string' && own.startsWith('FGW_')) return err;
+  const code = codeOf(err);
+  if (code && TIMEOUT.has(code)) return new errors.UpstreamTimeout({ cause: err });
+  if (code && UNAVAILABLE.has(code)) return new errors.UpstreamUnavailable({ cause: err });
+  return new errors.UpstreamConnectionError({ cause: err });
+}

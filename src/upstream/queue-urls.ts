@@ -1,0 +1,20 @@
+/**
+ * Replaces fal's queue URL fields with the gateway's own routes. Only these three top-level
+ * fields are touched; everything else in an upstream body passes untouched.
+ */
+export function gatewayQueueUrls(publicBase: string, requestId: string) {
+  const base = `${publicBase}/v1/requests/${encodeURIComponent(requestId)}`;
+  return { status_url: `${base}/status`, response_url: base, cancel_url: `${base}/cancel` };
+}
+
+export function rewriteQueueUrls(
+  body: Record<string, unknown>,
+  publicBase: string,
+  requestId: string,
+  { always = false } = {},
+): void {
+  const urls = gatewayQueueUrls(publicBase, requestId);
+  for (const field of ['status_url', 'response_url', 'cancel_url'] as const) {
+    if (always || field in body) body[field] = urls[field];
+  }
+}

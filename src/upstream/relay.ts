@@ -1,0 +1,79 @@
+import type { FastifyReply } from 'fastify';
+import { errors } from '../errors.js';
+import type { UpstreamResponse } from './client.js';
+import { pickRelayedHeaders } from './headers.js';
+
+const JSON_TYPE = 'application/json; charset=utf-8';
+
+/** Parses an upstream JSON object body, or fails as a bad upstream response (502). */
+export function parseJsonObject(response: UpstreamResponse): Record<string, unknown> {
+  try {
+    const value: unknown = JSON.parse(response.body.toString('utf8'));
+    if (value !== null && typeof value === 'object' && !Array.isArray(value)) return value as Record<string, unknown>;
+  } catch {
+    // fall through
+  }
+  throw new errors.UpstreamBadResponse();
+}
+
+/** fal's own error body from a 5xx, reduced to the envelope's two fields, when it has one. */
+function upstreamErrorBody(response: UpstreamResponse): { detail: unknown; error_type: string } | undefined {
+  try {
+    const value = JSON.parse(response.body.toString('utf8')) as Record<string, unknown>;
+    const detail = value?.detail;
+    if (typeof detail === 'string' || Array.isArray(detail)) {
+      return { detail, error_type: typeof value.error_type === 'string' ? value.error_type : 'upstream_error' };
+    }
+  } catch {
+    // not JSON: the caller gets the gateway's generic message
+  }
+  return undefined;
+}
+
+/**
+ * Sends an upstream answer to the caller with fal's status code and body. The gateway's own
+ * credentials failing (401/403) is the operator's problem, never shown as the caller's: 502.
+ * A 5xx keeps its status but only fal's {detail, error_type}, never anything else it carried.
+ * `rewrite` edits a successful JSON body (the queue URL fields) before it is sent.
+ */
+export function relay(
+  reply: FastifyReply,
+  response: UpstreamResponse,
+  rewrite?: (body: Record<string, unknown>) => void,
+): FastifyReply {
+  const { statusCode } = response;
+  if (statusCode === 401 || statusCode === 403) {
+    reply.log.error({ upstreamStatus: statusCode }, 'upstream rejected the gateway credentials');
+    throw new errors.UpstreamAuthFailed(statusCode);
+  }
+  if (statusCode < 200 || (statusCode >= 300 && statusCode < 400)) {
+    reply.log.error({ upstreamStatus: statusCode }, 'unexpected upstream status');
+    throw new errors.UpstreamBadResponse();
+  }
+  reply.headers(pickRelayedHeaders(response.headers));
+  if (statusCode >= 500) {
+    const body = upstreamErrorBody(response);
+    reply.log.warn({ upstreamStatus: statusCode }, 'upstream error');
+    if (!body) throw Object.assign(new errors.UpstreamError(statusCode), { statusCode });
+    return reply.code(statusCode).type(JSON_TYPE).send(JSON.stringify(body));
+  }
+  if (rewrite && statusCode < 300) {
+    const body = parseJsonObject(response);
+    rewrite(body);
+    return sendJson(reply, statusCode, body);
+  }
+  return reply
+    .code(statusCode)
+    .type(response.contentType ?? JSON_TYPE)
+    .send(response.body);
+}
+
+/** Sends a successful upstream answer whose JSON body the gateway has already parsed and edited. */
+export function sendRewritten(reply: FastifyReply, response: UpstreamResponse, body: Record<string, unknown>): FastifyReply {
+  reply.headers(pickRelayedHeaders(response.headers));
+  return sendJson(reply, response.statusCode, body);
+}
+
+function sendJson(reply: FastifyReply, statusCode: number, body: Record<string, unknown>): FastifyReply {
+  return reply.code(statusCode).type(JSON_TYPE).send(JSON.stringify(body));
+}
