@@ -43,6 +43,8 @@ export interface AppOptions {
   /** Fastify logger options or `false`; defaults to pino at config.LOG_LEVEL with redaction. */
   logger?: FastifyServerOptions['logger'];
   loggerInstance?: FastifyServerOptions['loggerInstance'];
+  /** Where the default (production) logger writes; stdout when absent. */
+  logStream?: { write(line: string): void };
 }
 
 export interface GatewayApp extends FastifyInstance {
@@ -63,7 +65,13 @@ export async function buildApp(options: AppOptions): Promise<GatewayApp> {
   const app = Fastify({
     ...(options.loggerInstance
       ? { loggerInstance: options.loggerInstance }
-      : { logger: options.logger ?? { level: config.LOG_LEVEL, redact: { paths: REDACTED_LOG_PATHS, censor: '[redacted]' } } }),
+      : {
+          logger: options.logger ?? {
+            level: config.LOG_LEVEL,
+            redact: { paths: REDACTED_LOG_PATHS, censor: '[redacted]' },
+            ...(options.logStream ? { stream: options.logStream } : {}),
+          },
+        }),
     trustProxy: trustProxyOption(config.TRUST_PROXY),
     bodyLimit: config.BODY_LIMIT_BYTES,
     // One log line per request, written by the onResponse hook below.

@@ -1,0 +1,88 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { json, SEED_REQUEST, startStack, upstreamCalls, type Stack } from './helpers.js';
+
+describe('authentication and tenant isolation', () => {
+  let stack: Stack;
+  let jobOfA: { request_id: string; status_url: string; response_url: string; cancel_url: string };
+
+  beforeAll(async () => {
+    stack = await startStack();
+    const res = await fetch(`${stack.url}/v1/image-to-image`, {
+      method: 'POST',
+      headers: { ...json, ...stack.bearer('team-a') },
+      body: JSON.stringify(SEED_REQUEST),
+    });
+    jobOfA = (await res.json()) as typeof jobOfA;
+  });
+  afterAll(() => stack.close());
+
+  const unauthenticated: Array<[string, Record<string, string>]> = [
+    ['no credentials', {}],
+    ['an unknown bearer key', { authorization: 'Bearer fgw_unknown' }],
+    ['an unknown x-api-key', { 'x-api-key': 'fgw_unknown' }],
+    ['an unsupported scheme', { authorization: 'Basic dXNlcjpwYXNz' }],
+    ['a scheme without a key', { authorization: 'Bearer ' }],
+    ['the upstream token itself', { authorization: 'Key sim-upstream-token' }],
+  ];
+
+  it.each(unauthenticated)('401s %s on every tenant route without calling upstream', async (_name, headers) => {
+    const before = upstreamCalls(stack).length;
+    const id = jobOfA.request_id;
+    const calls: Array<[string, string, string?]> = [
+      ['POST', '/v1/image-to-image', JSON.stringify(SEED_REQUEST)],
+      ['POST', '/fal-ai/flux-lora/image-to-image', JSON.stringify(SEED_REQUEST)],
+      ['GET', `/v1/requests/${id}/status`],
+      ['GET', `/v1/requests/${id}`],
+      ['PUT', `/v1/requests/${id}/cancel`],
+      ['GET', `/fal-ai/flux-lora/requests/${id}/status`],
+    ];
+    for (const [method, path, body] of calls) {
+      const res = await fetch(`${stack.url}${path}`, { method, headers: { ...json, ...headers }, body });
+      expect(res.status, `${method} ${path}`).toBe(401);
+      expect(res.headers.get('www-authenticate')).toContain('Bearer');
+      const payload = (await res.json()) as { detail: string; error_type: string };
+      expect(payload.error_type).toBe('unauthorized');
+      expect(payload.detail).toContain('Authorization: Bearer <key>');
+    }
+    expect(upstreamCalls(stack).length).toBe(before);
+  });
+
+  it('authenticates before checking the body: garbage without a key is 401, not 400', async () => {
+    const res = await fetch(`${stack.url}/v1/image-to-image`, { method: 'POST', headers: json, body: '{not json' });
+    expect(res.status).toBe(401);
+  });
+
+  it("hides another tenant's job: status, result and cancel are 404 without an upstream call", async () => {
+    const before = upstreamCalls(stack).length;
+    for (const [method, url] of [
+      ['GET', jobOfA.status_url],
+      ['GET', jobOfA.response_url],
+      ['PUT', jobOfA.cancel_url],
+      ['GET', `${stack.url}/fal-ai/flux-lora/requests/${jobOfA.request_id}`],
+    ] as const) {
+      const res = await fetch(url, { method, headers: stack.bearer('team-b') });
+      expect(res.status, `${method} ${url}`).toBe(404);
+      expect(await res.json()).toEqual({ detail: 'Request not found', error_type: 'request_not_found' });
+    }
+    expect(upstreamCalls(stack).length).toBe(before);
+    // The owner still sees it, and the other tenant's failed cancel did nothing.
+    const own = await fetch(jobOfA.status_url, { headers: stack.bearer('team-a') });
+    expect([200, 202]).toContain(own.status);
+    expect(((await own.json()) as { error_type?: string }).error_type).toBeUndefined();
+  });
+
+  it('answers an unknown request id exactly like a foreign one', async () => {
+    const before = upstreamCalls(stack).length;
+    const res = await fetch(`${stack.url}/v1/requests/00000000-0000-4000-8000-000000000000/status`, { headers: stack.bearer('team-a') });
+    expect(res.status).toBe(404);
+    expect(await res.json()).toEqual({ detail: 'Request not found', error_type: 'request_not_found' });
+    expect(upstreamCalls(stack).length).toBe(before);
+  });
+
+  it('rejects a malformed request id with 422 before any lookup', async () => {
+    const res = await fetch(`${stack.url}/v1/requests/${encodeURIComponent('../../etc')}/status`, { headers: stack.bearer('team-a') });
+    expect(res.status).toBe(422);
+    const body = (await res.json()) as { detail: Array<{ loc: unknown[] }> };
+    expect(body.detail[0]!.loc).toEqual(['path', 'request_id']);
+  });
+});

@@ -1,0 +1,118 @@
+import { execFile } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { promisify } from 'node:util';
+import { describe, expect, it } from 'vitest';
+import { ConfigError, configSchema, describeConfig, parseConfig } from '../src/config.js';
+
+const run = promisify(execFile);
+const required = { UPSTREAM_TOKEN: 'secret-token', TENANTS_FILE: '/etc/tenants.json' };
+
+describe('configuration', () => {
+  it('applies the documented defaults', () => {
+    const config = parseConfig(required);
+    expect(config).toMatchObject({
+      PORT: 3000,
+      HOST: '0.0.0.0',
+      LOG_LEVEL: 'info',
+      UPSTREAM_BASE_URL: 'https://queue.fal.run',
+      UPSTREAM_AUTH_SCHEME: 'Key',
+      JOB_TTL_SECONDS: 86_400,
+      BODY_LIMIT_BYTES: 10 * 1024 * 1024,
+      DOCS_ENABLED: true,
+    });
+    expect(config.TRUST_PROXY).toBeUndefined();
+    expect(config.PUBLIC_BASE_URL).toBeUndefined();
+  });
+
+  it('has no default for the upstream token or the tenants file', () => {
+    const problems = (() => {
+      try {
+        parseConfig({});
+      } catch (err) {
+        return (err as ConfigError).problems;
+      }
+      return [];
+    })();
+    expect(problems).toEqual([
+      expect.stringMatching(/^UPSTREAM_TOKEN: is required/),
+      expect.stringMatching(/^TENANTS_FILE: is required/),
+    ]);
+  });
+
+  it('reports one clear line per invalid variable', () => {
+    try {
+      parseConfig({ ...required, PORT: 'eighty', UPSTREAM_BASE_URL: 'ftp://x', UPSTREAM_AUTH_SCHEME: 'Basic', DOCS_ENABLED: 'maybe' });
+      expect.unreachable();
+    } catch (err) {
+      expect(err).toBeInstanceOf(ConfigError);
+      expect((err as ConfigError).problems).toEqual([
+        'PORT: must be an integer from 0 to 65535',
+        'UPSTREAM_BASE_URL: must be an http(s) URL',
+        'UPSTREAM_AUTH_SCHEME: must be Key (fal) or Bearer (resellers)',
+        'DOCS_ENABLED: must be true or false',
+      ]);
+    }
+  });
+
+  it.each([
+    ['true', true],
+    ['false', false],
+    ['2', 2],
+    ['10.0.0.0/8,127.0.0.1', '10.0.0.0/8,127.0.0.1'],
+  ])('parses TRUST_PROXY=%s', (value, expected) => {
+    expect(parseConfig({ ...required, TRUST_PROXY: value }).TRUST_PROXY).toEqual(expected);
+  });
+
+  it('trims a trailing slash from PUBLIC_BASE_URL and treats empty variables as unset', () => {
+    expect(parseConfig({ ...required, PUBLIC_BASE_URL: 'https://gw.example.com/' }).PUBLIC_BASE_URL).toBe('https://gw.example.com');
+    expect(parseConfig({ ...required, PORT: '' }).PORT).toBe(3000);
+  });
+
+  it('documents every variable in .env.example, with a comment, and nothing else', () => {
+    const lines = readFileSync(new URL('../.env.example', import.meta.url), 'utf8').split('\n');
+    const names = lines.flatMap((line, i) => {
+      const match = /^([A-Z][A-Z0-9_]*)=/.exec(line);
+      if (!match) return [];
+      expect(lines[i - 1], `comment above ${match[1]}`).toMatch(/^# /);
+      return [match[1]!];
+    });
+    expect(names.sort()).toEqual(Object.keys(configSchema.shape).sort());
+  });
+
+  it("lists every variable with its description in the README's configuration table", () => {
+    const readme = readFileSync(new URL('../README.md', import.meta.url), 'utf8');
+    for (const { name, description } of describeConfig()) {
+      const row = readme.split('\n').find((line) => line.startsWith(`| \`${name}\``));
+      expect(row, `README row for ${name}`).toBeDefined();
+      expect(description.length).toBeGreaterThan(10);
+    }
+  });
+
+  it('stops the server at start with one line per problem and no stack trace', async () => {
+    const result = await run(process.execPath, ['--import', 'tsx', 'src/server.ts'], {
+      cwd: new URL('..', import.meta.url),
+      env: { PATH: process.env.PATH, PORT: 'x' },
+    }).then(
+      () => ({ code: 0, stderr: '' }),
+      (err: { code: number; stderr: string }) => err,
+    );
+    expect(result.code).toBe(1);
+    expect(result.stderr).toContain('PORT: must be an integer');
+    expect(result.stderr).toContain('UPSTREAM_TOKEN: is required');
+    expect(result.stderr).not.toMatch(/\n\s+at /);
+  });
+
+  it('stops the server at start when the tenants file is missing', async () => {
+    const result = await run(process.execPath, ['--import', 'tsx', 'src/server.ts'], {
+      cwd: new URL('..', import.meta.url),
+      env: { PATH: process.env.PATH, UPSTREAM_TOKEN: 'x', TENANTS_FILE: '/nonexistent/tenants.json' },
+    }).then(
+      () => ({ code: 0, stderr: '' }),
+      (err: { code: number; stderr: string }) => err,
+    );
+    expect(result.code).toBe(1);
+    expect(result.stderr).toContain('Invalid tenants file /nonexistent/tenants.json');
+    expect(result.stderr).toContain('cannot be read: ENOENT');
+    expect(result.stderr).not.toMatch(/\n\s+at /);
+  });
+});

@@ -1,0 +1,187 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { json, SEED_REQUEST, startStack, upstreamCalls, UPSTREAM_TOKEN, waitForCompletion, type Stack } from './helpers.js';
+
+/**
+ * The whole fal queue flow through the gateway over real HTTP, against the simulated upstream.
+ * The simulator writes fal's own host into its queue URLs, so a gateway that followed an
+ * upstream URL instead of building its own would fail here.
+ */
+describe('queue flow end to end', () => {
+  let stack: Stack;
+
+  beforeAll(async () => {
+    stack = await startStack({ sim: { urlBase: 'https://queue.fal.run' } });
+  });
+  afterAll(() => stack.close());
+
+  async function submit(headers: Record<string, string> = stack.bearer('team-a'), path = '/v1/image-to-image') {
+    const res = await fetch(`${stack.url}${path}`, { method: 'POST', headers: { ...json, ...headers }, body: JSON.stringify(SEED_REQUEST) });
+    return { res, body: (await res.json()) as Record<string, unknown> };
+  }
+
+  it('submits the seed request with the gateway token injected and the caller key not forwarded', async () => {
+    const before = upstreamCalls(stack).length;
+    const { res, body } = await submit({
+      ...stack.bearer('team-a'),
+      cookie: 'session=abc',
+      'x-api-key': 'not-for-upstream',
+      'x-fal-queue-priority': 'low',
+      'x-forwarded-for': '10.0.0.1',
+    });
+    expect(res.status).toBe(200);
+    expect(body.status).toBe('IN_QUEUE');
+    expect(body.request_id).toMatch(/^[0-9a-f-]{36}$/);
+    expect(typeof body.queue_position).toBe('number');
+
+    const calls = upstreamCalls(stack).slice(before);
+    expect(calls).toHaveLength(1);
+    const sent = calls[0]!;
+    expect(sent.method).toBe('POST');
+    expect(sent.path).toBe('/fal-ai/flux-lora/image-to-image');
+    expect(sent.headers.authorization).toBe(`Key ${UPSTREAM_TOKEN}`);
+    expect(sent.headers['x-fal-queue-priority']).toBe('low');
+    for (const leaked of ['cookie', 'x-api-key', 'x-forwarded-for']) expect(sent.headers[leaked]).toBeUndefined();
+    expect(JSON.stringify(sent.headers)).not.toContain(stack.keys['team-a']);
+    expect(sent.body).toEqual(SEED_REQUEST);
+  });
+
+  it('rewrites the queue URLs to the gateway, and they work when followed', async () => {
+    const { body } = await submit();
+    const id = body.request_id as string;
+    expect(body.status_url).toBe(`${stack.url}/v1/requests/${id}/status`);
+    expect(body.response_url).toBe(`${stack.url}/v1/requests/${id}`);
+    expect(body.cancel_url).toBe(`${stack.url}/v1/requests/${id}/cancel`);
+    expect(JSON.stringify(body)).not.toContain('queue.fal.run');
+
+    const first = await fetch(body.status_url as string, { headers: stack.bearer('team-a') });
+    expect(first.status).toBe(202);
+    const firstBody = (await first.json()) as Record<string, unknown>;
+    expect(['IN_QUEUE', 'IN_PROGRESS']).toContain(firstBody.status);
+    expect(firstBody.status_url).toBe(body.status_url);
+
+    const { res, body: done } = await waitForCompletion(body.status_url as string, stack.bearer('team-a'));
+    expect(res.status).toBe(200);
+    expect(done).toMatchObject({ status: 'COMPLETED', request_id: id, response_url: body.response_url });
+    expect((done as { metrics: { inference_time: number } }).metrics.inference_time).toBeGreaterThan(0);
+
+    const result = await fetch(body.response_url as string, { headers: stack.bearer('team-a') });
+    expect(result.status).toBe(200);
+    const output = (await result.json()) as { images: Array<{ url: string; content_type: string }>; prompt: string };
+    expect(output.prompt).toBe(SEED_REQUEST.prompt);
+    expect(output.images).toHaveLength(1);
+    // Image URLs pass untouched: they point at the upstream's file host, and the file is real.
+    expect(output.images[0]!.url.startsWith(stack.sim.url)).toBe(true);
+    const image = await fetch(output.images[0]!.url);
+    expect(image.headers.get('content-type')).toBe('image/jpeg');
+    expect([...new Uint8Array(await image.arrayBuffer()).slice(0, 3)]).toEqual([0xff, 0xd8, 0xff]);
+  });
+
+  it('passes runner logs with ?logs=1 and answers 400 for a result that is not ready', async () => {
+    const { body } = await submit();
+    const early = await fetch(body.response_url as string, { headers: stack.bearer('team-a') });
+    expect(early.status).toBe(400);
+    expect(await early.json()).toEqual({ detail: 'Request is still in progress' });
+
+    const { body: done } = await waitForCompletion(`${body.status_url}?logs=1`, stack.bearer('team-a'));
+    expect(Array.isArray((done as { logs: unknown[] }).logs)).toBe(true);
+    expect((done as { logs: unknown[] }).logs.length).toBeGreaterThan(0);
+    const calls = upstreamCalls(stack).filter((c) => c.path.includes(`${body.request_id}/status`));
+    expect(calls.at(-1)!.path).toMatch(/\?logs=1$/);
+  });
+
+  it('cancels a queued job: 202, then COMPLETED and a cancelled result', async () => {
+    const { body } = await submit();
+    const cancel = await fetch(body.cancel_url as string, { method: 'PUT', headers: stack.bearer('team-a') });
+    expect(cancel.status).toBe(202);
+    expect(await cancel.json()).toEqual({ status: 'CANCELLATION_REQUESTED' });
+    const status = await fetch(body.status_url as string, { headers: stack.bearer('team-a') });
+    expect(status.status).toBe(200);
+    expect(((await status.json()) as { status: string }).status).toBe('COMPLETED');
+    const result = await fetch(body.response_url as string, { headers: stack.bearer('team-a') });
+    expect(result.status).toBe(400);
+    expect(await result.json()).toEqual({ detail: 'Request was cancelled' });
+    const again = await fetch(body.cancel_url as string, { method: 'PUT', headers: stack.bearer('team-a') });
+    expect(again.status).toBe(400);
+    expect(await again.json()).toEqual({ status: 'ALREADY_COMPLETED' });
+  });
+
+  it('serves the whole flow on fal-compatible paths with fal-style "Key" auth', async () => {
+    const key = { authorization: `Key ${stack.keys['team-b']}` };
+    const { res, body } = await submit(key, '/fal-ai/flux-lora/image-to-image');
+    expect(res.status).toBe(200);
+    const id = body.request_id as string;
+    const status = await fetch(`${stack.url}/fal-ai/flux-lora/requests/${id}/status`, { headers: key });
+    expect([200, 202]).toContain(status.status);
+    await waitForCompletion(`${stack.url}/fal-ai/flux-lora/requests/${id}/status`, key);
+    const result = await fetch(`${stack.url}/fal-ai/flux-lora/requests/${id}`, { headers: key });
+    expect(result.status).toBe(200);
+    const cancel = await fetch(`${stack.url}/fal-ai/flux-lora/requests/${id}/cancel`, { method: 'PUT', headers: key });
+    expect(cancel.status).toBe(400);
+  });
+
+  it('accepts the key as x-api-key too', async () => {
+    const { res } = await submit({ 'x-api-key': stack.keys['team-a']! });
+    expect(res.status).toBe(200);
+  });
+
+  it('returns x-request-id on every response, echoing a well-formed incoming one', async () => {
+    const echoed = await fetch(`${stack.url}/healthz`, { headers: { 'x-request-id': 'trace-123' } });
+    expect(echoed.headers.get('x-request-id')).toBe('trace-123');
+    const generated = await fetch(`${stack.url}/v1/requests/nope/status`, { headers: { 'x-request-id': `bad id ${'x'.repeat(200)}` } });
+    expect(generated.status).toBe(401);
+    expect(generated.headers.get('x-request-id')).toMatch(/^[0-9a-f-]{36}$/);
+    expect(generated.headers.get('x-content-type-options')).toBe('nosniff');
+  });
+
+  it('answers health and readiness', async () => {
+    expect(await (await fetch(`${stack.url}/healthz`)).json()).toEqual({ status: 'ok' });
+    const ready = await fetch(`${stack.url}/readyz`);
+    expect(ready.status).toBe(200);
+    expect(await ready.json()).toEqual({ status: 'ready', checks: { store: 'ok', server: 'ok' } });
+  });
+
+  it('never shows the upstream token or a tenant key in a response or a log line', async () => {
+    const { body } = await submit();
+    await waitForCompletion(body.status_url as string, stack.bearer('team-a'));
+    const texts = stack.logs.join('\n');
+    expect(stack.logs.length).toBeGreaterThan(5);
+    expect(texts).not.toContain(UPSTREAM_TOKEN);
+    for (const key of Object.values(stack.keys)) expect(texts).not.toContain(key);
+    // One line per request, naming the tenant.
+    const lines = stack.logs.map((l) => JSON.parse(l) as Record<string, unknown>).filter((l) => l.msg === 'request');
+    expect(lines.some((l) => l.tenant === 'team-a' && l.statusCode === 200)).toBe(true);
+  });
+});
+
+describe('public URLs', () => {
+  it('uses PUBLIC_BASE_URL for rewritten URLs when set', async () => {
+    const stack = await startStack({ env: { PUBLIC_BASE_URL: 'https://images.example.com/' } });
+    try {
+      const res = await fetch(`${stack.url}/v1/image-to-image`, { method: 'POST', headers: { ...json, ...stack.bearer('team-a') }, body: JSON.stringify(SEED_REQUEST) });
+      const body = (await res.json()) as Record<string, string>;
+      expect(body.status_url).toBe(`https://images.example.com/v1/requests/${body.request_id}/status`);
+    } finally {
+      await stack.close();
+    }
+  });
+
+  it('honours X-Forwarded-Proto/Host only with TRUST_PROXY', async () => {
+    const forwarded = { 'x-forwarded-proto': 'https', 'x-forwarded-host': 'gw.example.com' };
+    for (const [env, expected] of [
+      [{}, 'http://127.0.0.1'],
+      [{ TRUST_PROXY: 'true' }, 'https://gw.example.com'],
+    ] as const) {
+      const stack = await startStack({ env });
+      try {
+        const res = await fetch(`${stack.url}/v1/image-to-image`, {
+          method: 'POST',
+          headers: { ...json, ...stack.bearer('team-a'), ...forwarded },
+          body: JSON.stringify(SEED_REQUEST),
+        });
+        expect(((await res.json()) as Record<string, string>).status_url.startsWith(expected)).toBe(true);
+      } finally {
+        await stack.close();
+      }
+    }
+  });
+});

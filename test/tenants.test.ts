@@ -1,0 +1,134 @@
+import { execFile } from 'node:child_process';
+import { mkdtemp, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { describe, expect, it } from 'vitest';
+import { newKey } from '../src/cli/key.js';
+import { presentedKey } from '../src/tenants/auth.js';
+import { digestKey, TenantRegistry } from '../src/tenants/registry.js';
+import { DEFAULT_LIMITS, loadTenantsFile, parseTenants, TenantsFileError } from '../src/tenants/tenants-file.js';
+
+const run = promisify(execFile);
+const digest = (n: number) => n.toString(16).padStart(64, '0');
+
+async function tempFile(content: string): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), 'tenants-'));
+  const file = join(dir, 'tenants.json');
+  await writeFile(file, content);
+  return file;
+}
+
+function problemsOf(json: unknown): string[] {
+  try {
+    parseTenants(json);
+  } catch (err) {
+    return (err as TenantsFileError).problems;
+  }
+  return [];
+}
+
+describe('tenants file', () => {
+  it('reads the documented shape, with limits given in ms or as durations', async () => {
+    const file = await tempFile(
+      JSON.stringify({
+        tenants: [
+          {
+            id: 'team-a',
+            keys: [digest(1).toUpperCase()],
+            limits: { submit: { max: 10, timeWindow: '1 minute' }, read: { max: 600, timeWindow: 60000 } },
+          },
+        ],
+      }),
+    );
+    expect(await loadTenantsFile(file)).toEqual([
+      {
+        id: 'team-a',
+        keyDigests: [digest(1)],
+        limits: { submit: { max: 10, timeWindowMs: 60_000 }, read: { max: 600, timeWindowMs: 60_000 } },
+      },
+    ]);
+  });
+
+  it('applies file-wide defaults, then built-in defaults, where limits are left out', () => {
+    const [a, b] = parseTenants({
+      defaults: { limits: { submit: { max: 5, timeWindow: '30s' } } },
+      tenants: [
+        { id: 'a', keys: [digest(1)] },
+        { id: 'b', keys: [digest(2)], limits: { read: { max: 7, timeWindow: '1 hour' } } },
+      ],
+    });
+    expect(a!.limits).toEqual({ submit: { max: 5, timeWindowMs: 30_000 }, read: DEFAULT_LIMITS.read });
+    expect(b!.limits).toEqual({ submit: { max: 5, timeWindowMs: 30_000 }, read: { max: 7, timeWindowMs: 3_600_000 } });
+  });
+
+  it.each([
+    ['a plain key instead of its digest', { tenants: [{ id: 'a', keys: ['fgw_plainkey'] }] }, /tenants\.0\.keys\.0: must be the SHA-256 hex digest/],
+    ['a duplicate tenant id', { tenants: [{ id: 'a', keys: [] }, { id: 'a', keys: [] }] }, /tenants\.1\.id: duplicate tenant id "a"/],
+    ['one key for two tenants', { tenants: [{ id: 'a', keys: [digest(1)] }, { id: 'b', keys: [digest(1)] }] }, /already listed for tenant "a"/],
+    ['a bad duration', { tenants: [{ id: 'a', keys: [], limits: { submit: { max: 1, timeWindow: 'soon' } } }] }, /"soon" is not a duration/],
+    ['a negative max', { tenants: [{ id: 'a', keys: [], limits: { read: { max: -1, timeWindow: 1000 } } }] }, /limits\.read\.max/],
+    ['an unknown field', { tenants: [{ id: 'a', keys: [], key: 'x' }] }, /Unrecognized key/],
+    ['a bad id', { tenants: [{ id: 'team a!', keys: [] }] }, /tenants\.0\.id: must be 1-64 characters/],
+    ['no tenants list', {}, /tenants:/],
+  ])('rejects %s with a clear message', (_name, json, message) => {
+    expect(problemsOf(json).join('\n')).toMatch(message);
+  });
+
+  it('rejects unreadable and non-JSON files with the file name', async () => {
+    await expect(loadTenantsFile('/nonexistent/t.json')).rejects.toThrow(/Invalid tenants file \/nonexistent\/t\.json:\n {2}- cannot be read: ENOENT/);
+    const file = await tempFile('{"tenants": [');
+    await expect(loadTenantsFile(file)).rejects.toThrow(/is not valid JSON/);
+  });
+});
+
+describe('tenant registry and keys', () => {
+  const keyA = newKey();
+  const registry = new TenantRegistry(
+    parseTenants({ tenants: [{ id: 'a', keys: [digestKey(keyA)] }, { id: 'b', keys: [digestKey(newKey())] }] }),
+  );
+
+  it('finds a tenant by its key and nothing by another string', () => {
+    expect(registry.findByKey(keyA)?.id).toBe('a');
+    expect(registry.findByKey(`${keyA}x`)).toBeUndefined();
+    expect(registry.findByKey(digestKey(keyA))).toBeUndefined();
+    expect(registry.findByKey('')).toBeUndefined();
+  });
+
+  it('makes long random keys', () => {
+    const keys = new Set(Array.from({ length: 100 }, newKey));
+    expect(keys.size).toBe(100);
+    for (const key of keys) expect(key).toMatch(/^fgw_[A-Za-z0-9_-]{43}$/);
+  });
+
+  it.each([
+    [{ authorization: 'Bearer k1' }, 'k1'],
+    [{ authorization: 'Key k2' }, 'k2'],
+    [{ authorization: 'bearer   k3 ' }, 'k3'],
+    [{ 'x-api-key': ' k4 ' }, 'k4'],
+    [{ authorization: 'Basic abc', 'x-api-key': 'k5' }, 'k5'],
+    [{ authorization: 'Bearer a b' }, undefined],
+    [{ authorization: 'k6' }, undefined],
+    [{}, undefined],
+  ])('reads the key from %j', (headers, expected) => {
+    expect(presentedKey(headers)).toBe(expected);
+  });
+
+  it('npm run key prints a key whose digest it prints too', async () => {
+    const { stdout } = await run(process.execPath, ['--import', 'tsx', 'src/cli/key.ts', 'team-x'], { cwd: new URL('..', import.meta.url) });
+    const key = /^\s+(fgw_\S+)$/m.exec(stdout)?.[1];
+    expect(key).toBeDefined();
+    expect(stdout).toContain(`"${digestKey(key!)}"`);
+    expect(stdout).toContain(`{"id":"team-x","keys":["${digestKey(key!)}"]}`);
+    // The printed entry is a valid tenants-file entry.
+    const entry = JSON.parse(/^\s+(\{"id".*\})$/m.exec(stdout)![1]!);
+    expect(new TenantRegistry(parseTenants({ tenants: [entry] })).findByKey(key!)?.id).toBe('team-x');
+  });
+
+  it('npm run key refuses a missing or bad tenant id', async () => {
+    await expect(run(process.execPath, ['--import', 'tsx', 'src/cli/key.ts'], { cwd: new URL('..', import.meta.url) })).rejects.toMatchObject({
+      code: 2,
+      stderr: expect.stringContaining('usage: npm run key -- <tenant-id>'),
+    });
+  });
+});
