@@ -81,10 +81,11 @@ describe('configuration', () => {
 
   it("lists every variable with its description in the README's configuration table", () => {
     const readme = readFileSync(new URL('../README.md', import.meta.url), 'utf8');
-    for (const { name, description } of describeConfig()) {
-      const row = readme.split('\n').find((line) => line.startsWith(`| \`${name}\``));
-      expect(row, `README row for ${name}`).toBeDefined();
-      expect(description.length).toBeGreaterThan(10);
+    const rows = readme.split('\n');
+    for (const v of describeConfig()) {
+      const def = v.required ? '**required**' : v.default === undefined ? '(unset)' : `\`${String(v.default)}\``;
+      const expected = `| \`${v.name}\` | ${def} | ${v.description} |`;
+      expect(rows, `README.md needs this row in its configuration table:\n${expected}\n`).toContain(expected);
     }
   });
 

@@ -178,7 +178,7 @@ describe('public URLs', () => {
           headers: { ...json, ...stack.bearer('team-a'), ...forwarded },
           body: JSON.stringify(SEED_REQUEST),
         });
-        expect(((await res.json()) as Record<string, string>).status_url.startsWith(expected)).toBe(true);
+        expect(((await res.json()) as { status_url: string }).status_url.startsWith(expected)).toBe(true);
       } finally {
         await stack.close();
       }

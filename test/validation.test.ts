@@ -229,6 +229,8 @@ const rejected: BadCase[] = [
     msg: ['scale', 'number'],
   },
   { field: 'loras', value: 'notarray', type: 'list_type', msg: ['loras', 'array'] },
+  // A bare name instead of {path, scale}: a likely client mistake, so the message must say what is expected.
+  { field: 'loras', value: ['owner/repo'], type: 'model_type', loc: ['body', 'loras', 0], msg: ['loras', 'path'] },
   { field: 'sync_mode', value: 'yes', type: 'bool_type', msg: ['sync_mode', 'true', 'false'] },
   { field: 'acceleration', value: 'fast', type: 'enum', msg: ['acceleration', 'none', 'regular'] },
   { field: 'prompt', value: '', type: 'string_too_short', msg: ['prompt', 'empty'] },

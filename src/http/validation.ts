@@ -24,10 +24,40 @@ const TYPE_BY_EXPECTED: Record<string, string> = {
   object: 'model_type',
 };
 
-function typeOf(issue: z.core.$ZodIssue): string {
+interface SchemaNode {
+  def: { type: string; shape?: Record<string, SchemaNode>; element?: SchemaNode; options?: SchemaNode[]; innerType?: SchemaNode };
+  format?: string | null;
+}
+
+function unwrap(node: SchemaNode | undefined): SchemaNode | undefined {
+  let current = node;
+  while (current?.def.innerType && ['optional', 'nullable', 'default'].includes(current.def.type)) current = current.def.innerType;
+  return current;
+}
+
+/** The schema that validated `path`, so an issue can be described by what was expected there. */
+function schemaAt(root: SchemaNode, path: readonly PropertyKey[]): SchemaNode | undefined {
+  let current: SchemaNode | undefined = root;
+  for (const key of path) {
+    const node = unwrap(current);
+    if (!node) return undefined;
+    if (node.def.type === 'object') current = node.def.shape?.[key as string];
+    else if (node.def.type === 'array') current = node.def.element;
+    else if (node.def.type === 'union') {
+      current = node.def.options?.map(unwrap).find((o) => o?.def.type === 'object' && o.def.shape && key in o.def.shape)?.def.shape?.[key as string];
+    } else return undefined;
+  }
+  return unwrap(current);
+}
+
+function typeOf(issue: z.core.$ZodIssue, root: SchemaNode): string {
   switch (issue.code) {
-    case 'invalid_type':
-      return issue.input === undefined ? 'missing' : (TYPE_BY_EXPECTED[issue.expected] ?? `${issue.expected}_type`);
+    case 'invalid_type': {
+      if (issue.input === undefined) return 'missing';
+      // zod reports integer fields as expecting a "number" when given a non-number.
+      const expected = issue.expected === 'number' && schemaAt(root, issue.path)?.format?.includes('int') ? 'int' : issue.expected;
+      return TYPE_BY_EXPECTED[expected] ?? `${expected}_type`;
+    }
     case 'too_big':
       return issue.origin === 'string' ? 'string_too_long' : issue.origin === 'array' ? 'too_long' : 'less_than_equal';
     case 'too_small':
@@ -41,7 +71,7 @@ function typeOf(issue: z.core.$ZodIssue): string {
   }
 }
 
-export function toFalEntries(issues: readonly z.core.$ZodIssue[], location: string): FalValidationEntry[] {
+export function toFalEntries(issues: readonly z.core.$ZodIssue[], location: string, root: z.ZodType): FalValidationEntry[] {
   const entries: FalValidationEntry[] = [];
   for (const issue of issues) {
     const path = issue.path.map((p) => (typeof p === 'symbol' ? String(p) : p));
@@ -57,11 +87,11 @@ export function toFalEntries(issues: readonly z.core.$ZodIssue[], location: stri
       // are nested), else the first branch, whose message lists the accepted forms.
       const branch = issue.errors.find((b) => b.length > 0 && b.every((i) => i.path.length > 0)) ?? issue.errors[0];
       if (branch?.length) {
-        entries.push(...toFalEntries(branch.map((i) => ({ ...i, path: [...issue.path, ...i.path] })), location));
+        entries.push(...toFalEntries(branch.map((i) => ({ ...i, path: [...issue.path, ...i.path] })), location, root));
         continue;
       }
     }
-    const type = typeOf(issue);
+    const type = typeOf(issue, root as unknown as SchemaNode);
     const field = path.join('.') || location;
     const msg = type === 'missing' ? `${field} is required` : issue.message;
     entries.push({ loc: [location, ...path], msg, type });
@@ -74,6 +104,6 @@ export const validatorCompiler: FastifySchemaCompiler<z.ZodType> = ({ schema, ht
   return (data: unknown) => {
     const result = schema.safeParse(data, { reportInput: true });
     if (result.success) return { value: result.data };
-    return { error: new RequestValidationError(toFalEntries(result.error.issues, location)) };
+    return { error: new RequestValidationError(toFalEntries(result.error.issues, location, schema)) };
   };
 };

@@ -57,7 +57,8 @@ export const ImageSize = z
       'Size of the generated image: a preset name or an explicit {width, height}. Left out, the model follows the input image.',
   });
 
-export const Lora = z.strictObject({
+export const Lora = z.strictObject(
+  {
   path: z
     .string({ error: 'loras[].path must be a string' })
     .min(1, { error: 'loras[].path must not be empty' })
@@ -66,7 +67,9 @@ export const Lora = z.strictObject({
     .number({ error: 'loras[].scale must be a number' })
     .optional()
     .meta({ description: 'How strongly the LoRA is applied.', default: 1 }),
-});
+  },
+  { error: 'each loras item must be an object {path, scale}' },
+);
 
 export const ModelInput = z
   .strictObject({
@@ -122,7 +125,7 @@ export const ModelInput = z
       .enum(['none', 'regular'], { error: 'acceleration must be "none" or "regular"' })
       .optional()
       .meta({ description: 'Speed/quality trade-off.', default: 'none' }),
-  })
+  }, { error: 'the body must be a JSON object holding the model input' })
   .meta({
     id: 'ModelInput',
     description: 'Input of fal-ai/flux-lora/image-to-image. Unknown fields are rejected.',

@@ -1,0 +1,71 @@
+import { randomBytes } from 'node:crypto';
+import { buildApp } from './app.js';
+import { newKey } from './cli/key.js';
+import { parseConfig } from './config.js';
+import { SEED_REQUEST } from './model.js';
+import { startSimulator } from './simulator/index.js';
+import { digestKey } from './tenants/registry.js';
+
+/**
+ * `npm run demo`: the gateway in front of its built-in simulated fal queue, with one demo
+ * tenant. Nothing leaves the machine. The simulator's token is random and never shown: the
+ * caller only ever holds the demo tenant's key, exactly as in production.
+ */
+const env = process.env;
+const upstreamToken = randomBytes(24).toString('hex');
+const demoKey = env.DEMO_KEY ?? newKey();
+
+const sim = await startSimulator({
+  token: upstreamToken,
+  queueMs: Number(env.DEMO_QUEUE_MS ?? 1_500),
+  runMs: Number(env.DEMO_RUN_MS ?? 3_000),
+});
+const config = parseConfig({
+  PORT: env.PORT ?? '3000',
+  HOST: env.HOST ?? '127.0.0.1',
+  LOG_LEVEL: env.LOG_LEVEL ?? 'info',
+  UPSTREAM_BASE_URL: sim.url,
+  UPSTREAM_TOKEN: upstreamToken,
+  TENANTS_FILE: '(demo: built in)',
+  PUBLIC_BASE_URL: env.PUBLIC_BASE_URL,
+});
+const app = await buildApp({
+  config,
+  tenants: [
+    {
+      id: 'demo',
+      keyDigests: [digestKey(demoKey)],
+      limits: { submit: { max: 30, timeWindowMs: 60_000 }, read: { max: 1_200, timeWindowMs: 60_000 } },
+    },
+  ],
+});
+
+const shutdown = async () => {
+  app.startDraining();
+  await app.close();
+  await sim.close();
+  process.exit(0);
+};
+process.once('SIGINT', shutdown);
+process.once('SIGTERM', shutdown);
+
+const address = await app.listen({ port: config.PORT, host: config.HOST });
+const base = address.replace('0.0.0.0', '127.0.0.1');
+process.stdout.write(`
+  fal gateway demo: the gateway in front of a simulated fal queue (no network needed)
+
+  Demo tenant key:  ${demoKey}
+  Swagger UI:       ${base}/docs      ("Authorize" with the key, then "Try it out")
+  OpenAPI:          ${base}/openapi.json
+
+  Submit the seed request:
+
+    curl -s ${base}/v1/image-to-image \\
+      -H 'Authorization: Bearer ${demoKey}' \\
+      -H 'Content-Type: application/json' \\
+      -d '${JSON.stringify(SEED_REQUEST)}'
+
+  then follow the status_url and response_url it returns with the same Authorization header.
+  Ctrl+C stops both.
+
+`);

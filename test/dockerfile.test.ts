@@ -1,0 +1,106 @@
+import { execFile, spawn } from 'node:child_process';
+import { cp, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { afterAll, describe, expect, it } from 'vitest';
+
+/**
+ * Docker cannot run here, so this replays the Dockerfile's production steps as written in it:
+ * the build stage's compile, the runtime stage's production-only install, its CMD, and its
+ * HEALTHCHECK command against the running server. A step that only works with dev dependencies,
+ * or a CMD that points at nothing, fails here.
+ */
+const run = promisify(execFile);
+const root = new URL('..', import.meta.url).pathname;
+
+interface Stage {
+  name: string;
+  from: string;
+  lines: string[];
+}
+
+function parseDockerfile(text: string): Stage[] {
+  const logical = text.replace(/\\\n/g, ' ').split('\n').map((l) => l.trim()).filter((l) => l && !l.startsWith('#'));
+  const stages: Stage[] = [];
+  for (const line of logical) {
+    const from = /^FROM\s+(\S+)(?:\s+AS\s+(\S+))?/i.exec(line);
+    if (from) stages.push({ from: from[1]!, name: from[2] ?? String(stages.length), lines: [] });
+    else stages.at(-1)?.lines.push(line);
+  }
+  return stages;
+}
+
+const execForm = (line: string): string[] => JSON.parse(line.slice(line.indexOf('[')).trim()) as string[];
+const shellForm = (line: string) => line.replace(/^RUN\s+/, '');
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const server = createServer().listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as { port: number };
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+describe('Dockerfile', async () => {
+  const stages = parseDockerfile(await readFile(join(root, 'Dockerfile'), 'utf8'));
+  const runtime = stages.at(-1)!;
+  const build = stages.find((s) => s.name === 'build')!;
+  let dir: string | undefined;
+  afterAll(async () => {
+    if (dir) await rm(dir, { recursive: true, force: true });
+  });
+
+  it('is multi-stage on Node 24 LTS slim, runs as a non-root user, exposes the port and checks health', () => {
+    expect(stages.length).toBeGreaterThanOrEqual(2);
+    for (const stage of stages) expect(stage.from).toMatch(/^node:24(\.\d+)*-slim$/);
+    expect(runtime.lines).toContain('USER node');
+    expect(runtime.lines).toContain('EXPOSE 3000');
+    expect(runtime.lines.some((l) => l.startsWith('HEALTHCHECK') && l.includes('/healthz'))).toBe(true);
+    expect(runtime.lines).toContain('COPY --from=build /app/dist ./dist');
+    expect(runtime.lines.filter((l) => l.startsWith('RUN')).map(shellForm).join(' ')).toContain('npm ci --omit=dev');
+  });
+
+  it('builds, installs production dependencies only, starts, passes its HEALTHCHECK and stops cleanly on SIGTERM', async () => {
+    dir = await mkdtemp(join(tmpdir(), 'fal-gateway-image-'));
+    // Build stage: the compile step it runs (`npm run build`), writing into the "image".
+    expect(build.lines).toContain('RUN npm run build');
+    await run('npx', ['tsc', '-p', 'tsconfig.build.json', '--outDir', join(dir, 'dist')], { cwd: root });
+    // Runtime stage: its COPY of the manifests and its RUN lines, verbatim.
+    for (const file of ['package.json', 'package-lock.json']) await cp(join(root, file), join(dir, file));
+    for (const line of runtime.lines.filter((l) => l.startsWith('RUN'))) {
+      await run('bash', ['-c', shellForm(line)], { cwd: dir, env: { ...process.env, NODE_ENV: 'production', npm_config_prefer_offline: 'true' } });
+    }
+    await expect(readFile(join(dir, 'node_modules', 'vitest', 'package.json'))).rejects.toThrow();
+    await expect(readFile(join(dir, 'node_modules', 'fastify', 'package.json'))).resolves.toBeDefined();
+
+    const tenants = join(dir, 'tenants.json');
+    await writeFile(tenants, JSON.stringify({ tenants: [] }));
+    const port = await freePort();
+    const env = { PATH: process.env.PATH, NODE_ENV: 'production', PORT: String(port), UPSTREAM_TOKEN: 'image-test', TENANTS_FILE: tenants, LOG_LEVEL: 'info' };
+    const cmd = execForm(runtime.lines.find((l) => l.startsWith('CMD'))!);
+    const server = spawn(cmd[0]!, cmd.slice(1), { cwd: dir, env });
+    let output = '';
+    server.stdout.on('data', (d) => (output += d));
+    server.stderr.on('data', (d) => (output += d));
+    const exited = new Promise<number | null>((resolve) => server.on('exit', (code) => resolve(code)));
+    try {
+      const deadline = Date.now() + 15_000;
+      while (!output.includes('fal gateway ready')) {
+        if (Date.now() > deadline || server.exitCode !== null) throw new Error(`server did not start:\n${output}`);
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      const health = execForm(runtime.lines.find((l) => l.startsWith('HEALTHCHECK'))!);
+      await expect(run(health[0]!, health.slice(1), { cwd: dir, env })).resolves.toBeDefined();
+      const docs = await fetch(`http://127.0.0.1:${port}/docs/`);
+      expect(docs.status).toBe(200);
+    } finally {
+      server.kill('SIGTERM');
+    }
+    expect(await exited).toBe(0);
+    expect(output).toContain('shutting down');
+    expect(output).not.toContain('image-test');
+  }, 240_000);
+});
