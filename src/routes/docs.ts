@@ -2,6 +2,7 @@ import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import type { FastifyInstance } from 'fastify';
 import { jsonSchemaTransform, jsonSchemaTransformObject } from 'fastify-type-provider-zod';
+import { addErrorExamples } from '../http/openapi-examples.js';
 import { tidyOpenApi } from '../http/openapi-tidy.js';
 import { APP_ID, MODEL_ID } from '../model.js';
 
@@ -44,7 +45,8 @@ export async function registerOpenApi(app: FastifyInstance, version: string): Pr
       },
     },
     transform: jsonSchemaTransform,
-    transformObject: (document) => tidyOpenApi(jsonSchemaTransformObject(document) as Record<string, unknown>) as ReturnType<typeof jsonSchemaTransformObject>,
+    transformObject: (document) =>
+      addErrorExamples(tidyOpenApi(jsonSchemaTransformObject(document) as Record<string, unknown>)) as ReturnType<typeof jsonSchemaTransformObject>,
   });
 }
 

@@ -17,6 +17,10 @@ export const LogEntry = z.looseObject({
   timestamp: z.string(),
 });
 
+const EXAMPLE_ID = 'b0457ca3-8883-4d77-ba7b-45a733adb157';
+const EXAMPLE_BASE = `https://fal-gateway.example.com/v1/requests/${EXAMPLE_ID}`;
+const EXAMPLE_URLS = { response_url: EXAMPLE_BASE, status_url: `${EXAMPLE_BASE}/status`, cancel_url: `${EXAMPLE_BASE}/cancel` };
+
 const queueUrls = {
   status_url: z.string().meta({ description: 'Gateway URL to poll for status (GET).' }),
   response_url: z.string().meta({ description: 'Gateway URL of the result (GET).' }),
@@ -41,6 +45,15 @@ export const QueueStatus = z
   .meta({
     id: 'QueueStatus',
     description: 'Status of a queued job (fal queue status object, URLs pointing at the gateway).',
+    examples: [
+      {
+        status: 'COMPLETED',
+        request_id: EXAMPLE_ID,
+        ...EXAMPLE_URLS,
+        logs: [{ message: 'Inference finished', level: 'INFO', source: 'USER', timestamp: '2026-01-01T12:00:03.000Z' }],
+        metrics: { inference_time: 2.9 },
+      },
+    ],
   });
 
 export const SubmitResponse = z
@@ -52,7 +65,11 @@ export const SubmitResponse = z
     logs: z.null().optional(),
     metrics: z.looseObject({}).optional(),
   })
-  .meta({ id: 'SubmitResponse', description: 'The job was queued upstream.' });
+  .meta({
+    id: 'SubmitResponse',
+    description: 'The job was queued upstream.',
+    examples: [{ status: 'IN_QUEUE', request_id: EXAMPLE_ID, ...EXAMPLE_URLS, logs: null, metrics: {}, queue_position: 0 }],
+  });
 
 export const ImageFile = z.looseObject({
   url: z.string(),
@@ -71,13 +88,34 @@ export const ModelOutput = z
     has_nsfw_concepts: z.array(z.boolean()).optional(),
     prompt: z.string().optional(),
   })
-  .meta({ id: 'ModelOutput', description: 'Result of a completed job: the generated images.' });
+  .meta({
+    id: 'ModelOutput',
+    description: 'Result of a completed job: the generated images.',
+    examples: [
+      {
+        images: [
+          {
+            url: 'https://v3.fal.media/files/lion/0.jpeg',
+            width: 1024,
+            height: 768,
+            content_type: 'image/jpeg',
+            file_name: '0.jpeg',
+            file_size: 34395,
+          },
+        ],
+        timings: { inference: 2.9 },
+        seed: 1393610032,
+        has_nsfw_concepts: [false],
+        prompt: 'A photo of a lion sitting on a stone bench',
+      },
+    ],
+  });
 
 export const CancelResponse = z
   .looseObject({
     status: z.enum(['CANCELLATION_REQUESTED', 'ALREADY_COMPLETED', 'NOT_FOUND']),
   })
-  .meta({ id: 'CancelResponse', description: "The upstream's answer to a cancel." });
+  .meta({ id: 'CancelResponse', description: "The upstream's answer to a cancel.", examples: [{ status: 'CANCELLATION_REQUESTED' }] });
 
 export type QueueStatus = z.infer<typeof QueueStatus>;
 export type SubmitResponse = z.infer<typeof SubmitResponse>;

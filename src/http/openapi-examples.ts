@@ -1,0 +1,50 @@
+/**
+ * One example per error status in the OpenAPI document (the zod transform keeps no examples on
+ * responses), with per-operation overrides where the upstream's own body differs.
+ */
+const ERROR_EXAMPLES: Record<string, unknown> = {
+  400: { detail: 'The request body is not valid JSON: Unexpected end of JSON input', error_type: 'invalid_json' },
+  401: {
+    detail: 'A valid API key is required: send "Authorization: Bearer <key>", "Authorization: Key <key>" or "x-api-key: <key>"',
+    error_type: 'unauthorized',
+  },
+  404: { detail: 'Request not found', error_type: 'request_not_found' },
+  413: { detail: 'The request body exceeds the limit of 10485760 bytes', error_type: 'payload_too_large' },
+  415: { detail: 'Content-Type "text/plain" is not supported; send application/json', error_type: 'unsupported_media_type' },
+  422: {
+    detail: [{ loc: ['body', 'strength'], msg: 'strength must be a number between 0.01 and 1', type: 'less_than_equal' }],
+    error_type: 'validation_error',
+  },
+  429: { detail: 'Rate limit exceeded for submit requests (10 per 1 minute). Retry in 42 seconds.', error_type: 'rate_limited' },
+  502: {
+    detail:
+      "The upstream rejected the gateway's own credentials (HTTP 401). This is not your key: the operator must check UPSTREAM_TOKEN and UPSTREAM_AUTH_SCHEME.",
+    error_type: 'upstream_auth_failed',
+  },
+  503: { detail: 'The upstream could not be reached; try again shortly', error_type: 'upstream_unavailable' },
+  504: { detail: 'The upstream did not answer in time', error_type: 'upstream_timeout' },
+};
+
+const READ_LIMITED = { detail: 'Rate limit exceeded for read requests (600 per 1 minute). Retry in 12 seconds.', error_type: 'rate_limited' };
+
+const OPERATION_EXAMPLES: Record<string, Record<string, unknown>> = {
+  getStatus: { 429: READ_LIMITED },
+  getResult: { 400: { detail: 'Request is still in progress' }, 429: READ_LIMITED },
+  cancel: { 400: { status: 'ALREADY_COMPLETED' }, 429: READ_LIMITED },
+};
+
+type Operation = { operationId?: string; responses?: Record<string, { content?: Record<string, { example?: unknown; schema?: { $ref?: string } }> }> };
+
+export function addErrorExamples<T extends { paths?: Record<string, Record<string, Operation>> }>(doc: T): T {
+  for (const methods of Object.values(doc.paths ?? {})) {
+    for (const operation of Object.values(methods)) {
+      const own = OPERATION_EXAMPLES[(operation.operationId ?? '').replace(/^fal(.)/, (_m, c: string) => c.toLowerCase())] ?? {};
+      for (const [status, response] of Object.entries(operation.responses ?? {})) {
+        const media = response.content?.['application/json'];
+        const example = own[status] ?? (media?.schema?.$ref?.endsWith('/Error') ? ERROR_EXAMPLES[status] : undefined);
+        if (media && example !== undefined) media.example = example;
+      }
+    }
+  }
+  return doc;
+}

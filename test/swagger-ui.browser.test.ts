@@ -1,0 +1,92 @@
+import { existsSync, mkdirSync } from 'node:fs';
+import { chromium, type Browser, type Page } from 'playwright-core';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startStack, type Stack } from './helpers.js';
+
+/**
+ * A person's path through the docs page: Authorize with a tenant key, then "Try it out" on
+ * submit, status (until COMPLETED) and result, in a real headless Chromium.
+ */
+const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
+const hasChromium = existsSync(CHROMIUM);
+const ARTIFACTS = new URL('../test-artifacts/', import.meta.url).pathname;
+
+describe.skipIf(!hasChromium)(`Swagger UI in a browser${hasChromium ? '' : ` (skipped: no Chromium at ${CHROMIUM}; apt-get install chromium)`}`, () => {
+  let stack: Stack;
+  let browser: Browser;
+  let page: Page;
+
+  beforeAll(async () => {
+    stack = await startStack();
+    browser = await chromium.launch({
+      executablePath: CHROMIUM,
+      args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'],
+    });
+    page = await browser.newPage({ viewport: { width: 1300, height: 1600 } });
+  });
+  afterAll(async () => {
+    await browser?.close();
+    await stack?.close();
+  });
+
+  async function execute(operation: string, params: Record<string, string> = {}, clear = true) {
+    const op = page.locator(`#operations-${operation}`);
+    if (!(await op.locator('.execute').isVisible())) await op.locator('.opblock-summary').click();
+    for (const [name, value] of Object.entries(params)) {
+      await op.locator(`tr[data-param-name="${name}"] input`).fill(value);
+    }
+    await op.locator('.execute').click();
+    const status = op.locator('.live-responses-table tbody .response-col_status').first();
+    await status.waitFor();
+    const code = (await status.textContent())!.trim();
+    const body = JSON.parse((await op.locator('.live-responses-table tbody .response-col_description pre').first().textContent())!);
+    if (clear) await op.locator('.btn-clear').click();
+    return { code, body };
+  }
+
+  it('authorizes with a tenant key and runs submit, status and result from "Try it out"', async () => {
+    await page.goto(`${stack.url}/docs`);
+    await page.locator('.opblock').first().waitFor();
+    await page.locator('button.authorize').first().click();
+    await page.locator('.modal-ux input').first().fill(stack.keys['team-a']!);
+    await page.locator('.modal-ux .auth-btn-wrapper button.authorize').first().click();
+    await page.locator('.modal-ux button.btn-done').first().click();
+
+    // The example body is the seed request, so Execute works as it stands.
+    const submitted = await execute('Image_to_image-submit');
+    expect(submitted.code).toBe('200');
+    expect(submitted.body.status).toBe('IN_QUEUE');
+    const id = submitted.body.request_id as string;
+    expect(submitted.body.status_url).toBe(`${stack.url}/v1/requests/${id}/status`);
+
+    let status = await execute('Image_to_image-getStatus', { request_id: id });
+    for (let i = 0; i < 50 && status.body.status !== 'COMPLETED'; i++) {
+      expect(status.code).toBe('202');
+      await new Promise((r) => setTimeout(r, 50));
+      status = await execute('Image_to_image-getStatus', { request_id: id });
+    }
+    expect(status.code).toBe('200');
+    expect(status.body.status).toBe('COMPLETED');
+
+    const result = await execute('Image_to_image-getResult', { request_id: id }, false);
+    expect(result.code).toBe('200');
+    expect(result.body.images).toHaveLength(1);
+    expect(result.body.images[0].content_type).toBe('image/jpeg');
+
+    mkdirSync(ARTIFACTS, { recursive: true });
+    await page.locator('#operations-Image_to_image-getResult .live-responses-table').screenshot({ path: `${ARTIFACTS}swagger-ui-result.png` });
+  });
+
+  it("shows a 422 with fal's validation entries when the example is edited out of range", async () => {
+    const op = page.locator('#operations-Image_to_image-submit');
+    if (!(await op.locator('.execute').isVisible())) await op.locator('.opblock-summary').click();
+    const editor = op.locator('textarea.body-param__text');
+    const body = JSON.parse(await editor.inputValue());
+    await editor.fill(JSON.stringify({ ...body, strength: 3 }));
+    await op.locator('.execute').click();
+    await op.locator('.live-responses-table tbody .response-col_status').first().waitFor();
+    expect((await op.locator('.live-responses-table tbody .response-col_status').first().textContent())!.trim()).toBe('422');
+    const error = JSON.parse((await op.locator('.live-responses-table tbody .response-col_description pre').first().textContent())!);
+    expect(error.detail[0]).toMatchObject({ loc: ['body', 'strength'], type: 'less_than_equal' });
+  });
+});
