@@ -1,0 +1,80 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import type { JobStore } from '../src/jobs/job-store.js';
+import { MemoryJobStore } from '../src/jobs/memory-job-store.js';
+import { json, SEED_REQUEST, startStack, upstreamCalls, type Stack } from './helpers.js';
+
+/**
+ * A real memory store whose operations can be switched to fail, standing in for a store whose
+ * backend (later: Redis) is down. What is under test is the gateway's answer, not the store.
+ */
+class BreakableStore implements JobStore {
+  readonly kind = 'memory' as const;
+  private readonly inner = new MemoryJobStore({ ttlMs: 60_000, maxEntries: 1_000 });
+  broken = { record: false, ownerOf: false, ready: false };
+  async record(id: string, tenant: string) {
+    if (this.broken.record) throw new Error('store down');
+    return this.inner.record(id, tenant);
+  }
+  async ownerOf(id: string) {
+    if (this.broken.ownerOf) throw new Error('store down');
+    return this.inner.ownerOf(id);
+  }
+  async ready() {
+    return !this.broken.ready;
+  }
+  close() {
+    return this.inner.close();
+  }
+}
+
+describe('when the job store fails', () => {
+  let stack: Stack;
+  const store = new BreakableStore();
+  afterEach(() => {
+    store.broken = { record: false, ownerOf: false, ready: false };
+  });
+
+  it('tells the client the queued request id when ownership cannot be recorded, rather than losing the job', async () => {
+    stack = await startStack({ app: { jobs: store } });
+    store.broken.record = true;
+    const res = await fetch(`${stack.url}/v1/image-to-image`, { method: 'POST', headers: { ...json, ...stack.bearer('team-a') }, body: JSON.stringify(SEED_REQUEST) });
+    expect(res.status).toBe(503);
+    const body = (await res.json()) as { detail: string; error_type: string };
+    expect(body.error_type).toBe('ownership_not_recorded');
+    const queued = upstreamCalls(stack).filter((c) => c.method === 'POST');
+    expect(queued).toHaveLength(1);
+    // The id the upstream queued is in the message, so the job is not silently lost.
+    expect(body.detail).toMatch(/The job [0-9a-f-]{36} was queued upstream/);
+    expect(stack.logs.some((l) => l.includes('ownership could not be recorded'))).toBe(true);
+  });
+
+  it('answers 503 store_unavailable, never 404, when ownership cannot be looked up', async () => {
+    const ok = await fetch(`${stack.url}/v1/image-to-image`, { method: 'POST', headers: { ...json, ...stack.bearer('team-a') }, body: JSON.stringify(SEED_REQUEST) });
+    const { status_url } = (await ok.json()) as { status_url: string };
+    store.broken.ownerOf = true;
+    const before = upstreamCalls(stack).length;
+    for (const tenant of ['team-a', 'team-b']) {
+      const res = await fetch(status_url, { headers: stack.bearer(tenant) });
+      expect(res.status).toBe(503);
+      expect(((await res.json()) as { error_type: string }).error_type).toBe('store_unavailable');
+    }
+    expect(upstreamCalls(stack).length).toBe(before);
+    store.broken.ownerOf = false;
+    expect((await fetch(status_url, { headers: stack.bearer('team-a') })).status).toBeLessThan(300);
+  });
+
+  it('reports not ready while the store is down and while draining', async () => {
+    store.broken.ready = true;
+    const down = await fetch(`${stack.url}/readyz`);
+    expect(down.status).toBe(503);
+    expect(await down.json()).toEqual({ status: 'not_ready', checks: { store: 'failing', server: 'ok' } });
+    store.broken.ready = false;
+    expect((await fetch(`${stack.url}/readyz`)).status).toBe(200);
+    stack.app.startDraining();
+    const draining = await fetch(`${stack.url}/readyz`);
+    expect(draining.status).toBe(503);
+    expect(await draining.json()).toEqual({ status: 'not_ready', checks: { store: 'ok', server: 'shutting_down' } });
+    expect((await fetch(`${stack.url}/healthz`)).status).toBe(200);
+    await stack.close();
+  });
+});
