@@ -8,6 +8,8 @@ import { registerErrorHandling } from './http/error-handler.js';
 import { validatorCompiler } from './http/validation.js';
 import type { JobStore } from './jobs/job-store.js';
 import { MemoryJobStore } from './jobs/memory-job-store.js';
+import { RedisJobStore } from './jobs/redis-job-store.js';
+import { closeRedis, createRedis, redactUrl, waitForRedis } from './redis.js';
 import { registerDocsUi, registerOpenApi } from './routes/docs.js';
 import { healthRoutes } from './routes/health.js';
 import { queueRoutes } from './routes/queue.js';
@@ -106,13 +108,24 @@ export async function buildApp(options: AppOptions): Promise<GatewayApp> {
     maxResponseBytes: config.UPSTREAM_MAX_RESPONSE_BYTES,
     userAgent: `fal-gateway/${VERSION}`,
   });
+  const redis = config.REDIS_URL
+    ? createRedis({ url: config.REDIS_URL, keyPrefix: config.REDIS_KEY_PREFIX, commandTimeoutMs: config.REDIS_COMMAND_TIMEOUT_MS }, app.log)
+    : undefined;
   const jobs =
     options.jobs ??
-    new MemoryJobStore({
-      ttlMs: config.JOB_TTL_SECONDS * 1000,
-      maxEntries: config.JOB_STORE_MAX_ENTRIES,
-      onEvict: (count) => app.log.warn({ count }, 'job store full: forgot the oldest jobs before their TTL; raise JOB_STORE_MAX_ENTRIES'),
-    });
+    (redis
+      ? new RedisJobStore(redis, config.JOB_TTL_SECONDS * 1000)
+      : new MemoryJobStore({
+          ttlMs: config.JOB_TTL_SECONDS * 1000,
+          maxEntries: config.JOB_STORE_MAX_ENTRIES,
+          onEvict: (count) => app.log.warn({ count }, 'job store full: forgot the oldest jobs before their TTL; raise JOB_STORE_MAX_ENTRIES'),
+        }));
+  if (redis && !(await waitForRedis(redis, 2_000))) {
+    app.log.warn({ redis: redactUrl(config.REDIS_URL!) }, 'redis not reachable yet: not ready until it is; reconnecting in the background');
+  }
+  if (!redis && config.NODE_ENV === 'production') {
+    app.log.warn('REDIS_URL is not set: rate limits and job ownership are per replica; set REDIS_URL when running more than one');
+  }
 
   // JSON only: anything else is a 415, not a body the schema then rejects.
   app.removeContentTypeParser(['text/plain']);
@@ -133,11 +146,13 @@ export async function buildApp(options: AppOptions): Promise<GatewayApp> {
   });
   app.addHook('onClose', async () => {
     await jobs.close();
+    if (redis) await closeRedis(redis);
     await ownDispatcher?.close();
   });
 
   if (config.DOCS_ENABLED) await registerOpenApi(app, VERSION);
-  await app.register(rateLimit, { global: false });
+  // Counters live in Redis when configured, so every replica counts against the same budget.
+  await app.register(rateLimit, { global: false, ...(redis ? { redis, nameSpace: 'rl:' } : {}) });
 
   healthRoutes(app, { jobs, isShuttingDown: () => draining });
   await app.register(async (tenantScope) => {
@@ -146,7 +161,10 @@ export async function buildApp(options: AppOptions): Promise<GatewayApp> {
       upstream,
       jobs,
       publicBaseUrl: config.PUBLIC_BASE_URL,
-      limits: { submit: createPolicyLimiter(tenantScope, 'submit'), read: createPolicyLimiter(tenantScope, 'read') },
+      limits: {
+        submit: createPolicyLimiter(tenantScope, 'submit', config.RATE_LIMIT_ON_STORE_ERROR),
+        read: createPolicyLimiter(tenantScope, 'read', config.RATE_LIMIT_ON_STORE_ERROR),
+      },
     });
   });
   if (config.DOCS_ENABLED) await registerDocsUi(app);

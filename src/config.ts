@@ -27,6 +27,10 @@ const trustProxy = z.string().transform((v): boolean | number | string => {
 const httpUrl = z.url({ protocol: /^https?$/, error: 'must be an http(s) URL' });
 
 const schema = z.object({
+  NODE_ENV: z
+    .enum(['development', 'production', 'test'], { error: 'must be development, production or test' })
+    .default('development')
+    .describe('production warns at start when limits and job ownership are per replica (no REDIS_URL).'),
   PORT: int(0, 65535).default(3000).describe('Port the gateway listens on.'),
   HOST: z.string().min(1).default('0.0.0.0').describe('Address the gateway listens on.'),
   LOG_LEVEL: z
@@ -76,6 +80,26 @@ const schema = z.object({
   JOB_STORE_MAX_ENTRIES: int(1_000, 50_000_000)
     .default(500_000)
     .describe('Upper bound on jobs tracked in memory; the oldest are forgotten first.'),
+  REDIS_URL: z
+    .url({ protocol: /^rediss?$/, error: 'must be a redis:// or rediss:// URL' })
+    .optional()
+    .describe(
+      'Redis shared by all replicas (rate-limit counters, job ownership), e.g. redis://127.0.0.1:6379/0; rediss:// for TLS. Unset: in-memory, per replica.',
+    ),
+  REDIS_KEY_PREFIX: z
+    .string()
+    .regex(/^[A-Za-z0-9:_.-]{1,64}$/, { error: 'must be 1-64 characters of letters, digits, ":", "_", ".", "-"' })
+    .default('fal-gateway:')
+    .describe('Prefix of every Redis key, so several deployments can share one Redis.'),
+  REDIS_COMMAND_TIMEOUT_MS: int(5, 60_000)
+    .default(100)
+    .describe('Longest a Redis command may take before the request fails over to the store error policy (ms).'),
+  RATE_LIMIT_ON_STORE_ERROR: z
+    .enum(['open', 'closed'], { error: 'must be open or closed' })
+    .default('open')
+    .describe(
+      'When the rate-limit store (Redis) cannot answer: open lets requests through, closed answers 503 rate_limit_unavailable.',
+    ),
   BODY_LIMIT_BYTES: int(1024, 512 * 1024 * 1024)
     .default(10 * 1024 * 1024)
     .describe('Largest request body accepted (bytes), sized for a data-URI image.'),

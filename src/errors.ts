@@ -46,6 +46,11 @@ export const errors = {
     'The job %s was queued upstream, but the gateway could not record that it is yours, so it cannot serve its status or result. Keep this request_id and contact the operator.',
   ),
   StoreUnavailable: define('STORE_UNAVAILABLE', 503, 'The job store is unavailable; try again shortly'),
+  RateLimitUnavailable: define(
+    'RATE_LIMIT_UNAVAILABLE',
+    503,
+    'Rate limits cannot be checked right now, and this gateway refuses requests it cannot count; try again shortly',
+  ),
   NotReady: define('NOT_READY', 503, 'The gateway is shutting down'),
   Internal: define('INTERNAL_ERROR', 500, 'Internal error; the gateway logged it under this x-request-id'),
 };

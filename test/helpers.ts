@@ -26,6 +26,8 @@ export interface Stack {
   /** Every log line the gateway wrote, as emitted. */
   logs: string[];
   bearer(tenantId: string): Record<string, string>;
+  /** Another gateway replica: same upstream, tenants and configuration (plus `env`), its own port. */
+  addReplica(env?: Record<string, string>): Promise<{ app: GatewayApp; url: string; logs: string[] }>;
   close(): Promise<void>;
 }
 
@@ -53,16 +55,11 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
       limits: { submit: spec.submit ?? GENEROUS, read: spec.read ?? GENEROUS },
     };
   });
-  const config = parseConfig({
-    UPSTREAM_TOKEN,
-    UPSTREAM_BASE_URL: sim.url,
-    TENANTS_FILE: 'unused-in-tests',
-    LOG_LEVEL: 'info',
-    ...options.env,
-  });
+  const env = { UPSTREAM_TOKEN, UPSTREAM_BASE_URL: sim.url, TENANTS_FILE: 'unused-in-tests', LOG_LEVEL: 'info', ...options.env };
   const logs: string[] = [];
-  const app = await buildApp({ config, tenants, logStream: { write: (line) => void logs.push(line) }, ...options.app });
+  const app = await buildApp({ config: parseConfig(env), tenants, logStream: { write: (line) => void logs.push(line) }, ...options.app });
   const url = options.listen === false ? '' : await app.listen({ port: 0, host: '127.0.0.1' });
+  const replicas: GatewayApp[] = [];
   return {
     sim,
     app,
@@ -70,8 +67,14 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
     keys,
     logs,
     bearer: (id) => ({ authorization: `Bearer ${keys[id]}` }),
+    addReplica: async (extra = {}) => {
+      const replicaLogs: string[] = [];
+      const replica = await buildApp({ config: parseConfig({ ...env, ...extra }), tenants, logStream: { write: (line) => void replicaLogs.push(line) } });
+      replicas.push(replica);
+      return { app: replica, url: await replica.listen({ port: 0, host: '127.0.0.1' }), logs: replicaLogs };
+    },
     close: async () => {
-      await app.close();
+      await Promise.all([app, ...replicas].map((a) => a.close()));
       await sim.close();
     },
   };

@@ -1,39 +1,12 @@
 import { describe, expect, it } from 'vitest';
-import type { JobStore } from '../src/jobs/job-store.js';
 import { MemoryJobStore } from '../src/jobs/memory-job-store.js';
+import { jobStoreContract } from './support/job-store-contract.js';
 
-/**
- * The contract every job store meets. The Redis store runs the same suite.
- */
-export function jobStoreContract(name: string, make: (opts: { ttlMs: number; now: () => number }) => Promise<JobStore>) {
-  describe(`${name} job store contract`, () => {
-    it('records and returns the owner of a request id', async () => {
-      let now = 1_000;
-      const store = await make({ ttlMs: 10_000, now: () => now });
-      await store.record('req-1', 'team-a');
-      await store.record('req-2', 'team-b');
-      expect(await store.ownerOf('req-1')).toBe('team-a');
-      expect(await store.ownerOf('req-2')).toBe('team-b');
-      expect(await store.ownerOf('req-3')).toBeUndefined();
-      now += 1;
-      expect(await store.ready()).toBe(true);
-      await store.close();
-    });
-
-    it('forgets a job after its TTL', async () => {
-      let now = 1_000;
-      const store = await make({ ttlMs: 10_000, now: () => now });
-      await store.record('req-1', 'team-a');
-      now += 9_999;
-      expect(await store.ownerOf('req-1')).toBe('team-a');
-      now += 1;
-      expect(await store.ownerOf('req-1')).toBeUndefined();
-      await store.close();
-    });
-  });
-}
-
-jobStoreContract('memory', async ({ ttlMs, now }) => new MemoryJobStore({ ttlMs, now, maxEntries: 1_000 }));
+jobStoreContract('memory', async (ttlMs) => {
+  let now = 1_000;
+  const store = new MemoryJobStore({ ttlMs, now: () => now, maxEntries: 1_000 });
+  return { store, advance: async (ms) => void (now += ms) };
+});
 
 describe('memory job store bounds', () => {
   it('forgets the oldest jobs beyond maxEntries and says so', async () => {

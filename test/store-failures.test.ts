@@ -11,6 +11,9 @@ class BreakableStore implements JobStore {
   readonly kind = 'memory' as const;
   private readonly inner = new MemoryJobStore({ ttlMs: 60_000, maxEntries: 1_000 });
   broken = { record: false, ownerOf: false, ready: false };
+  available() {
+    return true;
+  }
   async record(id: string, tenant: string) {
     if (this.broken.record) throw new Error('store down');
     return this.inner.record(id, tenant);

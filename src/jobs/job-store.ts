@@ -5,6 +5,8 @@
  */
 export interface JobStore {
   readonly kind: 'memory' | 'redis';
+  /** Cheap, local check (no round trip) that the store can be written now: checked before a paid submit. */
+  available(): boolean;
   /** Records that `tenantId` submitted `requestId`; kept for the store's TTL. */
   record(requestId: string, tenantId: string): Promise<void>;
   /** The owning tenant id, or undefined when unknown or expired. Rejects when the store is down. */

@@ -19,6 +19,10 @@ export class MemoryJobStore implements JobStore {
     this.now = options.now ?? Date.now;
   }
 
+  available(): boolean {
+    return true;
+  }
+
   async record(requestId: string, tenantId: string): Promise<void> {
     const now = this.now();
     this.entries.delete(requestId);

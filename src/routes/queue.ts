@@ -92,6 +92,8 @@ export function queueRoutes(app: FastifyInstance, deps: QueueRouteDeps): void {
           ]);
         }
         const tenant = tenantOf(request);
+        // A job queued upstream that the gateway cannot record is paid for and unreachable: refuse first.
+        if (!deps.jobs.available()) throw new errors.StoreUnavailable();
         const upstream = await deps.upstream.submit(JSON.stringify(request.body), pickForwardedHeaders(request.headers));
         if (upstream.statusCode < 200 || upstream.statusCode >= 300) return relay(reply, upstream);
         const body = parseJsonObject(upstream);

@@ -1,0 +1,40 @@
+import type { Redis } from 'ioredis';
+import type { JobStore } from './job-store.js';
+
+/**
+ * Job ownership in Redis, shared by every replica: one key per request id holding the tenant
+ * id, expiring with the same TTL as the memory store. The connection belongs to the app.
+ */
+export class RedisJobStore implements JobStore {
+  readonly kind = 'redis' as const;
+
+  constructor(
+    private readonly redis: Redis,
+    private readonly ttlMs: number,
+  ) {}
+
+  available(): boolean {
+    return this.redis.status === 'ready';
+  }
+
+  async record(requestId: string, tenantId: string): Promise<void> {
+    await this.redis.set(`job:${requestId}`, tenantId, 'PX', this.ttlMs);
+  }
+
+  async ownerOf(requestId: string): Promise<string | undefined> {
+    return (await this.redis.get(`job:${requestId}`)) ?? undefined;
+  }
+
+  async ready(): Promise<boolean> {
+    if (!this.available()) return false;
+    try {
+      return (await this.redis.ping()) === 'PONG';
+    } catch {
+      return false;
+    }
+  }
+
+  async close(): Promise<void> {
+    // The shared connection is closed by the app, after every store using it.
+  }
+}

@@ -1,0 +1,70 @@
+import { once } from 'node:events';
+import type { FastifyBaseLogger } from 'fastify';
+import { Redis } from 'ioredis';
+
+export interface RedisOptions {
+  url: string;
+  keyPrefix: string;
+  commandTimeoutMs: number;
+}
+
+/**
+ * The Redis connection every shared store uses. It must never make a request hang: commands
+ * time out, nothing queues while disconnected (a command fails at once instead), and the client
+ * reconnects by itself with capped backoff. State changes are logged once each, not per command.
+ */
+export function createRedis(options: RedisOptions, log: FastifyBaseLogger): Redis {
+  const redis = new Redis(options.url, {
+    keyPrefix: options.keyPrefix,
+    connectionName: 'fal-gateway',
+    commandTimeout: options.commandTimeoutMs,
+    connectTimeout: Math.max(1_000, options.commandTimeoutMs * 10),
+    enableOfflineQueue: false,
+    maxRetriesPerRequest: 0,
+    retryStrategy: (attempt) => Math.min(50 * 2 ** Math.min(attempt, 6), 2_000),
+  });
+  let healthy = false;
+  redis.on('ready', () => {
+    healthy = true;
+    log.info({ redis: redactUrl(options.url) }, 'redis connected');
+  });
+  redis.on('close', () => {
+    if (healthy) log.warn({ redis: redactUrl(options.url) }, 'redis unavailable; reconnecting');
+    healthy = false;
+  });
+  // Connection errors repeat on every reconnect attempt: the state change above is the one logged.
+  redis.on('error', (err: Error) => log.debug({ err: err.message }, 'redis connection error'));
+  return redis;
+}
+
+/** Waits (bounded) for the first connection, so a healthy deployment starts ready. */
+export async function waitForRedis(redis: Redis, timeoutMs: number): Promise<boolean> {
+  if (redis.status === 'ready') return true;
+  try {
+    await once(redis, 'ready', { signal: AbortSignal.timeout(timeoutMs) });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+export async function closeRedis(redis: Redis): Promise<void> {
+  if (redis.status === 'end') return;
+  try {
+    if (redis.status === 'ready') await redis.quit();
+    else redis.disconnect();
+  } catch {
+    redis.disconnect();
+  }
+}
+
+/** A Redis URL without its password, for logs. */
+export function redactUrl(url: string): string {
+  try {
+    const parsed = new URL(url);
+    if (parsed.password) parsed.password = '***';
+    return parsed.toString();
+  } catch {
+    return '(invalid url)';
+  }
+}

@@ -1,0 +1,32 @@
+import { readFileSync } from 'node:fs';
+import { parse } from 'yaml';
+import { describe, expect, it } from 'vitest';
+import { parseConfig } from '../src/config.js';
+import { parseTenants } from '../src/tenants/tenants-file.js';
+
+/** Docker Compose cannot run here: check that the example speaks the gateway's real configuration. */
+const read = (path: string) => readFileSync(new URL(`../deploy/${path}`, import.meta.url), 'utf8');
+
+describe('deploy/docker-compose.yml', () => {
+  const compose = parse(read('docker-compose.yml')) as {
+    services: Record<string, { environment?: Record<string, string>; build?: string; volumes?: string[] }>;
+  };
+
+  it('runs two gateway replicas sharing one Redis, with a configuration the gateway accepts', () => {
+    const gateways = Object.entries(compose.services).filter(([name]) => name.startsWith('gateway'));
+    expect(gateways).toHaveLength(2);
+    for (const [, service] of gateways) {
+      const env = { ...service.environment, UPSTREAM_TOKEN: 'placeholder' };
+      const config = parseConfig(env);
+      expect(config.REDIS_URL).toBe('redis://redis:6379/0');
+      expect(config.NODE_ENV).toBe('production');
+      expect(service.build).toBe('..');
+    }
+    expect(compose.services.redis).toBeDefined();
+    expect(read('nginx.conf')).toMatch(/server gateway-a:3000[\s\S]*server gateway-b:3000/);
+  });
+
+  it('mounts an example tenants file the gateway accepts', () => {
+    expect(parseTenants(JSON.parse(read('tenants.example.json')))).toHaveLength(1);
+  });
+});

@@ -1,0 +1,112 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { json, SEED_REQUEST, startStack, upstreamCalls, type Stack } from './helpers.js';
+import { freePort, PrivateRedis, redisAvailable, skipReason } from './support/redis.js';
+
+/**
+ * Redis trouble must never hang a request: each answer comes fast, says what happened, and the
+ * gateway recovers by itself. Two replicas share a redis-server this test owns: one fails the
+ * rate limit open (the default), the other closed.
+ */
+describe.skipIf(!redisAvailable)(`when Redis goes away${skipReason}`, () => {
+  let redis: PrivateRedis;
+  let stack: Stack;
+  let closed: { url: string };
+  let jobId: string;
+
+  beforeAll(async () => {
+    redis = new PrivateRedis(await freePort());
+    await redis.start();
+    stack = await startStack({ env: { REDIS_URL: redis.url, REDIS_COMMAND_TIMEOUT_MS: '100' } });
+    closed = await stack.addReplica({ RATE_LIMIT_ON_STORE_ERROR: 'closed' });
+    const res = await submit(stack.url);
+    jobId = ((await res.json()) as { request_id: string }).request_id;
+  });
+  afterAll(async () => {
+    await stack?.close();
+    await redis?.stop();
+  });
+
+  const submit = (url: string) =>
+    fetch(`${url}/v1/image-to-image`, {
+      method: 'POST',
+      headers: { ...json, ...stack.bearer('team-a') },
+      body: JSON.stringify(SEED_REQUEST),
+      signal: AbortSignal.timeout(5_000),
+    });
+  const status = (url: string, id = jobId) => fetch(`${url}/v1/requests/${id}/status`, { headers: stack.bearer('team-a'), signal: AbortSignal.timeout(5_000) });
+
+  async function timed(call: () => Promise<Response>) {
+    const started = performance.now();
+    const res = await call();
+    const body = (await res.json()) as { error_type?: string; detail?: string };
+    return { status: res.status, body, ms: performance.now() - started };
+  }
+
+  async function untilReady(url: string) {
+    const deadline = Date.now() + 10_000;
+    while ((await fetch(`${url}/readyz`)).status !== 200) {
+      if (Date.now() > deadline) throw new Error('gateway did not become ready again');
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+
+  it('answers fast and by the configured policy while Redis is frozen (connected, silent)', async () => {
+    redis.pause();
+    try {
+      const postsBefore = upstreamCalls(stack).filter((c) => c.method === 'POST').length;
+      // Fail closed: refused before anything is queued.
+      const refused = await timed(() => submit(closed.url));
+      expect(refused.status).toBe(503);
+      expect(refused.body.error_type).toBe('rate_limit_unavailable');
+      expect(upstreamCalls(stack).filter((c) => c.method === 'POST').length).toBe(postsBefore);
+      // Fail open: the limit is skipped; the job is queued but cannot be recorded, and the
+      // client is told its id rather than the job being silently lost.
+      const open = await timed(() => submit(stack.url));
+      expect(open.status).toBe(503);
+      expect(open.body.error_type).toBe('ownership_not_recorded');
+      expect(open.body.detail).toMatch(/The job [0-9a-f-]{36} was queued upstream/);
+      // Reads: never a 404 that would make a client think its job is gone.
+      const read = await timed(() => status(stack.url));
+      expect(read.status).toBe(503);
+      expect(read.body.error_type).toBe('store_unavailable');
+      const readClosed = await timed(() => status(closed.url));
+      expect(readClosed.status).toBe(503);
+      expect(readClosed.body.error_type).toBe('rate_limit_unavailable');
+      for (const r of [refused, open, read, readClosed]) expect(r.ms).toBeLessThan(1_500);
+      expect((await fetch(`${stack.url}/readyz`)).status).toBe(503);
+      expect((await fetch(`${stack.url}/healthz`)).status).toBe(200);
+    } finally {
+      redis.resume();
+    }
+    await untilReady(stack.url);
+    expect((await status(stack.url)).status).toBeLessThan(300);
+  });
+
+  it('answers fast while Redis is down, queues nothing it cannot record, and recovers when it returns', async () => {
+    await redis.stop();
+    const postsBefore = upstreamCalls(stack).filter((c) => c.method === 'POST').length;
+    const open = await timed(() => submit(stack.url));
+    expect(open.status).toBe(503);
+    expect(open.body.error_type).toBe('store_unavailable');
+    const closedSubmit = await timed(() => submit(closed.url));
+    expect(closedSubmit.status).toBe(503);
+    expect(closedSubmit.body.error_type).toBe('rate_limit_unavailable');
+    expect(upstreamCalls(stack).filter((c) => c.method === 'POST').length).toBe(postsBefore);
+    const read = await timed(() => status(stack.url));
+    expect(read.status).toBe(503);
+    expect(read.body.error_type).toBe('store_unavailable');
+    for (const r of [open, closedSubmit, read]) expect(r.ms).toBeLessThan(1_000);
+    const ready = await fetch(`${closed.url}/readyz`);
+    expect(ready.status).toBe(503);
+    expect(((await ready.json()) as { checks: { store: string } }).checks.store).toBe('failing');
+
+    await redis.start();
+    await untilReady(stack.url);
+    await untilReady(closed.url);
+    const again = await submit(closed.url);
+    expect(again.status).toBe(200);
+    const { request_id: id } = (await again.json()) as { request_id: string };
+    expect([200, 202]).toContain((await status(stack.url, id)).status);
+    expect(stack.logs.some((l) => l.includes('redis unavailable; reconnecting'))).toBe(true);
+  });
+});

@@ -1,0 +1,137 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { RedisJobStore } from '../src/jobs/redis-job-store.js';
+import { createRedis, waitForRedis } from '../src/redis.js';
+import { json, SEED_REQUEST, startStack, upstreamCalls, type Stack } from './helpers.js';
+import { jobStoreContract } from './support/job-store-contract.js';
+import { Redis } from 'ioredis';
+import { freePort, inspect, PrivateRedis, REDIS_URL, redisAvailable, skipReason, uniquePrefix } from './support/redis.js';
+
+const silent = { info() {}, warn() {}, error() {}, debug() {}, fatal() {}, trace() {}, child: () => silent, level: 'silent', silent() {} };
+
+jobStoreContract(
+  `redis${skipReason}`,
+  async (ttlMs) => {
+    const prefix = uniquePrefix();
+    const redis = createRedis({ url: REDIS_URL, keyPrefix: prefix, commandTimeoutMs: 500 }, silent as never);
+    await waitForRedis(redis, 2_000);
+    return {
+      store: new RedisJobStore(redis, ttlMs),
+      advance: (ms) => new Promise((r) => setTimeout(r, ms)),
+      cleanup: async () => {
+        const keys = await redis.keys(`${prefix}*`);
+        // KEYS returns full names; DEL through a prefixed client would prefix them again.
+        if (keys.length) await redis.del(...keys.map((k) => k.slice(prefix.length)));
+        await redis.quit();
+      },
+    };
+  },
+  !redisAvailable,
+);
+
+describe.skipIf(!redisAvailable)(`two replicas sharing one Redis${skipReason}`, () => {
+  let stack: Stack;
+  let other: { url: string; logs: string[] };
+  const prefix = uniquePrefix();
+
+  beforeAll(async () => {
+    const env = { REDIS_URL, REDIS_KEY_PREFIX: prefix, REDIS_COMMAND_TIMEOUT_MS: '1000' };
+    stack = await startStack({ env, tenants: [{ id: 'team-a', submit: { max: 10, timeWindowMs: 60_000 } }, { id: 'team-b' }] });
+    other = await stack.addReplica();
+  });
+  afterAll(async () => {
+    const client = inspect('');
+    const keys = await client.keys(`${prefix}*`);
+    if (keys.length) await client.del(...keys);
+    await client.quit();
+    await stack?.close();
+  });
+
+  const submitTo = (url: string, tenant: string) =>
+    fetch(`${url}/v1/image-to-image`, { method: 'POST', headers: { ...json, ...stack.bearer(tenant) }, body: JSON.stringify(SEED_REQUEST) });
+
+  it('holds a submit limit of 10 exactly across both replicas under 40 concurrent submits', async () => {
+    const before = upstreamCalls(stack).filter((c) => c.method === 'POST').length;
+    const responses = await Promise.all(Array.from({ length: 40 }, (_, i) => submitTo(i % 2 ? other.url : stack.url, 'team-a')));
+    const statuses = responses.map((r) => r.status);
+    expect(statuses.filter((s) => s === 200)).toHaveLength(10);
+    expect(statuses.filter((s) => s === 429)).toHaveLength(30);
+    // Both replicas turned callers away: the budget was really shared, not split.
+    expect(new Set(responses.map((r, i) => (r.status === 429 ? i % 2 : -1)).filter((x) => x >= 0)).size).toBe(2);
+    expect(upstreamCalls(stack).filter((c) => c.method === 'POST').length - before).toBe(10);
+    for (const r of responses.filter((x) => x.status === 429)) {
+      expect(Number(r.headers.get('retry-after'))).toBeGreaterThan(0);
+    }
+  });
+
+  it("serves a job submitted through one replica on the other, and hides it from another tenant on both", async () => {
+    const job = (await (await submitTo(stack.url, 'team-b')).json()) as { request_id: string };
+    const id = job.request_id;
+    const onB = await fetch(`${other.url}/v1/requests/${id}/status`, { headers: stack.bearer('team-b') });
+    expect([200, 202]).toContain(onB.status);
+    for (const url of [stack.url, other.url]) {
+      const foreign = await fetch(`${url}/v1/requests/${id}/status`, { headers: stack.bearer('team-a') });
+      expect(foreign.status).toBe(404);
+      const foreignCancel = await fetch(`${url}/v1/requests/${id}/cancel`, { method: 'PUT', headers: stack.bearer('team-a') });
+      expect(foreignCancel.status).toBe(404);
+    }
+    const cancel = await fetch(`${other.url}/v1/requests/${id}/cancel`, { method: 'PUT', headers: stack.bearer('team-b') });
+    expect([202, 400]).toContain(cancel.status);
+    const result = await fetch(`${stack.url}/fal-ai/flux-lora/requests/${id}`, { headers: stack.bearer('team-b') });
+    expect(result.status).toBe(400);
+  });
+
+  it('keeps every key under REDIS_KEY_PREFIX, with the job TTL on ownership records', async () => {
+    const client = inspect('');
+    try {
+      const keys = await client.keys(`${prefix}*`);
+      expect(keys.some((k) => k.startsWith(`${prefix}job:`))).toBe(true);
+      expect(keys.some((k) => k.startsWith(`${prefix}rl:`) && k.endsWith('submit:team-a'))).toBe(true);
+      expect(keys.some((k) => k.startsWith(`${prefix}rl:`) && k.endsWith('read:team-b'))).toBe(true);
+      const job = keys.find((k) => k.startsWith(`${prefix}job:`))!;
+      const ttl = await client.pttl(job);
+      expect(ttl).toBeGreaterThan(86_000_000);
+      expect(ttl).toBeLessThanOrEqual(86_400_000);
+      expect(await client.get(job)).toMatch(/^team-[ab]$/);
+    } finally {
+      await client.quit();
+    }
+  });
+
+  it('reports Redis in readiness', async () => {
+    const ready = await fetch(`${other.url}/readyz`);
+    expect(ready.status).toBe(200);
+  });
+});
+
+describe.skipIf(!redisAvailable)(`Redis connections${skipReason}`, () => {
+  it('closes its Redis connection on shutdown', async () => {
+    const redis = new PrivateRedis(await freePort());
+    await redis.start();
+    const observer = new Redis(redis.url);
+    try {
+      const named = async () => String(await observer.client('LIST')).split('\n').filter((l: string) => l.includes('name=fal-gateway')).length;
+      const stack = await startStack({ env: { REDIS_URL: redis.url } });
+      expect(await named()).toBe(1);
+      await stack.close();
+      expect(await named()).toBe(0);
+    } finally {
+      observer.disconnect();
+      await redis.stop();
+    }
+  });
+});
+
+describe('without REDIS_URL', () => {
+  it('warns once at start in production that limits and ownership are per replica', async () => {
+    const production = await startStack({ env: { NODE_ENV: 'production' }, listen: false });
+    const development = await startStack({ listen: false });
+    try {
+      const warnings = (logs: string[]) => logs.filter((l) => l.includes('REDIS_URL is not set')).length;
+      expect(warnings(production.logs)).toBe(1);
+      expect(warnings(development.logs)).toBe(0);
+    } finally {
+      await production.close();
+      await development.close();
+    }
+  });
+});
