@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import rateLimit from '@fastify/rate-limit';
-import Fastify, { LogController, type FastifyInstance, type FastifyServerOptions } from 'fastify';
+import Fastify, { LogController, type FastifyInstance, type FastifyReply, type FastifyServerOptions } from 'fastify';
 import { Agent, type Dispatcher } from 'undici';
 import type { Config } from './config.js';
 import { registerErrorHandling } from './http/error-handler.js';
@@ -17,6 +17,7 @@ import { registerAuth } from './tenants/auth.js';
 import { createPolicyLimiter } from './tenants/rate-limits.js';
 import { TenantRegistry } from './tenants/registry.js';
 import type { Tenant } from './tenants/tenants-file.js';
+import { CircuitBreaker } from './upstream/circuit-breaker.js';
 import { UpstreamClient } from './upstream/client.js';
 
 export const VERSION: string = (
@@ -54,7 +55,7 @@ export interface GatewayApp extends FastifyInstance {
   startDraining(): void;
 }
 
-const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
+const CLIENT_REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 
 /** A hop count trusts that many proxies nearest to the gateway. */
 function trustProxyOption(value: Config['TRUST_PROXY']): boolean | string | ((addr: string, hop: number) => boolean) {
@@ -78,9 +79,15 @@ export async function buildApp(options: AppOptions): Promise<GatewayApp> {
     bodyLimit: config.BODY_LIMIT_BYTES,
     // One log line per request, written by the onResponse hook below.
     logController: new LogController({ disableRequestLogging: true, requestIdLogLabel: 'reqId' }),
-    genReqId: (req) => {
-      const incoming = req.headers['x-request-id'];
-      return typeof incoming === 'string' && REQUEST_ID.test(incoming) ? incoming : randomUUID();
+    // Always the gateway's own id: a caller must not choose the id its log lines are filed under.
+    // A caller's own x-request-id is logged beside it (clientRequestId) for correlation.
+    genReqId: () => randomUUID(),
+    // Requests already on an open connection are still served while closing (no reset, no
+    // bare 503); Fastify closes each connection after its response.
+    return503OnClosing: false,
+    frameworkErrors: (error, request, reply) => {
+      reply.header('x-request-id', request.id).header('x-content-type-options', 'nosniff');
+      (reply as FastifyReply).code(400).send({ detail: `The request could not be read: ${error.message}`, error_type: 'bad_request' });
     },
     routerOptions: { ignoreTrailingSlash: true },
   }) as unknown as GatewayApp;
@@ -106,7 +113,15 @@ export async function buildApp(options: AppOptions): Promise<GatewayApp> {
     authScheme: config.UPSTREAM_AUTH_SCHEME,
     dispatcher: options.dispatcher ?? ownDispatcher!,
     maxResponseBytes: config.UPSTREAM_MAX_RESPONSE_BYTES,
+    requestTimeoutMs: config.UPSTREAM_REQUEST_TIMEOUT_MS,
+    readRetry: { retries: config.UPSTREAM_READ_RETRIES, deadlineMs: config.UPSTREAM_READ_DEADLINE_MS, baseDelayMs: 100, maxDelayMs: 2_000 },
+    breaker: new CircuitBreaker({
+      threshold: config.CIRCUIT_BREAKER_THRESHOLD,
+      cooldownMs: config.CIRCUIT_BREAKER_COOLDOWN_MS,
+      onStateChange: (state) => app.log[state === 'closed' ? 'info' : 'warn']({ circuit: state }, `upstream circuit ${state}`),
+    }),
     userAgent: `fal-gateway/${VERSION}`,
+    onRetry: (info) => app.log.warn(info, 'retrying upstream read'),
   });
   const redis = config.REDIS_URL
     ? createRedis({ url: config.REDIS_URL, keyPrefix: config.REDIS_KEY_PREFIX, commandTimeoutMs: config.REDIS_COMMAND_TIMEOUT_MS }, app.log)
@@ -127,8 +142,15 @@ export async function buildApp(options: AppOptions): Promise<GatewayApp> {
     app.log.warn('REDIS_URL is not set: rate limits and job ownership are per replica; set REDIS_URL when running more than one');
   }
 
-  // JSON only: anything else is a 415, not a body the schema then rejects.
-  app.removeContentTypeParser(['text/plain']);
+  // JSON only: anything else is a 415, not a body the schema then rejects. An empty JSON body
+  // is no body (fal's clients send the JSON content type on a bodiless cancel too).
+  app.removeContentTypeParser(['text/plain', 'application/json']);
+  const parseJson = app.getDefaultJsonParser('error', 'error');
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, (request, body, done) => {
+    const text = body.toString();
+    if (text.trim() === '') return done(null, undefined);
+    parseJson(request, text, done);
+  });
   app.setValidatorCompiler(validatorCompiler);
   // Responses are documented by their schemas but never reshaped: upstream bodies pass as fal sent them.
   app.setSerializerCompiler(() => (data) => JSON.stringify(data));
@@ -139,8 +161,15 @@ export async function buildApp(options: AppOptions): Promise<GatewayApp> {
     reply.header('x-content-type-options', 'nosniff');
   });
   app.addHook('onResponse', async (request, reply) => {
+    const clientRequestId = request.headers['x-request-id'];
     request.log.info(
-      { method: request.method, url: request.url, statusCode: reply.statusCode, ms: Math.round(reply.elapsedTime) },
+      {
+        method: request.method,
+        url: request.url,
+        statusCode: reply.statusCode,
+        ms: Math.round(reply.elapsedTime),
+        ...(typeof clientRequestId === 'string' && CLIENT_REQUEST_ID.test(clientRequestId) ? { clientRequestId } : {}),
+      },
       'request',
     );
   });

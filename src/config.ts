@@ -60,6 +60,21 @@ const schema = z.object({
   UPSTREAM_BODY_TIMEOUT_MS: int(1, 600_000)
     .default(30_000)
     .describe('Maximum idle time between upstream body chunks (ms).'),
+  UPSTREAM_REQUEST_TIMEOUT_MS: int(100, 600_000)
+    .default(60_000)
+    .describe('Longest one upstream call may take, body included (ms): a trickling upstream cannot hold a request.'),
+  UPSTREAM_READ_RETRIES: int(0, 10)
+    .default(2)
+    .describe('Retries of a status or result read after a connection failure, timeout, 429, 502, 503 or 504. Submits and cancels are never retried.'),
+  UPSTREAM_READ_DEADLINE_MS: int(100, 600_000)
+    .default(10_000)
+    .describe('Total time a read may spend on retries (ms); backoff is exponential with jitter, Retry-After honoured.'),
+  CIRCUIT_BREAKER_THRESHOLD: int(1, 1_000)
+    .default(5)
+    .describe('Consecutive upstream failures (connection errors, timeouts, 5xx) that open the circuit breaker.'),
+  CIRCUIT_BREAKER_COOLDOWN_MS: int(100, 600_000)
+    .default(10_000)
+    .describe('How long an open circuit answers 503 with Retry-After before letting one probe through (ms).'),
   UPSTREAM_CONNECTIONS: int(1, 10_000).default(128).describe('Maximum concurrent connections to the upstream.'),
   UPSTREAM_MAX_RESPONSE_BYTES: int(1024, 1024 ** 3)
     .default(64 * 1024 * 1024)

@@ -40,9 +40,26 @@ export const errors = {
     'The upstream response exceeds the limit of %s bytes',
   ),
   UpstreamError: define('UPSTREAM_ERROR', 502, 'The upstream failed (HTTP %s)'),
+  UpstreamCircuitOpen: define(
+    'UPSTREAM_CIRCUIT_OPEN',
+    503,
+    'The upstream has been failing; the gateway is not sending it requests for a short while. Retry after the Retry-After delay.',
+  ),
+  // A submit that may have been queued is answered 500, a status clients do not retry: a
+  // retried submit is a second paid job.
+  SubmitOutcomeUnknown: define(
+    'SUBMIT_OUTCOME_UNKNOWN',
+    500,
+    'The upstream may or may not have queued this job (%s), so the gateway cannot tell you its request_id. Do not resubmit blindly; contact the operator if you need to know.',
+  ),
+  UpstreamMisconfigured: define(
+    'UPSTREAM_MISCONFIGURED',
+    502,
+    'The upstream does not serve this model at the configured address (HTTP %s); the operator must check UPSTREAM_BASE_URL',
+  ),
   OwnershipNotRecorded: define(
     'OWNERSHIP_NOT_RECORDED',
-    503,
+    500,
     'The job %s was queued upstream, but the gateway could not record that it is yours, so it cannot serve its status or result. Keep this request_id and contact the operator.',
   ),
   StoreUnavailable: define('STORE_UNAVAILABLE', 503, 'The job store is unavailable; try again shortly'),
@@ -51,11 +68,8 @@ export const errors = {
     503,
     'Rate limits cannot be checked right now, and this gateway refuses requests it cannot count; try again shortly',
   ),
-  NotReady: define('NOT_READY', 503, 'The gateway is shutting down'),
   Internal: define('INTERNAL_ERROR', 500, 'Internal error; the gateway logged it under this x-request-id'),
 };
-
-export type GatewayErrorCtor = (typeof errors)[keyof typeof errors];
 
 /** The `error_type` of a gateway error code: FGW_RATE_LIMITED → rate_limited. */
 export function errorTypeOf(code: string): string {

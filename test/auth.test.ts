@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { json, SEED_REQUEST, startStack, upstreamCalls, type Stack } from './helpers.js';
+import { json, SEED_REQUEST, startStack, upstreamCalls, UPSTREAM_TOKEN, type Stack } from './helpers.js';
 
 describe('authentication and tenant isolation', () => {
   let stack: Stack;
@@ -22,7 +22,7 @@ describe('authentication and tenant isolation', () => {
     ['an unknown x-api-key', { 'x-api-key': 'fgw_unknown' }],
     ['an unsupported scheme', { authorization: 'Basic dXNlcjpwYXNz' }],
     ['a scheme without a key', { authorization: 'Bearer ' }],
-    ['the upstream token itself', { authorization: 'Key sim-upstream-token' }],
+    ['the upstream token itself', { authorization: `Key ${UPSTREAM_TOKEN}` }],
   ];
 
   it.each(unauthenticated)('401s %s on every tenant route without calling upstream', async (_name, headers) => {

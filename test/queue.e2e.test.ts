@@ -124,13 +124,29 @@ describe('queue flow end to end', () => {
     expect(res.status).toBe(200);
   });
 
-  it('returns x-request-id on every response, echoing a well-formed incoming one', async () => {
-    const echoed = await fetch(`${stack.url}/healthz`, { headers: { 'x-request-id': 'trace-123' } });
-    expect(echoed.headers.get('x-request-id')).toBe('trace-123');
-    const generated = await fetch(`${stack.url}/v1/requests/nope/status`, { headers: { 'x-request-id': `bad id ${'x'.repeat(200)}` } });
-    expect(generated.status).toBe(401);
-    expect(generated.headers.get('x-request-id')).toMatch(/^[0-9a-f-]{36}$/);
-    expect(generated.headers.get('x-content-type-options')).toBe('nosniff');
+  it("returns its own x-request-id on every response, logging a caller's id beside it", async () => {
+    const traced = await fetch(`${stack.url}/healthz`, { headers: { 'x-request-id': 'trace-123' } });
+    const id = traced.headers.get('x-request-id');
+    expect(id).toMatch(/^[0-9a-f-]{36}$/);
+    const line = stack.logs.map((l) => JSON.parse(l) as Record<string, unknown>).find((l) => l.reqId === id && l.msg === 'request');
+    expect(line?.clientRequestId).toBe('trace-123');
+    const unauthenticated = await fetch(`${stack.url}/v1/requests/nope/status`, { headers: { 'x-request-id': 'someone-elses-id' } });
+    expect(unauthenticated.status).toBe(401);
+    expect(unauthenticated.headers.get('x-request-id')).toMatch(/^[0-9a-f-]{36}$/);
+    expect(unauthenticated.headers.get('x-content-type-options')).toBe('nosniff');
+  });
+
+  it('answers a malformed URL in the error envelope with a request id', async () => {
+    const res = await fetch(`${stack.url}/v1/requests/%zz/status`, { headers: stack.bearer('team-a') });
+    expect(res.status).toBe(400);
+    expect(res.headers.get('x-request-id')).toMatch(/^[0-9a-f-]{36}$/);
+    expect(((await res.json()) as { error_type: string }).error_type).toBe('bad_request');
+  });
+
+  it('cancels with a JSON content type and an empty body, as fal clients send it', async () => {
+    const { body } = await submit();
+    const res = await fetch(body.cancel_url as string, { method: 'PUT', headers: { ...stack.bearer('team-a'), 'content-type': 'application/json' } });
+    expect(res.status).toBe(202);
   });
 
   it('answers health and readiness', async () => {
@@ -141,8 +157,17 @@ describe('queue flow end to end', () => {
   });
 
   it('never shows the upstream token or a tenant key in a response or a log line', async () => {
-    const { body } = await submit();
-    await waitForCompletion(body.status_url as string, stack.bearer('team-a'));
+    const { res: submitted, body } = await submit();
+    const { res: done } = await waitForCompletion(body.status_url as string, stack.bearer('team-a'));
+    const result = await fetch(body.response_url as string, { headers: stack.bearer('team-a') });
+    for (const res of [submitted, done, result]) {
+      const headers = JSON.stringify([...res.headers]);
+      expect(headers).not.toContain(UPSTREAM_TOKEN);
+      for (const key of Object.values(stack.keys)) expect(headers).not.toContain(key);
+    }
+    const bodies = JSON.stringify(body) + (await result.text());
+    expect(bodies).not.toContain(UPSTREAM_TOKEN);
+    for (const key of Object.values(stack.keys)) expect(bodies).not.toContain(key);
     const texts = stack.logs.join('\n');
     expect(stack.logs.length).toBeGreaterThan(5);
     expect(texts).not.toContain(UPSTREAM_TOKEN);

@@ -1,4 +1,4 @@
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { JobStore } from '../src/jobs/job-store.js';
 import { MemoryJobStore } from '../src/jobs/memory-job-store.js';
 import { json, SEED_REQUEST, startStack, upstreamCalls, type Stack } from './helpers.js';
@@ -33,15 +33,19 @@ class BreakableStore implements JobStore {
 describe('when the job store fails', () => {
   let stack: Stack;
   const store = new BreakableStore();
+  beforeAll(async () => {
+    stack = await startStack({ app: { jobs: store } });
+  });
+  afterAll(() => stack.close());
   afterEach(() => {
     store.broken = { record: false, ownerOf: false, ready: false };
   });
 
   it('tells the client the queued request id when ownership cannot be recorded, rather than losing the job', async () => {
-    stack = await startStack({ app: { jobs: store } });
     store.broken.record = true;
     const res = await fetch(`${stack.url}/v1/image-to-image`, { method: 'POST', headers: { ...json, ...stack.bearer('team-a') }, body: JSON.stringify(SEED_REQUEST) });
-    expect(res.status).toBe(503);
+    // 500, a status fal's clients do not retry: a retried submit would be another paid job.
+    expect(res.status).toBe(500);
     const body = (await res.json()) as { detail: string; error_type: string };
     expect(body.error_type).toBe('ownership_not_recorded');
     const queued = upstreamCalls(stack).filter((c) => c.method === 'POST');
@@ -78,6 +82,5 @@ describe('when the job store fails', () => {
     expect(draining.status).toBe(503);
     expect(await draining.json()).toEqual({ status: 'not_ready', checks: { store: 'ok', server: 'shutting_down' } });
     expect((await fetch(`${stack.url}/healthz`)).status).toBe(200);
-    await stack.close();
   });
 });

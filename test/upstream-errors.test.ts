@@ -42,6 +42,10 @@ async function startGateway(upstreamBaseUrl: string, env: Record<string, string>
     UPSTREAM_BODY_TIMEOUT_MS: String(TIMEOUT_MS),
     UPSTREAM_CONNECT_TIMEOUT_MS: String(TIMEOUT_MS),
     UPSTREAM_MAX_RESPONSE_BYTES: String(MAX_RESPONSE_BYTES),
+    // This file checks how each failure is mapped, one at a time: retries and the circuit
+    // breaker, which would change what a single failure looks like, are covered by resilience.test.ts.
+    UPSTREAM_READ_RETRIES: '0',
+    CIRCUIT_BREAKER_THRESHOLD: '1000',
     LOG_LEVEL: 'info',
     ...env,
   });
@@ -211,35 +215,42 @@ describe('gateway in front of a misbehaving upstream', () => {
     it.each([
       ['with content-length', { 'content-length': '400' }],
       ['chunked', {}],
-    ])('socket destroyed mid-response (%s) → 502 upstream_connection_error', async (_name, headers) => {
-      faulty.setHandler((_req, res) => {
+    ])('socket destroyed mid-response (%s): a read → 502 upstream_connection_error; a submit → 500, never retryable', async (_name, headers) => {
+      const id = await ownedJob();
+      const dropping = (_req: unknown, res: import('node:http').ServerResponse) => {
         res.writeHead(200, { 'content-type': 'application/json', ...headers });
         res.write('{"status":"IN_QUEUE","request_id":"');
         setTimeout(() => res.socket?.destroy(), 30);
-      });
+      };
+      faulty.setHandler(dropping);
+      expectEnvelope(await call(gw, 'GET', `/v1/requests/${id}/status`), 502, 'upstream_connection_error');
+      faulty.requests.length = 0;
       const res = await submit(gw);
-      expectEnvelope(res, 502, 'upstream_connection_error');
+      const body = expectEnvelope(res, 500, 'submit_outcome_unknown');
+      expect(body.detail).toContain('The connection to the upstream failed');
       expectOnePost();
     });
 
-    it('socket destroyed before any response → 502 upstream_connection_error', async () => {
+    it('socket destroyed before any response: the submit may have arrived → 500 submit_outcome_unknown', async () => {
       faulty.setHandler((req) => req.socket.destroy());
       const res = await submit(gw);
-      expectEnvelope(res, 502, 'upstream_connection_error');
+      expectEnvelope(res, 500, 'submit_outcome_unknown');
       expectOnePost();
     });
 
-    it('upstream never answers → 504 upstream_timeout after the headers timeout', async () => {
+    it('upstream never answers a submit → 500 submit_outcome_unknown after the headers timeout', async () => {
       faulty.setHandler(() => {
         // hold the request open forever
       });
       const res = await submit(gw);
-      expectEnvelope(res, 504, 'upstream_timeout');
+      const body = expectEnvelope(res, 500, 'submit_outcome_unknown');
+      expect(body.detail).toContain('did not answer in time');
       expect(res.ms).toBeGreaterThanOrEqual(TIMEOUT_MS - 50);
       expectOnePost();
     });
 
-    it('body trickles then stalls → 504 upstream_timeout after the body timeout', async () => {
+    it('body trickles then stalls → 504 upstream_timeout after the body timeout (read)', async () => {
+      const id = await ownedJob();
       faulty.setHandler((_req, res) => {
         res.writeHead(200, { 'content-type': 'application/json' });
         res.write('{"status":"IN_QUEUE",');
@@ -247,9 +258,8 @@ describe('gateway in front of a misbehaving upstream', () => {
         setTimeout(() => res.write('"logs":null,'), 200);
         // then nothing, ever
       });
-      const res = await submit(gw);
+      const res = await call(gw, 'GET', `/v1/requests/${id}/status`);
       expectEnvelope(res, 504, 'upstream_timeout');
-      expectOnePost();
     });
 
     it('upstream never answers a status read → 504 upstream_timeout', async () => {
@@ -269,10 +279,11 @@ describe('gateway in front of a misbehaving upstream', () => {
       ['JSON without request_id', JSON.stringify({ status: 'IN_QUEUE', queue_position: 0 })],
       ['a non-string request_id', JSON.stringify({ status: 'IN_QUEUE', request_id: 42 })],
       ['a request_id that is not an id', JSON.stringify({ status: 'IN_QUEUE', request_id: '../../admin' })],
-    ])('200 with %s on submit → 502 upstream_bad_response', async (_name, text) => {
+    ])('200 with %s on submit → 500 submit_outcome_unknown (a job may exist)', async (_name, text) => {
       faulty.setHandler(json(200, text));
       const res = await submit(gw);
-      expectEnvelope(res, 502, 'upstream_bad_response');
+      const body = expectEnvelope(res, 500, 'submit_outcome_unknown');
+      expect(body.detail).toContain('usable request_id');
       expectOnePost();
     });
 
@@ -291,24 +302,27 @@ describe('gateway in front of a misbehaving upstream', () => {
       return shell.replace('"pad":""', `"pad":"${'x'.repeat(size - shell.length)}"`);
     };
 
-    it('declared content-length above the limit → 502 upstream_response_too_large', async () => {
+    it('declared content-length above the limit → 502 upstream_response_too_large on a read, 500 on a submit', async () => {
+      const id = await ownedJob();
       faulty.setHandler(json(200, padded(MAX_RESPONSE_BYTES + 10_000)));
+      const read = expectEnvelope(await call(gw, 'GET', `/v1/requests/${id}`), 502, 'upstream_response_too_large');
+      expect(read.detail).toContain(String(MAX_RESPONSE_BYTES));
+      faulty.requests.length = 0;
       const res = await submit(gw);
-      const body = expectEnvelope(res, 502, 'upstream_response_too_large');
+      const body = expectEnvelope(res, 500, 'submit_outcome_unknown');
       expect(body.detail).toContain(String(MAX_RESPONSE_BYTES));
       expectOnePost();
     });
 
-    it('chunked body growing past the limit → 502 upstream_response_too_large', async () => {
+    it('chunked body growing past the limit → 502 upstream_response_too_large (read)', async () => {
+      const id = await ownedJob();
       const text = padded(MAX_RESPONSE_BYTES + 10_000);
       faulty.setHandler((_req, res) => {
         res.writeHead(200, { 'content-type': 'application/json' });
         for (let at = 0; at < text.length; at += 8_192) res.write(text.slice(at, at + 8_192));
         res.end();
       });
-      const res = await submit(gw);
-      expectEnvelope(res, 502, 'upstream_response_too_large');
-      expectOnePost();
+      expectEnvelope(await call(gw, 'GET', `/v1/requests/${id}`), 502, 'upstream_response_too_large');
     });
 
     it('an answer of exactly the limit is still accepted', async () => {

@@ -39,6 +39,9 @@ export function registerErrorHandling(app: FastifyInstance, bodyLimit: number): 
       return reply.code(500).send({ detail: internal.message, error_type: errorTypeOf(internal.code) });
     }
     const status = err.statusCode ?? 500;
+    // An error may carry response headers (Retry-After on a fail-fast 503).
+    const headers = (err as { headers?: Record<string, string> }).headers;
+    if (headers) reply.headers(headers);
     if (status >= 500) request.log.error({ err: err.cause ?? err, errorType: errorTypeOf(err.code) }, err.message);
     const body: ErrorEnvelope = { detail: err.message, error_type: errorTypeOf(err.code) };
     return reply.code(status).send(body);

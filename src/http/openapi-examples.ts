@@ -16,6 +16,11 @@ const ERROR_EXAMPLES: Record<string, unknown> = {
     error_type: 'validation_error',
   },
   429: { detail: 'Rate limit exceeded for submit requests (10 per 1 minute). Retry in 42 seconds.', error_type: 'rate_limited' },
+  500: {
+    detail:
+      'The job 6f1c2b8e-0000-4000-8000-000000000001 was queued upstream, but the gateway could not record that it is yours, so it cannot serve its status or result. Keep this request_id and contact the operator.',
+    error_type: 'ownership_not_recorded',
+  },
   502: {
     detail:
       "The upstream rejected the gateway's own credentials (HTTP 401). This is not your key: the operator must check UPSTREAM_TOKEN and UPSTREAM_AUTH_SCHEME.",

@@ -10,6 +10,7 @@ import { CancelResponse, ModelOutput, QueueStatus, SubmitResponse } from '../sch
 import { REQUEST_ID_PATTERN, RequestIdParams, StatusQuery, SubmitHeaders } from '../schemas/requests.js';
 import { tenantOf } from '../tenants/auth.js';
 import type { UpstreamClient } from '../upstream/client.js';
+import { nothingWasSent } from '../upstream/error-mapping.js';
 import { pickForwardedHeaders } from '../upstream/headers.js';
 import { rewriteQueueUrls } from '../upstream/queue-urls.js';
 import { parseJsonObject, relay, sendRewritten } from '../upstream/relay.js';
@@ -32,6 +33,7 @@ const ERROR_TEXT: Record<number, string> = {
   415: 'Body is not JSON',
   422: 'Validation failed: one entry per problem',
   429: 'Rate limit exceeded (see Retry-After)',
+  500: 'The job may have been queued but the gateway cannot confirm it (submit_outcome_unknown, ownership_not_recorded): do not resubmit blindly',
   502: 'Upstream failure (including the gateway\'s own upstream credentials being rejected)',
   503: 'Upstream or job store unavailable',
   504: 'Upstream timeout',
@@ -81,7 +83,7 @@ export function queueRoutes(app: FastifyInstance, deps: QueueRouteDeps): void {
           body: ModelInput,
           response: {
             200: SubmitResponse.describe('Queued: poll status_url, then fetch response_url'),
-            ...errorsFor(401, 413, 415, 422, 429, 502, 503, 504),
+            ...errorsFor(400, 401, 413, 415, 422, 429, 500, 502, 503, 504),
           },
         },
       },
@@ -94,13 +96,29 @@ export function queueRoutes(app: FastifyInstance, deps: QueueRouteDeps): void {
         const tenant = tenantOf(request);
         // A job queued upstream that the gateway cannot record is paid for and unreachable: refuse first.
         if (!deps.jobs.available()) throw new errors.StoreUnavailable();
-        const upstream = await deps.upstream.submit(JSON.stringify(request.body), pickForwardedHeaders(request.headers));
+        let upstream;
+        try {
+          upstream = await deps.upstream.submit(JSON.stringify(request.body), pickForwardedHeaders(request.headers));
+        } catch (err) {
+          if (nothingWasSent(err)) throw err;
+          request.log.error({ err }, 'submit sent upstream without a usable answer: the job may exist');
+          throw new errors.SubmitOutcomeUnknown((err as Error).message, { cause: err });
+        }
+        if (upstream.statusCode === 404 || upstream.statusCode === 405) {
+          request.log.error({ upstreamStatus: upstream.statusCode }, 'upstream does not serve the model path');
+          throw new errors.UpstreamMisconfigured(upstream.statusCode);
+        }
         if (upstream.statusCode < 200 || upstream.statusCode >= 300) return relay(reply, upstream);
-        const body = parseJsonObject(upstream);
+        let body: Record<string, unknown>;
+        try {
+          body = parseJsonObject(upstream);
+        } catch {
+          body = {};
+        }
         const requestId = body.request_id;
         if (typeof requestId !== 'string' || !REQUEST_ID_PATTERN.test(requestId)) {
-          request.log.error('upstream accepted a submit without a usable request_id');
-          throw new errors.UpstreamBadResponse();
+          request.log.error({ upstreamStatus: upstream.statusCode }, 'upstream accepted a submit without a usable request_id');
+          throw new errors.SubmitOutcomeUnknown('the upstream answered without a usable request_id');
         }
         try {
           await deps.jobs.record(requestId, tenant.id);

@@ -1,7 +1,9 @@
 import type { Dispatcher } from 'undici';
 import { errors } from '../errors.js';
 import { upstreamPaths } from '../model.js';
+import type { CircuitBreaker } from './circuit-breaker.js';
 import { mapTransportError } from './error-mapping.js';
+import { backoffDelay, isRetryableError, parseRetryAfter, RETRYABLE_STATUS, type RetryPolicy } from './retry.js';
 
 export interface UpstreamClientOptions {
   baseUrl: string;
@@ -9,7 +11,12 @@ export interface UpstreamClientOptions {
   authScheme: 'Key' | 'Bearer';
   dispatcher: Dispatcher;
   maxResponseBytes: number;
+  /** Upper bound on one upstream call, body included: a trickling upstream cannot hold a request. */
+  requestTimeoutMs: number;
+  readRetry: RetryPolicy;
+  breaker?: CircuitBreaker;
   userAgent?: string;
+  onRetry?: (info: { path: string; attempt: number; delayMs: number; reason: string }) => void;
 }
 
 export interface UpstreamResponse {
@@ -24,7 +31,9 @@ type Method = 'GET' | 'POST' | 'PUT';
 /**
  * Talks to fal's queue (or a reseller's copy of it). Every URL is built here from the configured
  * base URL and a validated request id, never taken from a client or an upstream body. The
- * token is added here and nowhere else. No method retries: a submit must never be sent twice.
+ * token is added here and nowhere else. Reads (status, result) are retried within a deadline;
+ * a submit or a cancel is sent exactly once. A circuit breaker fails fast while the upstream
+ * keeps failing.
  */
 export class UpstreamClient {
   private readonly origin: string;
@@ -45,18 +54,57 @@ export class UpstreamClient {
   }
 
   status(requestId: string, logs: boolean): Promise<UpstreamResponse> {
-    return this.call('GET', `${upstreamPaths.status(requestId)}?logs=${logs ? 1 : 0}`, {});
+    return this.read(`${upstreamPaths.status(requestId)}?logs=${logs ? 1 : 0}`);
   }
 
   result(requestId: string): Promise<UpstreamResponse> {
-    return this.call('GET', upstreamPaths.result(requestId), {});
+    return this.read(upstreamPaths.result(requestId));
   }
 
   cancel(requestId: string): Promise<UpstreamResponse> {
     return this.call('PUT', upstreamPaths.cancel(requestId), {});
   }
 
+  private async read(path: string): Promise<UpstreamResponse> {
+    const policy = this.options.readRetry;
+    const deadline = Date.now() + policy.deadlineMs;
+    for (let attempt = 0; ; attempt++) {
+      let response: UpstreamResponse | undefined;
+      let error: unknown;
+      try {
+        response = await this.call('GET', path, {});
+      } catch (err) {
+        error = err;
+      }
+      const retryable = response ? RETRYABLE_STATUS.has(response.statusCode) : isRetryableError(error);
+      const delay = parseRetryAfter(response?.headers['retry-after']) ?? backoffDelay(attempt, policy);
+      if (!retryable || attempt >= policy.retries || Date.now() + delay >= deadline) {
+        if (response) return response;
+        throw error;
+      }
+      this.options.onRetry?.({ path, attempt: attempt + 1, delayMs: delay, reason: response ? `HTTP ${response.statusCode}` : String((error as Error).message) });
+      await new Promise((resolve) => setTimeout(resolve, delay));
+    }
+  }
+
+  /** One upstream call through the circuit breaker. */
   private async call(method: Method, path: string, extra: Record<string, string>, body?: string): Promise<UpstreamResponse> {
+    const breaker = this.options.breaker;
+    breaker?.before();
+    let response: UpstreamResponse;
+    try {
+      response = await this.send(method, path, extra, body);
+    } catch (err) {
+      if (isRetryableError(err)) breaker?.failure();
+      throw err;
+    }
+    if (response.statusCode >= 500) breaker?.failure();
+    else breaker?.success();
+    return response;
+  }
+
+  private async send(method: Method, path: string, extra: Record<string, string>, body?: string): Promise<UpstreamResponse> {
+    const signal = AbortSignal.timeout(this.options.requestTimeoutMs);
     let response: Dispatcher.ResponseData;
     try {
       response = await this.options.dispatcher.request({
@@ -71,6 +119,7 @@ export class UpstreamClient {
           ...(body !== undefined ? { 'content-type': 'application/json' } : {}),
         },
         body,
+        signal,
       });
     } catch (err) {
       throw mapTransportError(err);
