@@ -159,6 +159,12 @@ export async function buildApp(options: AppOptions): Promise<GatewayApp> {
   app.addHook('onSend', async (request, reply) => {
     reply.header('x-request-id', request.id);
     reply.header('x-content-type-options', 'nosniff');
+    // API answers are data, never a page: nothing may load or frame them. The docs page sets its own.
+    reply.header('content-security-policy', "default-src 'none'; frame-ancestors 'none'");
+    reply.header('referrer-policy', 'no-referrer');
+    // While draining, every response closes its connection so clients reconnect elsewhere
+    // instead of reusing a socket that is about to go away.
+    if (draining) reply.header('connection', 'close');
   });
   app.addHook('onResponse', async (request, reply) => {
     const clientRequestId = request.headers['x-request-id'];
@@ -190,6 +196,7 @@ export async function buildApp(options: AppOptions): Promise<GatewayApp> {
       upstream,
       jobs,
       publicBaseUrl: config.PUBLIC_BASE_URL,
+      inputPolicy: { maxDataUriBytes: config.IMAGE_DATA_URI_MAX_BYTES },
       limits: {
         submit: createPolicyLimiter(tenantScope, 'submit', config.RATE_LIMIT_ON_STORE_ERROR),
         read: createPolicyLimiter(tenantScope, 'read', config.RATE_LIMIT_ON_STORE_ERROR),

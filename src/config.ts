@@ -115,12 +115,20 @@ const schema = z.object({
     .describe(
       'When the rate-limit store (Redis) cannot answer: open lets requests through, closed answers 503 rate_limit_unavailable.',
     ),
+  IMAGE_DATA_URI_MAX_BYTES: int(1024, 512 * 1024 * 1024)
+    .default(8 * 1024 * 1024)
+    .describe('Largest image_url data URI accepted (bytes); larger images must be sent as URLs.'),
   BODY_LIMIT_BYTES: int(1024, 512 * 1024 * 1024)
     .default(10 * 1024 * 1024)
     .describe('Largest request body accepted (bytes), sized for a data-URI image.'),
+  SHUTDOWN_DRAIN_DELAY_MS: int(0, 600_000)
+    .default(2_000)
+    .describe(
+      'On SIGTERM/SIGINT, how long the gateway keeps serving (readiness 503, Connection: close) so load balancers and clients move away before it stops listening (ms).',
+    ),
   SHUTDOWN_GRACE_MS: int(0, 600_000)
     .default(10_000)
-    .describe('On SIGTERM/SIGINT, how long in-flight requests may take to finish (ms).'),
+    .describe('On SIGTERM/SIGINT, the whole shutdown budget (drain delay plus in-flight requests) before the process exits anyway (ms).'),
   DOCS_ENABLED: boolean.default(true).describe('Serve Swagger UI at /docs and the document at /openapi.json.'),
 });
 

@@ -28,7 +28,9 @@ async function main(): Promise<void> {
     if (err) app.log.error({ err }, 'shutting down after an error');
     else app.log.info({ signal }, 'shutting down: finishing in-flight requests');
     app.startDraining();
+    await new Promise((resolve) => setTimeout(resolve, config.SHUTDOWN_DRAIN_DELAY_MS));
     await app.close();
+    app.log.info('shut down cleanly');
   });
 
   await app.listen({ port: config.PORT, host: config.HOST });

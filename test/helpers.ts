@@ -14,6 +14,7 @@ export interface TenantSpec {
   id: string;
   submit?: RateLimitPolicy;
   read?: RateLimitPolicy;
+  imageHosts?: string[];
 }
 
 export interface Stack {
@@ -53,6 +54,7 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
       id: spec.id,
       keyDigests: [digestKey(keys[spec.id]!)],
       limits: { submit: spec.submit ?? GENEROUS, read: spec.read ?? GENEROUS },
+      ...(spec.imageHosts ? { imageHosts: spec.imageHosts } : {}),
     };
   });
   const env = { UPSTREAM_TOKEN, UPSTREAM_BASE_URL: sim.url, TENANTS_FILE: 'unused-in-tests', LOG_LEVEL: 'info', ...options.env };

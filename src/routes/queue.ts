@@ -9,6 +9,7 @@ import { ModelInput } from '../schemas/model-input.js';
 import { CancelResponse, ModelOutput, QueueStatus, SubmitResponse } from '../schemas/queue.js';
 import { REQUEST_ID_PATTERN, RequestIdParams, StatusQuery, SubmitHeaders } from '../schemas/requests.js';
 import { tenantOf } from '../tenants/auth.js';
+import { checkInputPolicy, type InputPolicy } from '../tenants/input-policy.js';
 import type { UpstreamClient } from '../upstream/client.js';
 import { nothingWasSent } from '../upstream/error-mapping.js';
 import { pickForwardedHeaders } from '../upstream/headers.js';
@@ -19,6 +20,7 @@ export interface QueueRouteDeps {
   upstream: UpstreamClient;
   jobs: JobStore;
   publicBaseUrl: string | undefined;
+  inputPolicy: InputPolicy;
   limits: { submit: onRequestHookHandler; read: onRequestHookHandler };
 }
 
@@ -94,6 +96,8 @@ export function queueRoutes(app: FastifyInstance, deps: QueueRouteDeps): void {
           ]);
         }
         const tenant = tenantOf(request);
+        const problems = checkInputPolicy(request.body, tenant, deps.inputPolicy);
+        if (problems.length > 0) throw new RequestValidationError(problems);
         // A job queued upstream that the gateway cannot record is paid for and unreachable: refuse first.
         if (!deps.jobs.available()) throw new errors.StoreUnavailable();
         let upstream;

@@ -14,7 +14,9 @@ const range = (field: string, min: number, max: number, integer = false) => {
   return base.min(min, { error: message }).max(max, { error: message });
 };
 
-const DATA_URI = /^data:image\/(png|jpeg|jpg|webp|gif|avif);base64,[A-Za-z0-9+/]+={0,2}$/;
+const DATA_URI = /^data:image\/(png|jpeg|webp|gif|avif);base64,[A-Za-z0-9+/]+={0,2}$/;
+/** A Hugging Face repository (owner/name, optionally a file path in it), not a URL of any scheme. */
+const HF_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]*\/[A-Za-z0-9][A-Za-z0-9._-]*(\/[A-Za-z0-9][A-Za-z0-9._-]*)*$/;
 
 function isHttpUrl(value: string): boolean {
   if (!/^https?:\/\//i.test(value)) return false;
@@ -61,7 +63,10 @@ export const Lora = z.strictObject(
   {
   path: z
     .string({ error: 'loras[].path must be a string' })
-    .min(1, { error: 'loras[].path must not be empty' })
+    .min(1, { error: 'loras[].path must not be empty', abort: true })
+    .refine((v) => isHttpUrl(v) || (HF_NAME.test(v) && !v.includes('..')), {
+      error: 'loras[].path must be an http(s) URL or a Hugging Face name such as owner/repo',
+    })
     .meta({ description: 'URL or Hugging Face name of the LoRA weights.' }),
   scale: z
     .number({ error: 'loras[].scale must be a number' })

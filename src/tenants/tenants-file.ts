@@ -40,6 +40,10 @@ const tenantEntry = z.strictObject({
     .array(z.string().regex(/^[0-9a-fA-F]{64}$/, 'must be the SHA-256 hex digest of a key (npm run key)'))
     .describe('SHA-256 hex digests of the keys; an empty list disables the tenant.'),
   limits: limits.optional(),
+  imageHosts: z
+    .array(z.string().regex(/^(\*\.)?[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*$/, 'must be a host name, or *.domain for its subdomains'))
+    .optional()
+    .describe('Hosts image_url and loras[].path URLs may point at; data URIs and Hugging Face names are unaffected. Unset: any host.'),
 });
 
 export const TenantsFileSchema = z
@@ -73,6 +77,8 @@ export interface Tenant {
   name?: string;
   keyDigests: string[];
   limits: { submit: RateLimitPolicy; read: RateLimitPolicy };
+  /** Hosts the model may fetch inputs from; undefined: any. */
+  imageHosts?: string[];
 }
 
 export class TenantsFileError extends Error {
@@ -100,6 +106,7 @@ export function parseTenants(json: unknown, file = '(inline)'): Tenant[] {
     id: t.id,
     ...(t.name !== undefined ? { name: t.name } : {}),
     keyDigests: t.keys.map((k) => k.toLowerCase()),
+    ...(t.imageHosts ? { imageHosts: t.imageHosts.map((h) => h.toLowerCase()) } : {}),
     limits: {
       submit: toPolicy(t.limits?.submit, defaults.submit),
       read: toPolicy(t.limits?.read, defaults.read),

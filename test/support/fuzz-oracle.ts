@@ -9,7 +9,7 @@ import { ModelInput } from '../../src/schemas/model-input.js';
 export type Verdict =
   /** More bytes than the body limit: 413. */
   | { kind: 'too_large' }
-  /** Empty body: 400 invalid_json (or 422 at loc [body]). */
+  /** Empty or only whitespace: no body, 400 invalid_json or 422 at loc [body]. */
   | { kind: 'empty' }
   /** Not JSON text (after UTF-8 decoding, leading BOM ignored): 400 invalid_json. */
   | { kind: 'not_json' }
@@ -64,9 +64,9 @@ export function hasForbiddenKey(root: unknown): boolean {
 
 export function judge(bytes: Buffer, bodyLimit: number): Verdict {
   if (bytes.length > bodyLimit) return { kind: 'too_large' };
-  if (bytes.length === 0) return { kind: 'empty' };
   let text = bytes.toString('utf8');
   if (text.charCodeAt(0) === 0xfeff) text = text.slice(1);
+  if (text.trim() === '') return { kind: 'empty' };
   let value: unknown;
   try {
     value = JSON.parse(text);
