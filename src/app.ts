@@ -197,6 +197,8 @@ export async function buildApp(options: AppOptions): Promise<GatewayApp> {
       jobs,
       publicBaseUrl: config.PUBLIC_BASE_URL,
       inputPolicy: { maxDataUriBytes: config.IMAGE_DATA_URI_MAX_BYTES },
+      idempotencyTtlMs: config.IDEMPOTENCY_TTL_SECONDS * 1000,
+      idempotencyPendingMs: config.UPSTREAM_REQUEST_TIMEOUT_MS + 30_000,
       limits: {
         submit: createPolicyLimiter(tenantScope, 'submit', config.RATE_LIMIT_ON_STORE_ERROR),
         read: createPolicyLimiter(tenantScope, 'read', config.RATE_LIMIT_ON_STORE_ERROR),

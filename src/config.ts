@@ -118,6 +118,9 @@ const schema = z.object({
   IMAGE_DATA_URI_MAX_BYTES: int(1024, 512 * 1024 * 1024)
     .default(8 * 1024 * 1024)
     .describe('Largest image_url data URI accepted (bytes); larger images must be sent as URLs.'),
+  IDEMPOTENCY_TTL_SECONDS: int(60, 30 * 86_400)
+    .default(86_400)
+    .describe('How long an Idempotency-Key replays the first answer to a submit (seconds).'),
   BODY_LIMIT_BYTES: int(1024, 512 * 1024 * 1024)
     .default(10 * 1024 * 1024)
     .describe('Largest request body accepted (bytes), sized for a data-URI image.'),

@@ -62,6 +62,11 @@ export const errors = {
     500,
     'The job %s was queued upstream, but the gateway could not record that it is yours, so it cannot serve its status or result. Keep this request_id and contact the operator.',
   ),
+  IdempotencyInProgress: define(
+    'IDEMPOTENCY_IN_PROGRESS',
+    409,
+    'A submit with this Idempotency-Key is still in progress; retry shortly to get its answer',
+  ),
   StoreUnavailable: define('STORE_UNAVAILABLE', 503, 'The job store is unavailable; try again shortly'),
   RateLimitUnavailable: define(
     'RATE_LIMIT_UNAVAILABLE',

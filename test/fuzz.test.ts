@@ -1,6 +1,7 @@
 import { Readable } from 'node:stream';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { MAX_ENTRIES } from '../src/http/validation.js';
 import { parseConfig } from '../src/config.js';
 import type { RecordedRequest } from '../src/simulator/index.js';
 import {
@@ -37,9 +38,12 @@ import { SEED_REQUEST, startStack, upstreamCalls, type Stack } from './helpers.j
  * answer is decided independently of the gateway, by the model's zod schema on the parsed bytes
  * (test/support/fuzz-oracle.ts), and the gateway must agree:
  *
- * - valid: 200 IN_QUEUE, exactly one upstream POST, whose body deep-equals what was sent;
- * - invalid JSON: 422 validation_error, one well-formed entry per problem, nothing upstream;
- * - not JSON: 400 invalid_json; over the body limit: 413; nothing upstream;
+ * - valid: 200 IN_QUEUE, exactly one upstream POST, whose body deep-equals what was sent
+ *   (numbers compared by value: JSON.stringify writes -0 as 0);
+ * - JSON the schema rejects: 422 validation_error, one well-formed entry per problem (each about
+ *   a problem the schema found), nothing upstream; `__proto__` / `constructor.prototype` keys
+ *   and empty bodies may be 400 instead;
+ * - not JSON: 400 invalid_json; over the body limit: 413 payload_too_large; nothing upstream;
  * - never a 5xx, never a body that is not JSON, never a polluted prototype, never a crash.
  *
  * Seeds are random per run and printed on failure (fast-check) and in the summary line;
@@ -50,8 +54,16 @@ const SUBMIT = '/v1/image-to-image';
 const UPSTREAM_SUBMIT = '/fal-ai/flux-lora/image-to-image';
 const TENANT = 'fuzz';
 
-const SEED = process.env.FUZZ_SEED !== undefined ? Number(process.env.FUZZ_SEED) : Math.floor(Math.random() * 2 ** 31);
-const SCALE = Number(process.env.FUZZ_SCALE ?? 1);
+function envNumber(name: string): number | undefined {
+  const raw = process.env[name];
+  if (raw === undefined || raw === '') return undefined;
+  const value = Number(raw);
+  if (!Number.isFinite(value)) throw new Error(`${name} must be a number, got ${JSON.stringify(raw)}`);
+  return value;
+}
+
+const SEED = Math.trunc(envNumber('FUZZ_SEED') ?? Math.random() * 2 ** 31);
+const SCALE = envNumber('FUZZ_SCALE') ?? 1;
 const runs = (n: number) => Math.max(1, Math.round(n * SCALE));
 
 /** The gateway's body limit (startStack keeps the default). */
@@ -66,7 +78,7 @@ const PLAN = {
   pollution: runs(200),
   deep: runs(25),
   wide: runs(8),
-  huge: runs(6),
+  huge: runs(10),
   limit: runs(4),
 };
 const PLANNED = Object.values(PLAN).reduce((a, b) => a + b, 0);
@@ -124,6 +136,9 @@ const show = (bytes: Buffer) => {
   return text.length > 300 ? `${text.slice(0, 300)}… (${bytes.length} bytes)` : text;
 };
 
+/** Up to this many problems, each must have its own entry. */
+const ALL_REPORTED = 20;
+
 interface Entry {
   loc: unknown;
   msg: unknown;
@@ -179,6 +194,7 @@ async function check(bytes: Buffer, options: { stream?: boolean } = {}): Promise
       break;
     case 'invalid':
       expect(answer.status, where).toBe(422);
+      expect(envelope.error_type, where).toBe('validation_error');
       break;
   }
   if (answer.status === 422) expectEntries(envelope.detail, verdict, where);
@@ -188,8 +204,16 @@ async function check(bytes: Buffer, options: { stream?: boolean } = {}): Promise
 /** 422 detail: fal's shape, and every entry about a real problem, every problem reported. */
 function expectEntries(detail: unknown, verdict: Verdict, where: string): void {
   expect(Array.isArray(detail), `detail is an array\n${where}`).toBe(true);
-  const entries = detail as Entry[];
-  expect(entries.length, `at least one entry\n${where}`).toBeGreaterThan(0);
+  const all = detail as Entry[];
+  expect(all.length, `at least one entry\n${where}`).toBeGreaterThan(0);
+  // A capped list ends with one summary entry counting the problems left out.
+  const last = all.at(-1)!;
+  const capped = last.type === 'too_many_errors';
+  if (capped) {
+    expect(all.length, `a capped list holds MAX_ENTRIES entries and the summary\n${where}`).toBe(MAX_ENTRIES + 1);
+    expect(last.msg, where).toMatch(/^\d+ more problems not shown$/);
+  }
+  const entries = capped ? all.slice(0, -1) : all;
   // Collected, then asserted once: wide bodies have tens of thousands of entries.
   const wrong: string[] = [];
   const reportedPrefixes = new Set<string>();
@@ -217,7 +241,10 @@ function expectEntries(detail: unknown, verdict: Verdict, where: string): void {
     }
   }
   if (verdict.kind === 'invalid') {
-    for (const problem of verdict.paths.required) if (!reportedPrefixes.has(problem)) wrong.push(`problem at ${problem} not reported`);
+    // Every problem is reported; a body with very many may have its list capped, but not below ALL_REPORTED.
+    const missing = verdict.paths.required.filter((problem) => !reportedPrefixes.has(problem));
+    if (verdict.paths.required.length <= ALL_REPORTED) wrong.push(...missing.map((problem) => `problem at ${problem} not reported`));
+    else if (entries.length < ALL_REPORTED) wrong.push(`${verdict.paths.required.length} problems but only ${entries.length} entries`);
   }
   expect(wrong.slice(0, 20), `422 entries\n${where}`).toEqual([]);
 }
@@ -376,7 +403,14 @@ describe('POST /v1/image-to-image: property-based (fast-check)', () => {
         else body.extra = long;
         await check(utf8(JSON.stringify(body)));
       }),
-      params(PLAN.huge),
+      {
+        ...params(PLAN.huge),
+        examples: [
+          [{ where: 'prompt', bytes: 1024 * 1024, unit: 'x' }],
+          [{ where: 'image_url', bytes: 3 * 1024 * 1024, unit: 'x' }],
+          [{ where: 'unknown_key', bytes: 1024 * 1024, unit: '\u202e' }],
+        ],
+      },
     );
   }, LONG);
 
@@ -416,4 +450,28 @@ describe('POST /v1/image-to-image: property-based (fast-check)', () => {
     expect(stats.serverErrors).toBe(0);
     expect(stats.valid + stats.rejected).toBe(stats.bodies);
   });
+});
+
+/**
+ * The widest body under the limit, 5 million invalid `loras` items in 10 MB. It once made one
+ * 422 entry per item (a 4 GB, 90 s stall ending in `422 {}`); it must get a small envelope, fast.
+ */
+describe('POST /v1/image-to-image: widest body', () => {
+  it('a 10 MB body of 5 million invalid loras items gets a small error envelope, fast', async () => {
+    const width = Math.floor((BODY_LIMIT - Buffer.byteLength(JSON.stringify(SEED_REQUEST)) - 16) / 2);
+    const bytes = utf8(wideBody('loras_invalid', width));
+    expect(bytes.length).toBeLessThanOrEqual(BODY_LIMIT);
+    const started = Date.now();
+    const answer = await submit(bytes);
+    const ms = Date.now() - started;
+    const where = `${width} items, ${bytes.length} bytes: ${answer.status} ${answer.text.slice(0, 200)} (${answer.text.length} bytes) after ${ms} ms`;
+    expect(answer.status, where).toBeGreaterThanOrEqual(400);
+    expect(answer.status, where).toBeLessThan(500);
+    const envelope = answer.body as { detail?: unknown; error_type?: unknown } | undefined;
+    expect(typeof envelope?.error_type, where).toBe('string');
+    expect(envelope?.detail, where).toBeDefined();
+    expect(answer.upstream).toEqual([]);
+    expect(answer.text.length, where).toBeLessThan(64 * 1024);
+    expect(ms, where).toBeLessThan(20_000);
+  }, 60_000);
 });

@@ -46,6 +46,8 @@ describe('per-tenant rate limits', () => {
   it('keeps submit and read budgets apart, and status, result and cancel share the read budget', async () => {
     stack = await startStack({
       tenants: [{ id: 'team-a', submit: { max: 1, timeWindowMs: 60_000 }, read: { max: 3, timeWindowMs: 60_000 } }],
+      // The job stays queued for the whole test, so each read's answer is known in advance.
+      sim: { queueMs: 600_000 },
     });
     const job = (await (await submit(stack, 'team-a')).json()) as Record<string, string>;
     expect((await submit(stack, 'team-a')).status).toBe(429);

@@ -25,6 +25,15 @@ class BreakableStore implements JobStore {
   async ready() {
     return !this.broken.ready;
   }
+  claimIdempotencyKey(...args: Parameters<JobStore['claimIdempotencyKey']>) {
+    return this.inner.claimIdempotencyKey(...args);
+  }
+  completeIdempotencyKey(...args: Parameters<JobStore['completeIdempotencyKey']>) {
+    return this.inner.completeIdempotencyKey(...args);
+  }
+  releaseIdempotencyKey(key: string) {
+    return this.inner.releaseIdempotencyKey(key);
+  }
   close() {
     return this.inner.close();
   }

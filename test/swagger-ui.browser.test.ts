@@ -44,7 +44,7 @@ describe.skipIf(!hasChromium)(`Swagger UI in a browser${hasChromium ? '' : ` (sk
     return { code, body };
   }
 
-  it('authorizes with a tenant key and runs submit, status and result from "Try it out"', async () => {
+  it('authorizes with a tenant key and runs submit, status and result from "Try it out"', { timeout: 90_000 }, async () => {
     await page.goto(`${stack.url}/docs`);
     await page.locator('.opblock').first().waitFor();
     await page.locator('button.authorize').first().click();

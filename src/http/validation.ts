@@ -99,11 +99,22 @@ export function toFalEntries(issues: readonly z.core.$ZodIssue[], location: stri
   return entries;
 }
 
+/** Enough to fix a request; a body with thousands of problems must not produce a huge answer. */
+export const MAX_ENTRIES = 50;
+
+export function capEntries(entries: FalValidationEntry[], location: string): FalValidationEntry[] {
+  if (entries.length <= MAX_ENTRIES) return entries;
+  return [
+    ...entries.slice(0, MAX_ENTRIES),
+    { loc: [location], msg: `${entries.length - MAX_ENTRIES} more problems not shown`, type: 'too_many_errors' },
+  ];
+}
+
 export const validatorCompiler: FastifySchemaCompiler<z.ZodType> = ({ schema, httpPart }) => {
   const location = LOCATION[httpPart ?? 'body'] ?? httpPart ?? 'body';
   return (data: unknown) => {
     const result = schema.safeParse(data, { reportInput: true });
     if (result.success) return { value: result.data };
-    return { error: new RequestValidationError(toFalEntries(result.error.issues, location, schema)) };
+    return { error: new RequestValidationError(capEntries(toFalEntries(result.error.issues, location, schema), location)) };
   };
 };

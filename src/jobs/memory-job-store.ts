@@ -1,4 +1,4 @@
-import type { JobStore, JobStoreOptions } from './job-store.js';
+import type { IdempotencyRecord, JobStore, JobStoreOptions } from './job-store.js';
 
 interface Entry {
   tenantId: string;
@@ -13,6 +13,7 @@ interface Entry {
 export class MemoryJobStore implements JobStore {
   readonly kind = 'memory' as const;
   private readonly entries = new Map<string, Entry>();
+  private readonly idempotency = new Map<string, { record: IdempotencyRecord; expiresAt: number }>();
   private readonly now: () => number;
 
   constructor(private readonly options: JobStoreOptions) {
@@ -40,16 +41,44 @@ export class MemoryJobStore implements JobStore {
     return entry.tenantId;
   }
 
+  async claimIdempotencyKey(key: string, fingerprint: string, ttlMs: number): Promise<IdempotencyRecord | undefined> {
+    const now = this.now();
+    const existing = this.idempotency.get(key);
+    if (existing && existing.expiresAt > now) return existing.record;
+    this.idempotency.delete(key);
+    this.idempotency.set(key, { record: { state: 'pending', fingerprint }, expiresAt: now + ttlMs });
+    this.sweepIdempotency(now);
+    return undefined;
+  }
+
+  async completeIdempotencyKey(key: string, record: IdempotencyRecord & { state: 'done' }, ttlMs: number): Promise<void> {
+    this.idempotency.delete(key);
+    this.idempotency.set(key, { record, expiresAt: this.now() + ttlMs });
+  }
+
+  async releaseIdempotencyKey(key: string): Promise<void> {
+    this.idempotency.delete(key);
+  }
+
   async ready(): Promise<boolean> {
     return true;
   }
 
   async close(): Promise<void> {
     this.entries.clear();
+    this.idempotency.clear();
   }
 
   get size(): number {
     return this.entries.size;
+  }
+
+  /** Idempotency records have two TTLs, so sweep by expiry and by the same size bound. */
+  private sweepIdempotency(now: number): void {
+    for (const [key, entry] of this.idempotency) {
+      if (this.idempotency.size <= this.options.maxEntries && entry.expiresAt > now) break;
+      this.idempotency.delete(key);
+    }
   }
 
   private sweep(now: number): void {

@@ -1,5 +1,5 @@
 import type { Redis } from 'ioredis';
-import type { JobStore } from './job-store.js';
+import type { IdempotencyRecord, JobStore } from './job-store.js';
 
 /**
  * Job ownership in Redis, shared by every replica: one key per request id holding the tenant
@@ -23,6 +23,21 @@ export class RedisJobStore implements JobStore {
 
   async ownerOf(requestId: string): Promise<string | undefined> {
     return (await this.redis.get(`job:${requestId}`)) ?? undefined;
+  }
+
+  async claimIdempotencyKey(key: string, fingerprint: string, ttlMs: number): Promise<IdempotencyRecord | undefined> {
+    const pending = JSON.stringify({ state: 'pending', fingerprint } satisfies IdempotencyRecord);
+    // SET NX GET: claims the key, or returns what is already there, in one atomic command.
+    const previous = await this.redis.set(`idem:${key}`, pending, 'PX', ttlMs, 'NX', 'GET');
+    return previous === null ? undefined : (JSON.parse(previous) as IdempotencyRecord);
+  }
+
+  async completeIdempotencyKey(key: string, record: IdempotencyRecord & { state: 'done' }, ttlMs: number): Promise<void> {
+    await this.redis.set(`idem:${key}`, JSON.stringify(record), 'PX', ttlMs);
+  }
+
+  async releaseIdempotencyKey(key: string): Promise<void> {
+    await this.redis.del(`idem:${key}`);
   }
 
   async ready(): Promise<boolean> {

@@ -1,26 +1,18 @@
 import type { FastifyInstance, FastifyRequest, onRequestHookHandler } from 'fastify';
 import type { ZodTypeProvider } from 'fastify-type-provider-zod';
-import { errors, RequestValidationError } from '../errors.js';
+import { errors } from '../errors.js';
 import { publicBaseUrl } from '../http/public-url.js';
-import type { JobStore } from '../jobs/job-store.js';
 import { APP_ID, MODEL_ID } from '../model.js';
 import { ErrorEnvelope } from '../schemas/error.js';
 import { ModelInput } from '../schemas/model-input.js';
 import { CancelResponse, ModelOutput, QueueStatus, SubmitResponse } from '../schemas/queue.js';
-import { REQUEST_ID_PATTERN, RequestIdParams, StatusQuery, SubmitHeaders } from '../schemas/requests.js';
+import { RequestIdParams, StatusQuery, SubmitHeaders } from '../schemas/requests.js';
 import { tenantOf } from '../tenants/auth.js';
-import { checkInputPolicy, type InputPolicy } from '../tenants/input-policy.js';
-import type { UpstreamClient } from '../upstream/client.js';
-import { nothingWasSent } from '../upstream/error-mapping.js';
-import { pickForwardedHeaders } from '../upstream/headers.js';
+import { submit, type SubmitDeps } from './submit.js';
 import { rewriteQueueUrls } from '../upstream/queue-urls.js';
-import { parseJsonObject, relay, sendRewritten } from '../upstream/relay.js';
+import { relay } from '../upstream/relay.js';
 
-export interface QueueRouteDeps {
-  upstream: UpstreamClient;
-  jobs: JobStore;
-  publicBaseUrl: string | undefined;
-  inputPolicy: InputPolicy;
+export interface QueueRouteDeps extends SubmitDeps {
   limits: { submit: onRequestHookHandler; read: onRequestHookHandler };
 }
 
@@ -90,49 +82,7 @@ export function queueRoutes(app: FastifyInstance, deps: QueueRouteDeps): void {
         },
       },
       async (request, reply) => {
-        if ('fal_webhook' in (request.query as object)) {
-          throw new RequestValidationError([
-            { loc: ['query', 'fal_webhook'], msg: 'Webhooks are not supported by this gateway; poll status_url instead', type: 'value_error' },
-          ]);
-        }
-        const tenant = tenantOf(request);
-        const problems = checkInputPolicy(request.body, tenant, deps.inputPolicy);
-        if (problems.length > 0) throw new RequestValidationError(problems);
-        // A job queued upstream that the gateway cannot record is paid for and unreachable: refuse first.
-        if (!deps.jobs.available()) throw new errors.StoreUnavailable();
-        let upstream;
-        try {
-          upstream = await deps.upstream.submit(JSON.stringify(request.body), pickForwardedHeaders(request.headers));
-        } catch (err) {
-          if (nothingWasSent(err)) throw err;
-          request.log.error({ err }, 'submit sent upstream without a usable answer: the job may exist');
-          throw new errors.SubmitOutcomeUnknown((err as Error).message, { cause: err });
-        }
-        if (upstream.statusCode === 404 || upstream.statusCode === 405) {
-          request.log.error({ upstreamStatus: upstream.statusCode }, 'upstream does not serve the model path');
-          throw new errors.UpstreamMisconfigured(upstream.statusCode);
-        }
-        if (upstream.statusCode < 200 || upstream.statusCode >= 300) return relay(reply, upstream);
-        let body: Record<string, unknown>;
-        try {
-          body = parseJsonObject(upstream);
-        } catch {
-          body = {};
-        }
-        const requestId = body.request_id;
-        if (typeof requestId !== 'string' || !REQUEST_ID_PATTERN.test(requestId)) {
-          request.log.error({ upstreamStatus: upstream.statusCode }, 'upstream accepted a submit without a usable request_id');
-          throw new errors.SubmitOutcomeUnknown('the upstream answered without a usable request_id');
-        }
-        try {
-          await deps.jobs.record(requestId, tenant.id);
-        } catch (err) {
-          request.log.error({ err, requestId }, 'job queued upstream but its ownership could not be recorded');
-          throw new errors.OwnershipNotRecorded(requestId);
-        }
-        request.log.info({ requestId }, 'job submitted');
-        rewriteQueueUrls(body, base(request), requestId, { always: true });
-        return sendRewritten(reply, upstream, body);
+        await submit(deps, request, request.body, reply);
       },
     );
 

@@ -35,6 +35,8 @@ export const ImageUrl = z
       'image_url must be an http(s) URL or a data URI of the form data:image/<png|jpeg|webp|gif|avif>;base64,<data>',
   });
 
+export const MAX_LORAS = 16;
+
 export const IMAGE_SIZE_PRESETS = [
   'square_hd',
   'square',
@@ -117,8 +119,10 @@ export const ModelInput = z
     image_size: ImageSize.optional(),
     loras: z
       .array(Lora, { error: 'loras must be an array of {path, scale}' })
+      // fal publishes no bound; the gateway keeps one so a body cannot carry millions of items.
+      .max(MAX_LORAS, { error: `loras may hold at most ${MAX_LORAS} items` })
       .optional()
-      .meta({ description: 'LoRA weights to apply.', default: [] }),
+      .meta({ description: `LoRA weights to apply (at most ${MAX_LORAS}).`, default: [] }),
     sync_mode: z
       .boolean({ error: 'sync_mode must be true or false' })
       .optional()

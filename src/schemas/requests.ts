@@ -45,6 +45,14 @@ export const SubmitHeaders = z.looseObject({
     .optional()
     .meta({ description: 'JSON, e.g. {"expiration_duration_seconds": 3600}.' }),
   'x-fal-store-io': z.enum(['0', '1'], { error: 'X-Fal-Store-IO must be 0 or 1' }).optional(),
+  'idempotency-key': z
+    .string()
+    .regex(/^[\x21-\x7e]{1,255}$/, { error: 'Idempotency-Key must be 1-255 visible ASCII characters' })
+    .optional()
+    .meta({
+      description:
+        'Makes a retried submit safe: the same key with the same body within 24 h replays the first answer (same request_id) instead of queuing another paid job. The same key with another body is 422.',
+    }),
   'x-fal-no-retry': z
     .enum(['0', '1', 'true', 'false'], { error: 'x-fal-no-retry must be 0 or 1' })
     .optional()

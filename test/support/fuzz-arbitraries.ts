@@ -710,9 +710,10 @@ export function rawBytes(c: RawCase): Buffer {
       return Buffer.from(c.before ? `{${pair},${SEED_TEXT.slice(1)}` : `${SEED_TEXT.slice(0, -1)},${pair}}`, 'utf8');
     }
     case 'bytes': {
-      // Inside the prompt string (decodes to U+FFFD: still valid) or between tokens (not JSON).
+      // Inside the prompt string (decodes to U+FFFD: still valid), or in a key or between tokens.
       const start = SEED_TEXT.indexOf(SEED_REQUEST.prompt);
-      const at = c.inPrompt ? start + c.at : c.at % SEED_TEXT.length;
+      const between = [0, 1, SEED_TEXT.indexOf(':') + 1, SEED_TEXT.length - 1, SEED_TEXT.length];
+      const at = c.inPrompt ? start + c.at : between[c.at % between.length]!;
       return Buffer.concat([Buffer.from(SEED_TEXT.slice(0, at)), Buffer.from(c.bytes), Buffer.from(SEED_TEXT.slice(at))]);
     }
     case 'bom':

@@ -32,6 +32,28 @@ export function jobStoreContract(name: string, make: (ttlMs: number) => Promise<
       await cleanup?.();
     });
 
+    it('claims an idempotency key once, then returns what it holds, and frees it on release', async () => {
+      const { store, cleanup } = await make(60_000);
+      expect(await store.claimIdempotencyKey('t:k1', 'fp-1', 60_000)).toBeUndefined();
+      expect(await store.claimIdempotencyKey('t:k1', 'fp-2', 60_000)).toEqual({ state: 'pending', fingerprint: 'fp-1' });
+      const done = { state: 'done' as const, fingerprint: 'fp-1', statusCode: 200, body: { request_id: 'r-1', status: 'IN_QUEUE' } };
+      await store.completeIdempotencyKey('t:k1', done, 60_000);
+      expect(await store.claimIdempotencyKey('t:k1', 'fp-1', 60_000)).toEqual(done);
+      await store.releaseIdempotencyKey('t:k1');
+      expect(await store.claimIdempotencyKey('t:k1', 'fp-3', 60_000)).toBeUndefined();
+      await cleanup?.();
+    });
+
+    it('lets a claim expire after its TTL', async () => {
+      const { store, advance, cleanup } = await make(60_000);
+      expect(await store.claimIdempotencyKey('t:k2', 'fp', 300)).toBeUndefined();
+      await advance(150);
+      expect(await store.claimIdempotencyKey('t:k2', 'fp', 300)).toMatchObject({ state: 'pending' });
+      await advance(250);
+      expect(await store.claimIdempotencyKey('t:k2', 'fp', 300)).toBeUndefined();
+      await cleanup?.();
+    });
+
     it('forgets a job after its TTL, not before', async () => {
       const { store, advance, cleanup } = await make(300);
       await store.record('req-1', 'team-a');

@@ -1,0 +1,153 @@
+import { createHash } from 'node:crypto';
+import type { FastifyReply, FastifyRequest } from 'fastify';
+import { errors, errorTypeOf, RequestValidationError } from '../errors.js';
+import { publicBaseUrl } from '../http/public-url.js';
+import type { JobStore } from '../jobs/job-store.js';
+import type { ModelInput } from '../schemas/model-input.js';
+import { REQUEST_ID_PATTERN } from '../schemas/requests.js';
+import { tenantOf } from '../tenants/auth.js';
+import { checkInputPolicy, type InputPolicy } from '../tenants/input-policy.js';
+import type { UpstreamClient } from '../upstream/client.js';
+import { nothingWasSent } from '../upstream/error-mapping.js';
+import { pickForwardedHeaders } from '../upstream/headers.js';
+import { rewriteQueueUrls } from '../upstream/queue-urls.js';
+import { parseJsonObject, relay, sendRewritten } from '../upstream/relay.js';
+
+export interface SubmitDeps {
+  upstream: UpstreamClient;
+  jobs: JobStore;
+  publicBaseUrl: string | undefined;
+  inputPolicy: InputPolicy;
+  idempotencyTtlMs: number;
+  /** How long a claimed key waits for its submit before another attempt may take it over. */
+  idempotencyPendingMs: number;
+}
+
+const sha256 = (text: string) => createHash('sha256').update(text).digest('hex');
+
+/** JSON with object keys sorted, so the same input in another key order is the same request. */
+function canonicalJson(value: unknown): string {
+  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(',')}]`;
+  if (value && typeof value === 'object') {
+    const entries = Object.entries(value).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+    return `{${entries.map(([k, v]) => `${JSON.stringify(k)}:${canonicalJson(v)}`).join(',')}}`;
+  }
+  return JSON.stringify(value);
+}
+
+/** Failures after which a job may exist upstream: the key stays taken so a retry cannot queue another. */
+const MAYBE_QUEUED = new Set(['FGW_SUBMIT_OUTCOME_UNKNOWN', 'FGW_OWNERSHIP_NOT_RECORDED']);
+
+type Queued = { statusCode: number; body: Record<string, unknown>; send: () => FastifyReply };
+
+/**
+ * Submit: validate beyond the schema, refuse when the job could not be recorded, queue upstream
+ * exactly once, record the owner, and answer fal's queue status with the gateway's URLs. With an
+ * Idempotency-Key, a retried submit replays the first answer instead of queuing a second paid job.
+ */
+export async function submit(deps: SubmitDeps, request: FastifyRequest, input: ModelInput, reply: FastifyReply): Promise<FastifyReply> {
+  if ('fal_webhook' in (request.query as object)) {
+    throw new RequestValidationError([
+      { loc: ['query', 'fal_webhook'], msg: 'Webhooks are not supported by this gateway; poll status_url instead', type: 'value_error' },
+    ]);
+  }
+  const tenant = tenantOf(request);
+  const problems = checkInputPolicy(input, tenant, deps.inputPolicy);
+  if (problems.length > 0) throw new RequestValidationError(problems);
+  // A job queued upstream that the gateway cannot record is paid for and unreachable: refuse first.
+  if (!deps.jobs.available()) throw new errors.StoreUnavailable();
+  const base = publicBaseUrl(request, deps.publicBaseUrl);
+
+  const idempotencyKey = request.headers['idempotency-key'];
+  if (typeof idempotencyKey !== 'string') return (await queue(deps, request, input, reply, base)).send();
+
+  const claim = `${tenant.id}:${sha256(idempotencyKey)}`;
+  const fingerprint = sha256(canonicalJson(input));
+  const existing = await deps.jobs.claimIdempotencyKey(claim, fingerprint, deps.idempotencyPendingMs).catch((err: unknown) => {
+    throw new errors.StoreUnavailable({ cause: err });
+  });
+  if (existing) {
+    if (existing.fingerprint !== fingerprint) {
+      throw new RequestValidationError([
+        {
+          loc: ['header', 'idempotency-key'],
+          msg: 'This Idempotency-Key was already used with a different body; use a new key for a new job',
+          type: 'idempotency_key_reused',
+        },
+      ]);
+    }
+    if (existing.state === 'pending') throw Object.assign(new errors.IdempotencyInProgress(), { headers: { 'retry-after': '1' } });
+    const body = structuredClone(existing.body);
+    if (typeof body.request_id === 'string') rewriteQueueUrls(body, base, body.request_id, { always: true });
+    request.log.info({ requestId: body.request_id }, 'idempotent submit replayed');
+    return reply.code(existing.statusCode).header('idempotent-replayed', 'true').type('application/json; charset=utf-8').send(JSON.stringify(body));
+  }
+
+  try {
+    const queued = await queue(deps, request, input, reply, base);
+    if (queued.statusCode >= 200 && queued.statusCode < 300) {
+      await deps.jobs.completeIdempotencyKey(claim, { state: 'done', fingerprint, statusCode: queued.statusCode, body: queued.body }, deps.idempotencyTtlMs);
+    } else {
+      await deps.jobs.releaseIdempotencyKey(claim);
+    }
+    return queued.send();
+  } catch (err) {
+    const code = (err as { code?: string }).code ?? '';
+    const settle = MAYBE_QUEUED.has(code)
+      ? deps.jobs.completeIdempotencyKey(
+          claim,
+          { state: 'done', fingerprint, statusCode: 500, body: { detail: (err as Error).message, error_type: errorTypeOf(code) } },
+          deps.idempotencyTtlMs,
+        )
+      : deps.jobs.releaseIdempotencyKey(claim);
+    await settle.catch((storeErr: unknown) => request.log.error({ err: storeErr }, 'could not settle an Idempotency-Key'));
+    throw err;
+  }
+}
+
+/** Queues the job upstream once. Returns the upstream answer (URLs not yet rewritten) and how to send it. */
+async function queue(deps: SubmitDeps, request: FastifyRequest, input: ModelInput, reply: FastifyReply, base: string): Promise<Queued> {
+  let upstream;
+  try {
+    upstream = await deps.upstream.submit(JSON.stringify(input), pickForwardedHeaders(request.headers));
+  } catch (err) {
+    if (nothingWasSent(err)) throw err;
+    request.log.error({ err }, 'submit sent upstream without a usable answer: the job may exist');
+    throw new errors.SubmitOutcomeUnknown((err as Error).message, { cause: err });
+  }
+  if (upstream.statusCode === 404 || upstream.statusCode === 405) {
+    request.log.error({ upstreamStatus: upstream.statusCode }, 'upstream does not serve the model path');
+    throw new errors.UpstreamMisconfigured(upstream.statusCode);
+  }
+  const answer = upstream;
+  if (answer.statusCode < 200 || answer.statusCode >= 300) {
+    return { statusCode: answer.statusCode, body: {}, send: () => relay(reply, answer) };
+  }
+  let body: Record<string, unknown>;
+  try {
+    body = parseJsonObject(answer);
+  } catch {
+    body = {};
+  }
+  const requestId = body.request_id;
+  if (typeof requestId !== 'string' || !REQUEST_ID_PATTERN.test(requestId)) {
+    request.log.error({ upstreamStatus: answer.statusCode }, 'upstream accepted a submit without a usable request_id');
+    throw new errors.SubmitOutcomeUnknown('the upstream answered without a usable request_id');
+  }
+  try {
+    await deps.jobs.record(requestId, tenantOf(request).id);
+  } catch (err) {
+    request.log.error({ err, requestId }, 'job queued upstream but its ownership could not be recorded');
+    throw new errors.OwnershipNotRecorded(requestId);
+  }
+  request.log.info({ requestId }, 'job submitted');
+  const stored = structuredClone(body);
+  return {
+    statusCode: answer.statusCode,
+    body: stored,
+    send: () => {
+      rewriteQueueUrls(body, base, requestId, { always: true });
+      return sendRewritten(reply, answer, body);
+    },
+  };
+}

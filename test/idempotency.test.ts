@@ -1,0 +1,162 @@
+import { randomUUID } from 'node:crypto';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { buildApp, type GatewayApp } from '../src/app.js';
+import { newKey } from '../src/cli/key.js';
+import { parseConfig } from '../src/config.js';
+import { digestKey } from '../src/tenants/registry.js';
+import { json, SEED_REQUEST, startStack, upstreamCalls, UPSTREAM_TOKEN, type Stack } from './helpers.js';
+import { startFaultyUpstream, type FaultyUpstream } from './support/faulty-upstream.js';
+
+const posts = (stack: Stack) => upstreamCalls(stack).filter((c) => c.method === 'POST').length;
+
+describe('Idempotency-Key on submit', () => {
+  let stack: Stack;
+  beforeAll(async () => {
+    stack = await startStack();
+  });
+  afterAll(() => stack.close());
+
+  const submit = (tenant: string, key: string | undefined, body: unknown = SEED_REQUEST, path = '/v1/image-to-image') =>
+    fetch(`${stack.url}${path}`, {
+      method: 'POST',
+      headers: { ...json, ...stack.bearer(tenant), ...(key ? { 'idempotency-key': key } : {}) },
+      body: JSON.stringify(body),
+    });
+
+  it('replays the first answer to a retried submit instead of queuing a second job', async () => {
+    const key = randomUUID();
+    const before = posts(stack);
+    const first = await submit('team-a', key);
+    const firstBody = (await first.json()) as Record<string, string>;
+    expect(first.status).toBe(200);
+    expect(first.headers.get('idempotent-replayed')).toBeNull();
+    // Same input, keys in another order, through fal's path: the same request.
+    const reordered = Object.fromEntries(Object.entries(SEED_REQUEST).reverse());
+    const again = await submit('team-a', key, reordered, '/fal-ai/flux-lora/image-to-image');
+    expect(again.status).toBe(200);
+    expect(again.headers.get('idempotent-replayed')).toBe('true');
+    expect(await again.json()).toEqual(firstBody);
+    expect(posts(stack) - before).toBe(1);
+    const status = await fetch(firstBody.status_url!, { headers: stack.bearer('team-a') });
+    expect([200, 202]).toContain(status.status);
+  });
+
+  it('refuses the same key with a different body (422), queuing nothing', async () => {
+    const key = randomUUID();
+    expect((await submit('team-a', key)).status).toBe(200);
+    const before = posts(stack);
+    const other = await submit('team-a', key, { ...SEED_REQUEST, prompt: 'a different picture' });
+    expect(other.status).toBe(422);
+    const body = (await other.json()) as { detail: Array<{ loc: unknown[]; type: string }> };
+    expect(body.detail[0]).toMatchObject({ loc: ['header', 'idempotency-key'], type: 'idempotency_key_reused' });
+    expect(posts(stack)).toBe(before);
+  });
+
+  it("keeps keys per tenant: another tenant's same key is a new job, and never a replay of someone else's", async () => {
+    const key = randomUUID();
+    const a = (await (await submit('team-a', key)).json()) as Record<string, string>;
+    const bRes = await submit('team-b', key);
+    expect(bRes.headers.get('idempotent-replayed')).toBeNull();
+    const b = (await bRes.json()) as Record<string, string>;
+    expect(b.request_id).not.toBe(a.request_id);
+    expect((await fetch(a.status_url!, { headers: stack.bearer('team-b') })).status).toBe(404);
+  });
+
+  it('queues once when the same key arrives many times at once', async () => {
+    const key = randomUUID();
+    const before = posts(stack);
+    const responses = await Promise.all(Array.from({ length: 8 }, () => submit('team-a', key)));
+    expect(posts(stack) - before).toBe(1);
+    const ids = new Set<string>();
+    for (const res of responses) {
+      expect([200, 409]).toContain(res.status);
+      const body = (await res.json()) as { request_id?: string; error_type?: string };
+      if (res.status === 200) ids.add(body.request_id!);
+      else expect(body.error_type).toBe('idempotency_in_progress');
+    }
+    expect(ids.size).toBe(1);
+  });
+
+  it.each([
+    ['spaced', 'has a space'],
+    ['too long', 'k'.repeat(256)],
+  ])('rejects a %s key with 422', async (_name, key) => {
+    const res = await fetch(`${stack.url}/v1/image-to-image`, {
+      method: 'POST',
+      headers: { ...json, ...stack.bearer('team-a'), 'idempotency-key': key },
+      body: JSON.stringify(SEED_REQUEST),
+    });
+    expect(res.status).toBe(422);
+  });
+});
+
+describe('Idempotency-Key when the upstream fails', () => {
+  let upstream: FaultyUpstream;
+  let app: GatewayApp;
+  let url: string;
+  const key = newKey();
+  const headers = (idem: string) => ({ ...json, authorization: `Bearer ${key}`, 'idempotency-key': idem });
+  const submit = (idem: string) => fetch(`${url}/v1/image-to-image`, { method: 'POST', headers: headers(idem), body: JSON.stringify(SEED_REQUEST) });
+  const queued = (res: import('node:http').ServerResponse) =>
+    res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ status: 'IN_QUEUE', request_id: randomUUID(), queue_position: 0 }));
+
+  beforeAll(async () => {
+    upstream = await startFaultyUpstream();
+    const config = parseConfig({
+      UPSTREAM_TOKEN,
+      UPSTREAM_BASE_URL: upstream.url,
+      TENANTS_FILE: 'x',
+      LOG_LEVEL: 'silent',
+      UPSTREAM_HEADERS_TIMEOUT_MS: '300',
+      CIRCUIT_BREAKER_THRESHOLD: '1000',
+    });
+    const big = { max: 100_000, timeWindowMs: 60_000 };
+    app = await buildApp({ config, tenants: [{ id: 'team-a', keyDigests: [digestKey(key)], limits: { submit: big, read: big } }] });
+    url = await app.listen({ port: 0, host: '127.0.0.1' });
+  });
+  afterAll(async () => {
+    await app.close();
+    await upstream.close();
+  });
+  afterEach(() => {
+    upstream.requests.length = 0;
+  });
+
+  it('frees the key after a failure that queued nothing, so the retry goes through', async () => {
+    const idem = randomUUID();
+    upstream.setHandler((_req, res) => res.writeHead(503, { 'content-type': 'application/json' }).end('{"detail":"Runner scheduling failure","error_type":"runner_scheduling_failure"}'));
+    expect((await submit(idem)).status).toBe(503);
+    upstream.setHandler((_req, res) => queued(res));
+    const retry = await submit(idem);
+    expect(retry.status).toBe(200);
+    expect(retry.headers.get('idempotent-replayed')).toBeNull();
+    expect(upstream.requests.filter((r) => r.method === 'POST')).toHaveLength(2);
+  });
+
+  it('keeps the key after a failure that may have queued a job: the retry replays the error, queuing nothing', async () => {
+    const idem = randomUUID();
+    upstream.setHandler(() => {
+      // never answers: the submit may or may not have been queued
+    });
+    const first = await submit(idem);
+    expect(first.status).toBe(500);
+    upstream.setHandler((_req, res) => queued(res));
+    const retry = await submit(idem);
+    expect(retry.status).toBe(500);
+    expect(retry.headers.get('idempotent-replayed')).toBe('true');
+    expect(((await retry.json()) as { error_type: string }).error_type).toBe('submit_outcome_unknown');
+    expect(upstream.requests.filter((r) => r.method === 'POST')).toHaveLength(1);
+  });
+
+  it('answers 409 with Retry-After while the first attempt is still in flight', async () => {
+    const idem = randomUUID();
+    upstream.setHandler((_req, res) => setTimeout(() => queued(res), 200));
+    const first = submit(idem);
+    await new Promise((r) => setTimeout(r, 50));
+    const second = await submit(idem);
+    expect(second.status).toBe(409);
+    expect(second.headers.get('retry-after')).toBe('1');
+    expect((await first).status).toBe(200);
+    expect((await submit(idem)).headers.get('idempotent-replayed')).toBe('true');
+  });
+});
