@@ -24,16 +24,18 @@ export const VERSION: string = (
   JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }
 ).version;
 
-/** Paths whose values must never reach a log line. */
+/**
+ * Paths whose values must never reach a log line. The gateway logs neither request headers nor
+ * its configuration; these catch a future `log.info({ req })` or `log.info({ headers })`.
+ */
 export const REDACTED_LOG_PATHS = [
   'req.headers.authorization',
   'req.headers["x-api-key"]',
   'req.headers.cookie',
-  'res.headers["set-cookie"]',
   'headers.authorization',
   'headers["x-api-key"]',
-  '*.token',
-  '*.UPSTREAM_TOKEN',
+  'headers.cookie',
+  'UPSTREAM_TOKEN',
   'config.UPSTREAM_TOKEN',
 ];
 

@@ -24,7 +24,16 @@ const trustProxy = z.string().transform((v): boolean | number | string => {
   return value;
 });
 
-const httpUrl = z.url({ protocol: /^https?$/, error: 'must be an http(s) URL' });
+/** An http(s) base URL: no credentials (they would be logged and never sent), query or fragment. */
+const httpUrl = z
+  .url({ protocol: /^https?$/, error: 'must be an http(s) URL' })
+  .refine(
+    (value) => {
+      const url = new URL(value);
+      return !url.username && !url.password && !url.search && !url.hash;
+    },
+    { error: 'must be an http(s) URL without credentials, query or fragment' },
+  );
 
 const schema = z.object({
   NODE_ENV: z

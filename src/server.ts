@@ -23,6 +23,9 @@ async function main(): Promise<void> {
 
   const app = await buildApp({ config, tenants });
   if (tenants.length === 0) app.log.warn({ file: config.TENANTS_FILE }, 'the tenants file lists no tenant: every call will be 401');
+  if (!config.PUBLIC_BASE_URL && config.NODE_ENV === 'production') {
+    app.log.warn('PUBLIC_BASE_URL is not set: rewritten queue URLs take their origin from each request\'s Host header; set it in production');
+  }
 
   closeWithGrace({ delay: config.SHUTDOWN_GRACE_MS }, async ({ signal, err }) => {
     if (err) app.log.error({ err }, 'shutting down after an error');

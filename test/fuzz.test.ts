@@ -253,7 +253,7 @@ const utf8 = (text: string) => Buffer.from(text, 'utf8');
 const params = (numRuns: number) => ({ numRuns, seed: SEED, endOnFailure: false });
 const LONG = 60_000;
 
-describe('POST /v1/image-to-image: property-based (fast-check)', () => {
+describe('POST /v1/image-to-image: property-based (fast-check)', { timeout: 120_000 }, () => {
   it('any JSON value or serialised JS value: the oracle and the gateway agree', async () => {
     const arbitrary = fc.oneof(
       { arbitrary: jsonValue.map((v) => JSON.stringify(v)), weight: 3 },
@@ -456,7 +456,7 @@ describe('POST /v1/image-to-image: property-based (fast-check)', () => {
  * The widest body under the limit, 5 million invalid `loras` items in 10 MB. It once made one
  * 422 entry per item (a 4 GB, 90 s stall ending in `422 {}`); it must get a small envelope, fast.
  */
-describe('POST /v1/image-to-image: widest body', () => {
+describe('POST /v1/image-to-image: widest body', { timeout: 120_000 }, () => {
   it('a 10 MB body of 5 million invalid loras items gets a small error envelope, fast', async () => {
     const width = Math.floor((BODY_LIMIT - Buffer.byteLength(JSON.stringify(SEED_REQUEST)) - 16) / 2);
     const bytes = utf8(wideBody('loras_invalid', width));

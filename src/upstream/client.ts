@@ -128,7 +128,7 @@ export class UpstreamClient {
     const contentType = response.headers['content-type'];
     return {
       statusCode: response.statusCode,
-      headers: response.headers,
+      headers: this.scrubHeaders(response.headers),
       contentType: typeof contentType === 'string' ? contentType : undefined,
       body: this.scrub(payload),
     };
@@ -160,7 +160,16 @@ export class UpstreamClient {
 
   /** Defence in depth: an upstream that echoes our credentials must not hand them to a caller. */
   private scrub(body: Buffer): Buffer {
-    if (this.tokenBytes.length < 4 || !body.includes(this.tokenBytes)) return body;
+    if (!body.includes(this.tokenBytes)) return body;
     return Buffer.from(body.toString('utf8').split(this.options.token).join('[redacted]'));
+  }
+
+  private scrubHeaders(headers: Dispatcher.ResponseData['headers']): Dispatcher.ResponseData['headers'] {
+    const clean: Dispatcher.ResponseData['headers'] = {};
+    for (const [name, value] of Object.entries(headers)) {
+      const leaks = Array.isArray(value) ? value.some((v) => v.includes(this.options.token)) : value?.includes(this.options.token);
+      if (!leaks) clean[name] = value;
+    }
+    return clean;
   }
 }

@@ -62,10 +62,18 @@ export function relay(
     rewrite(body);
     return sendJson(reply, statusCode, body);
   }
-  return reply
-    .code(statusCode)
-    .type(response.contentType ?? JSON_TYPE)
-    .send(response.body);
+  // Served from the gateway's origin (where the docs page keeps keys), an upstream body must be
+  // data, never a page: only JSON passes as it came.
+  if (!isJson(response.contentType)) {
+    reply.log.error({ upstreamStatus: statusCode, contentType: response.contentType }, 'upstream answered with a body that is not JSON');
+    throw new errors.UpstreamBadResponse();
+  }
+  return reply.code(statusCode).type(response.contentType!).send(response.body);
+}
+
+function isJson(contentType: string | undefined): boolean {
+  const type = contentType?.split(';')[0]?.trim().toLowerCase() ?? '';
+  return type === 'application/json' || (type.startsWith('application/') && type.endsWith('+json'));
 }
 
 /** Sends a successful upstream answer whose JSON body the gateway has already parsed and edited. */

@@ -1,0 +1,143 @@
+import { randomUUID } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { buildApp, type GatewayApp } from '../src/app.js';
+import { newKey } from '../src/cli/key.js';
+import { parseConfig } from '../src/config.js';
+import { digestKey } from '../src/tenants/registry.js';
+import { json, SEED_REQUEST, UPSTREAM_TOKEN } from './helpers.js';
+import { startFaultyUpstream, type FaultyUpstream } from './support/faulty-upstream.js';
+
+/**
+ * The whole flow and every error path against a hostile upstream that echoes the gateway's
+ * credentials into every body and into headers the gateway relays. Every response (status,
+ * headers, body) and every log line, at debug level, is scanned for the upstream token and
+ * the tenant keys.
+ */
+describe('secrets never leave the gateway', () => {
+  let upstream: FaultyUpstream;
+  let app: GatewayApp;
+  let url: string;
+  const keyA = newKey();
+  const keyB = newKey();
+  const logs: string[] = [];
+  const seen: Array<{ what: string; status: number; headers: string; body: string }> = [];
+  let mode: 'ok' | 'auth' | 'error' | 'hang' | 'html' = 'ok';
+
+  beforeAll(async () => {
+    upstream = await startFaultyUpstream();
+    upstream.setHandler((req, res) => {
+      const echo = String(req.headers.authorization);
+      const headers = { 'content-type': 'application/json', 'x-fal-error-type': echo, 'x-fal-request-id': echo, 'retry-after': '1' };
+      const id = /requests\/([^/?]+)/.exec(req.url ?? '')?.[1] ?? randomUUID();
+      if (mode === 'hang') return;
+      if (mode === 'html') return void res.writeHead(404, { 'content-type': 'text/html' }).end(`<html>${echo}</html>`);
+      if (mode === 'auth') return void res.writeHead(401, headers).end(JSON.stringify({ detail: `Invalid ${echo}` }));
+      if (mode === 'error') return void res.writeHead(503, headers).end(JSON.stringify({ detail: `runner saw ${echo}`, error_type: 'runner_scheduling_failure', echo }));
+      const body = req.method === 'POST' ? { status: 'IN_QUEUE', request_id: id, queue_position: 0, echo } : req.url?.includes('/status') ? { status: 'COMPLETED', request_id: id, echo } : { images: [], echo };
+      res.writeHead(req.method === 'PUT' ? 202 : 200, headers).end(JSON.stringify(body));
+    });
+    const config = parseConfig({
+      UPSTREAM_TOKEN,
+      UPSTREAM_BASE_URL: upstream.url,
+      TENANTS_FILE: 'x',
+      LOG_LEVEL: 'debug',
+      UPSTREAM_HEADERS_TIMEOUT_MS: '300',
+      UPSTREAM_READ_RETRIES: '1',
+      CIRCUIT_BREAKER_THRESHOLD: '3',
+      CIRCUIT_BREAKER_COOLDOWN_MS: '60000',
+    });
+    app = await buildApp({
+      config,
+      tenants: [
+        { id: 'team-a', keyDigests: [digestKey(keyA)], limits: { submit: { max: 12, timeWindowMs: 60_000 }, read: { max: 1_000, timeWindowMs: 60_000 } } },
+        { id: 'team-b', keyDigests: [digestKey(keyB)], limits: { submit: { max: 100, timeWindowMs: 60_000 }, read: { max: 1_000, timeWindowMs: 60_000 } } },
+      ],
+      logStream: { write: (line) => void logs.push(line) },
+    });
+    url = await app.listen({ port: 0, host: '127.0.0.1' });
+  });
+  afterAll(async () => {
+    await app.close();
+    await upstream.close();
+  });
+
+  async function call(what: string, path: string, init: RequestInit = {}) {
+    const res = await fetch(`${url}${path}`, init);
+    const body = await res.text();
+    seen.push({ what, status: res.status, headers: JSON.stringify([...res.headers]), body });
+    return { status: res.status, body, headers: res.headers };
+  }
+  const a = { authorization: `Bearer ${keyA}` };
+  const submitA = (what: string, extra: Record<string, string> = {}, body: unknown = SEED_REQUEST) =>
+    call(what, '/v1/image-to-image', { method: 'POST', headers: { ...json, ...a, ...extra }, body: JSON.stringify(body) });
+
+  it('runs every path, and no response or log line holds the token or a key', async () => {
+    const submitted = await submitA('submit');
+    expect(submitted.status).toBe(200);
+    const id = (JSON.parse(submitted.body) as { request_id: string }).request_id;
+    expect(JSON.parse(submitted.body).echo).toBe('Key [redacted]');
+    await call('status', `/v1/requests/${id}/status?logs=1`, { headers: a });
+    await call('result', `/v1/requests/${id}`, { headers: a });
+    await call('cancel', `/fal-ai/flux-lora/requests/${id}/cancel`, { method: 'PUT', headers: { ...a, 'content-type': 'application/json' } });
+    await call('foreign', `/v1/requests/${id}`, { headers: { authorization: `Key ${keyB}` } });
+    await call('no key', `/v1/requests/${id}`, {});
+    await call('upstream token as key', `/v1/requests/${id}`, { headers: { authorization: `Key ${UPSTREAM_TOKEN}` } });
+    await call('key in x-api-key, bad body', '/v1/image-to-image', { method: 'POST', headers: { ...json, 'x-api-key': keyA }, body: '{oops' });
+    await call('wrong type', '/v1/image-to-image', { method: 'POST', headers: { ...a, 'content-type': 'text/plain' }, body: keyA });
+    await submitA('invalid', {}, { ...SEED_REQUEST, prompt: keyA, strength: 9 });
+    const idem = randomUUID();
+    await submitA('idempotent', { 'idempotency-key': idem });
+    await submitA('replay', { 'idempotency-key': idem });
+    await submitA('reused key', { 'idempotency-key': idem }, { ...SEED_REQUEST, seed: 1 });
+    mode = 'html';
+    await call('html from upstream', `/v1/requests/${id}`, { headers: a });
+    mode = 'auth';
+    expect((await submitA('upstream 401')).status).toBe(502);
+    mode = 'error';
+    await call('upstream 503 read', `/v1/requests/${id}/status`, { headers: a });
+    mode = 'hang';
+    await submitA('upstream silent');
+    expect((await submitA('circuit open')).status).toBe(503);
+    mode = 'ok';
+    for (let i = 0; i < 6; i++) await submitA('rate limited');
+    expect(seen.at(-1)!.status).toBe(429);
+    await call('docs', '/docs/');
+    await call('openapi', '/openapi.json');
+    await call('health', '/healthz');
+    await call('ready', '/readyz');
+
+    const statuses = new Set(seen.map((s) => s.status));
+    for (const status of [200, 202, 400, 401, 404, 415, 422, 429, 500, 502, 503]) expect(statuses, `no ${status} exercised`).toContain(status);
+    for (const secret of [UPSTREAM_TOKEN, keyA, keyB]) {
+      const leaks = seen.filter((s) => s.headers.includes(secret) || s.body.includes(secret)).map((s) => s.what);
+      expect(leaks, 'responses holding a secret').toEqual([]);
+      expect(logs.filter((l) => l.includes(secret)), 'log lines holding a secret').toEqual([]);
+    }
+    expect(logs.length).toBeGreaterThan(seen.length);
+  });
+
+  it('sends security headers and no CORS headers', async () => {
+    const api = await call('headers', '/healthz', { headers: { origin: 'https://evil.example' } });
+    expect(api.headers.get('content-security-policy')).toBe("default-src 'none'; frame-ancestors 'none'");
+    expect(api.headers.get('x-content-type-options')).toBe('nosniff');
+    expect(api.headers.get('referrer-policy')).toBe('no-referrer');
+    expect(api.headers.get('x-powered-by')).toBeNull();
+    expect(api.headers.get('access-control-allow-origin')).toBeNull();
+    const docs = await call('docs headers', '/docs/');
+    expect(docs.headers.get('content-security-policy')).toMatch(/script-src 'self'/);
+    expect(docs.headers.get('content-security-policy')).not.toContain('upgrade-insecure-requests');
+    const preflight = await fetch(`${url}/v1/image-to-image`, {
+      method: 'OPTIONS',
+      headers: { origin: 'https://evil.example', 'access-control-request-method': 'POST' },
+    });
+    expect(preflight.headers.get('access-control-allow-origin')).toBeNull();
+    expect(preflight.status).toBe(404);
+  });
+
+  it('answers an unknown key exactly like a missing one', async () => {
+    const missing = await fetch(`${url}/v1/requests/x/status`);
+    const unknown = await fetch(`${url}/v1/requests/x/status`, { headers: { authorization: `Bearer ${newKey()}` } });
+    expect(unknown.status).toBe(missing.status);
+    expect(await unknown.text()).toBe(await missing.text());
+  });
+});
