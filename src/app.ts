@@ -5,6 +5,8 @@ import Fastify, { LogController, type FastifyInstance, type FastifyReply, type F
 import { Agent, type Dispatcher } from 'undici';
 import type { Config } from './config.js';
 import { registerErrorHandling } from './http/error-handler.js';
+import { proxyRewrite, TARGET_HEADER } from './http/fal-proxy.js';
+import { errors } from './errors.js';
 import { validatorCompiler } from './http/validation.js';
 import type { JobStore } from './jobs/job-store.js';
 import { MemoryJobStore } from './jobs/memory-job-store.js';
@@ -92,6 +94,7 @@ export async function buildApp(options: AppOptions): Promise<GatewayApp> {
       (reply as FastifyReply).code(400).send({ detail: `The request could not be read: ${error.message}`, error_type: 'bad_request' });
     },
     routerOptions: { ignoreTrailingSlash: true },
+    rewriteUrl: proxyRewrite(config.FAL_PROXY_PATH),
   }) as unknown as GatewayApp;
 
   let draining = false;
@@ -194,6 +197,9 @@ export async function buildApp(options: AppOptions): Promise<GatewayApp> {
   healthRoutes(app, { jobs, isShuttingDown: () => draining });
   await app.register(async (tenantScope) => {
     registerAuth(tenantScope, () => registry);
+    tenantScope.all(config.FAL_PROXY_PATH, { schema: { hide: true } }, async () => {
+      throw new errors.ProxyTargetNotAllowed(TARGET_HEADER);
+    });
     queueRoutes(tenantScope, {
       upstream,
       jobs,

@@ -88,6 +88,11 @@ const schema = z.object({
   UPSTREAM_MAX_RESPONSE_BYTES: int(1024, 1024 ** 3)
     .default(64 * 1024 * 1024)
     .describe('Largest upstream response body accepted (bytes); larger answers become 502.'),
+  FAL_PROXY_PATH: z
+    .string()
+    .regex(/^(\/[A-Za-z0-9._-]+)+$/, { error: 'must be a path such as /api/fal/proxy' })
+    .default('/api/fal/proxy')
+    .describe("Path of fal's proxy protocol for @fal-ai/client (proxyUrl): targets in x-fal-target-url are served by the gateway's own routes."),
   PUBLIC_BASE_URL: httpUrl
     .transform((v) => v.replace(/\/+$/, ''))
     .optional()

@@ -17,6 +17,11 @@ export const errors = {
   RequestNotFound: define('REQUEST_NOT_FOUND', 404, 'Request not found'),
   RouteNotFound: define('ROUTE_NOT_FOUND', 404, 'Route %s %s not found; see /docs for the available routes'),
   RateLimited: define('RATE_LIMITED', 429, 'Rate limit exceeded for %s requests (%s). Retry in %s.'),
+  ProxyTargetNotAllowed: define(
+    'PROXY_TARGET_NOT_ALLOWED',
+    400,
+    'The %s header must name this gateway\'s model on fal\'s queue: POST https://queue.fal.run/fal-ai/flux-lora/image-to-image, or GET/PUT https://queue.fal.run/fal-ai/flux-lora/requests/{request_id}[/status|/cancel]',
+  ),
   InvalidJson: define('INVALID_JSON', 400, 'The request body is not valid JSON: %s'),
   BadRequest: define('BAD_REQUEST', 400, '%s'),
   PayloadTooLarge: define('PAYLOAD_TOO_LARGE', 413, 'The request body exceeds the limit of %s bytes'),

@@ -1,0 +1,117 @@
+import { createFalClient } from '@fal-ai/client';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { gatewayPathFor } from '../src/http/fal-proxy.js';
+import { MODEL_ID } from '../src/model.js';
+import { SEED_REQUEST, startStack, upstreamCalls, UPSTREAM_TOKEN, type Stack } from './helpers.js';
+
+/**
+ * fal's own JS client, unchanged, through the gateway's implementation of fal's proxy protocol.
+ * Outside a browser the client only proxies with `when: "always"`; it sends the tenant key it is
+ * given as `Authorization: Key <key>`, which the gateway accepts, and never reaches fal itself.
+ */
+describe('@fal-ai/client through the gateway', () => {
+  let stack: Stack;
+  const client = (tenant: string) =>
+    createFalClient({ proxyUrl: { url: `${stack.url}/api/fal/proxy`, when: 'always' }, credentials: stack.keys[tenant] });
+
+  beforeAll(async () => {
+    // Long enough that a cancel right after submit always finds the job queued or running.
+    stack = await startStack({ sim: { queueMs: 400, runMs: 400 } });
+  });
+  afterAll(() => stack.close());
+
+  it('subscribe resolves with the model output, with status updates and logs on the way', async () => {
+    const updates: Array<{ status: string; logs?: unknown[] }> = [];
+    const result = await client('team-a').subscribe(MODEL_ID, {
+      input: SEED_REQUEST,
+      logs: true,
+      pollInterval: 40,
+      onQueueUpdate: (update) => updates.push(update as { status: string; logs?: unknown[] }),
+    });
+    const data = result.data as { images: Array<{ url: string; content_type: string }>; prompt: string };
+    expect(result.requestId).toMatch(/^[0-9a-f-]{36}$/);
+    expect(data.prompt).toBe(SEED_REQUEST.prompt);
+    expect(data.images).toHaveLength(1);
+    expect(data.images[0]!.content_type).toBe('image/jpeg');
+    const seen = new Set(updates.map((u) => u.status));
+    expect(seen.has('IN_QUEUE') || seen.has('IN_PROGRESS')).toBe(true);
+    expect(seen.has('COMPLETED')).toBe(true);
+    expect(updates.some((u) => Array.isArray(u.logs) && u.logs.length > 0)).toBe(true);
+    // Every call reached the simulated fal with the gateway's token, never the tenant key.
+    const calls = upstreamCalls(stack).filter((c) => c.path.includes(result.requestId) || c.method === 'POST');
+    expect(calls.every((c) => c.headers.authorization === `Key ${UPSTREAM_TOKEN}`)).toBe(true);
+    expect(JSON.stringify(calls.map((c) => c.headers))).not.toContain(stack.keys['team-a']);
+  });
+
+  it('queue.submit, then status, then result, separately', async () => {
+    const fal = client('team-a');
+    const queued = await fal.queue.submit(MODEL_ID, { input: { ...SEED_REQUEST, num_images: 2 } });
+    expect(queued.status).toBe('IN_QUEUE');
+    const status = await fal.queue.status(MODEL_ID, { requestId: queued.request_id, logs: false });
+    expect(['IN_QUEUE', 'IN_PROGRESS', 'COMPLETED']).toContain(status.status);
+    let done = status;
+    for (let i = 0; i < 100 && done.status !== 'COMPLETED'; i++) {
+      await new Promise((r) => setTimeout(r, 30));
+      done = await fal.queue.status(MODEL_ID, { requestId: queued.request_id, logs: false });
+    }
+    expect(done.status).toBe('COMPLETED');
+    const result = await fal.queue.result(MODEL_ID, { requestId: queued.request_id });
+    expect((result.data as { images: unknown[] }).images).toHaveLength(2);
+  });
+
+  it('queue.cancel cancels a queued job', async () => {
+    const fal = client('team-a');
+    const queued = await fal.queue.submit(MODEL_ID, { input: SEED_REQUEST });
+    await fal.queue.cancel(MODEL_ID, { requestId: queued.request_id });
+    const result = await fetch(`${stack.url}/v1/requests/${queued.request_id}`, { headers: stack.bearer('team-a') });
+    expect(result.status).toBe(400);
+    expect(await result.json()).toEqual({ detail: 'Request was cancelled' });
+  });
+
+  it("keeps tenants apart through the proxy too: another tenant's job is 404", async () => {
+    const queued = await client('team-a').queue.submit(MODEL_ID, { input: SEED_REQUEST });
+    await expect(client('team-b').queue.status(MODEL_ID, { requestId: queued.request_id, logs: false })).rejects.toMatchObject({ status: 404 });
+  });
+
+  it('validates proxied input like any other: 422 before anything is queued', async () => {
+    const before = upstreamCalls(stack).length;
+    await expect(client('team-a').queue.submit(MODEL_ID, { input: { ...SEED_REQUEST, strength: 3 } })).rejects.toMatchObject({ status: 422 });
+    expect(upstreamCalls(stack).length).toBe(before);
+  });
+
+  it('refuses anonymous callers and targets other than this model on the fal queue host', async () => {
+    const proxy = `${stack.url}/api/fal/proxy`;
+    const anonymous = await fetch(proxy, { method: 'POST', headers: { 'x-fal-target-url': `https://queue.fal.run/${MODEL_ID}`, 'content-type': 'application/json' }, body: JSON.stringify(SEED_REQUEST) });
+    expect(anonymous.status).toBe(401);
+    const before = upstreamCalls(stack).length;
+    for (const [method, target] of [
+      ['POST', 'https://queue.fal.run/fal-ai/flux-pro/v1.1'],
+      ['POST', 'https://fal.run/fal-ai/flux-lora/image-to-image'],
+      ['POST', 'https://evil.example/fal-ai/flux-lora/image-to-image'],
+      ['GET', 'https://rest.alpha.fal.ai/storage/upload/initiate'],
+      ['GET', 'http://queue.fal.run/fal-ai/flux-lora/requests/abc/status'],
+      ['GET', 'https://queue.fal.run/fal-ai/flux-lora/image-to-image'],
+      ['DELETE', 'https://queue.fal.run/fal-ai/flux-lora/requests/abc'],
+      ['GET', 'not a url'],
+      ['GET', undefined],
+    ] as const) {
+      const res = await fetch(proxy, {
+        method,
+        headers: { ...stack.bearer('team-a'), ...(target ? { 'x-fal-target-url': target } : {}) },
+      });
+      expect(res.status, `${method} ${target}`).toBe(400);
+      expect(((await res.json()) as { error_type: string }).error_type).toBe('proxy_target_not_allowed');
+    }
+    expect(upstreamCalls(stack).length).toBe(before);
+  });
+
+  it('maps only the allowed targets', () => {
+    expect(gatewayPathFor('POST', `https://queue.fal.run/${MODEL_ID}`)).toBe(`/${MODEL_ID}`);
+    expect(gatewayPathFor('GET', 'https://queue.fal.run/fal-ai/flux-lora/requests/abc-1/status?logs=1')).toBe('/fal-ai/flux-lora/requests/abc-1/status?logs=1');
+    expect(gatewayPathFor('PUT', 'https://queue.fal.run/fal-ai/flux-lora/requests/abc-1/cancel')).toBe('/fal-ai/flux-lora/requests/abc-1/cancel');
+    expect(gatewayPathFor('GET', 'https://queue.fal.run/fal-ai/flux-lora/requests/abc-1/cancel')).toBeUndefined();
+    expect(gatewayPathFor('GET', 'https://queue.fal.run/fal-ai/flux-lora/requests/..%2F..%2Fadmin')).toBeUndefined();
+    expect(gatewayPathFor('GET', 'https://user:pw@queue.fal.run/fal-ai/flux-lora/requests/a')).toBeUndefined();
+    expect(gatewayPathFor('GET', 'https://queue.fal.run:8443/fal-ai/flux-lora/requests/a')).toBeUndefined();
+  });
+});
