@@ -14,7 +14,8 @@ import { RedisJobStore } from './jobs/redis-job-store.js';
 import { closeRedis, createRedis, redactUrl, waitForRedis } from './redis.js';
 import { registerDocsUi, registerOpenApi } from './routes/docs.js';
 import { healthRoutes } from './routes/health.js';
-import { queueRoutes } from './routes/queue.js';
+import { queueRoutes, SECURITY } from './routes/queue.js';
+import { streamRoutes } from './routes/stream.js';
 import { registerAuth } from './tenants/auth.js';
 import { createPolicyLimiter } from './tenants/rate-limits.js';
 import { TenantRegistry } from './tenants/registry.js';
@@ -200,6 +201,8 @@ export async function buildApp(options: AppOptions): Promise<GatewayApp> {
     tenantScope.all(config.FAL_PROXY_PATH, { schema: { hide: true } }, async () => {
       throw new errors.ProxyTargetNotAllowed(TARGET_HEADER);
     });
+    const readLimit = createPolicyLimiter(tenantScope, 'read', config.RATE_LIMIT_ON_STORE_ERROR);
+    streamRoutes(tenantScope, { upstream, jobs, publicBaseUrl: config.PUBLIC_BASE_URL, readLimit, security: SECURITY });
     queueRoutes(tenantScope, {
       upstream,
       jobs,
@@ -209,7 +212,7 @@ export async function buildApp(options: AppOptions): Promise<GatewayApp> {
       idempotencyPendingMs: config.UPSTREAM_REQUEST_TIMEOUT_MS + 30_000,
       limits: {
         submit: createPolicyLimiter(tenantScope, 'submit', config.RATE_LIMIT_ON_STORE_ERROR),
-        read: createPolicyLimiter(tenantScope, 'read', config.RATE_LIMIT_ON_STORE_ERROR),
+        read: readLimit,
       },
     });
   });

@@ -9,6 +9,7 @@ export const APP_ID = 'fal-ai/flux-lora';
 export const upstreamPaths = {
   submit: () => `/${MODEL_ID}`,
   status: (id: string) => `/${APP_ID}/requests/${encodeURIComponent(id)}/status`,
+  statusStream: (id: string) => `/${APP_ID}/requests/${encodeURIComponent(id)}/status/stream`,
   result: (id: string) => `/${APP_ID}/requests/${encodeURIComponent(id)}`,
   cancel: (id: string) => `/${APP_ID}/requests/${encodeURIComponent(id)}/cancel`,
 };

@@ -149,7 +149,7 @@ describe('security', () => {
 
   it('every /v1/ and /fal-ai/ operation requires one of the declared schemes', () => {
     const ops = tenantOperations();
-    expect(ops.length).toBe(8);
+    expect(ops.length).toBe(10);
     for (const { path, method, op } of ops) {
       const where = `${method.toUpperCase()} ${path}`;
       expect(op.security, where).toBeDefined();
@@ -283,7 +283,7 @@ describe('fal-compatible twins', () => {
   it('every /v1 path has a twin under /fal-ai/flux-lora with the same methods, and vice versa', () => {
     const native = tenantPaths().filter((p) => p.startsWith('/v1/'));
     const fal = tenantPaths().filter((p) => p.startsWith('/fal-ai/'));
-    expect(native.length).toBe(4);
+    expect(native.length).toBe(5);
     expect(fal.map((p) => p.replace(FAL_PREFIX, '/v1/')).sort()).toEqual([...native].sort());
     for (const path of native) {
       const twin = path.replace('/v1/', FAL_PREFIX);

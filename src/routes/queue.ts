@@ -1,13 +1,12 @@
 import type { FastifyInstance, FastifyRequest, onRequestHookHandler } from 'fastify';
 import type { ZodTypeProvider } from 'fastify-type-provider-zod';
-import { errors } from '../errors.js';
 import { publicBaseUrl } from '../http/public-url.js';
 import { APP_ID, MODEL_ID } from '../model.js';
 import { ErrorEnvelope } from '../schemas/error.js';
 import { ModelInput } from '../schemas/model-input.js';
 import { CancelResponse, ModelOutput, QueueStatus, SubmitResponse } from '../schemas/queue.js';
 import { RequestIdParams, StatusQuery, SubmitHeaders } from '../schemas/requests.js';
-import { tenantOf } from '../tenants/auth.js';
+import { assertOwned as checkOwner } from './ownership.js';
 import { submit, type SubmitDeps } from './submit.js';
 import { rewriteQueueUrls } from '../upstream/queue-urls.js';
 import { relay } from '../upstream/relay.js';
@@ -16,7 +15,7 @@ export interface QueueRouteDeps extends SubmitDeps {
   limits: { submit: onRequestHookHandler; read: onRequestHookHandler };
 }
 
-const SECURITY: Array<Record<string, string[]>> = [{ bearerAuth: [] }, { apiKeyHeader: [] }, { falKey: [] }];
+export const SECURITY: Array<Record<string, string[]>> = [{ bearerAuth: [] }, { apiKeyHeader: [] }, { falKey: [] }];
 const errorsFor = (...codes: number[]) =>
   Object.fromEntries(codes.map((code) => [code, ErrorEnvelope.describe(ERROR_TEXT[code] ?? 'Error')]));
 const ERROR_TEXT: Record<number, string> = {
@@ -44,16 +43,7 @@ const paths = {
 export function queueRoutes(app: FastifyInstance, deps: QueueRouteDeps): void {
   const api = app.withTypeProvider<ZodTypeProvider>();
 
-  async function assertOwned(request: FastifyRequest, requestId: string): Promise<void> {
-    let owner: string | undefined;
-    try {
-      owner = await deps.jobs.ownerOf(requestId);
-    } catch (err) {
-      throw new errors.StoreUnavailable({ cause: err });
-    }
-    // Another tenant's job and an unknown id look the same: existence is not disclosed.
-    if (owner !== tenantOf(request).id) throw new errors.RequestNotFound();
-  }
+  const assertOwned = (request: FastifyRequest, requestId: string) => checkOwner(deps.jobs, request, requestId);
 
   const base = (request: FastifyRequest) => publicBaseUrl(request, deps.publicBaseUrl);
 

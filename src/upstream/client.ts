@@ -65,6 +65,53 @@ export class UpstreamClient {
     return this.call('PUT', upstreamPaths.cancel(requestId), {});
   }
 
+  /**
+   * Opens fal's status stream (SSE) without buffering it. A non-200 answer is read whole and
+   * returned as `response` for the usual relay. The stream has no total deadline (a job may run
+   * for minutes); the idle body timeout still applies, and fal sends keep-alives every 15 s.
+   */
+  async openStatusStream(
+    requestId: string,
+    logs: boolean,
+    signal: AbortSignal,
+  ): Promise<{ stream: AsyncIterable<Buffer>; headers: Dispatcher.ResponseData['headers'] } | { response: UpstreamResponse }> {
+    this.options.breaker?.before();
+    let response: Dispatcher.ResponseData;
+    try {
+      response = await this.options.dispatcher.request({
+        origin: this.origin,
+        path: `${this.basePath}${upstreamPaths.statusStream(requestId)}?logs=${logs ? 1 : 0}`,
+        method: 'GET',
+        headers: { accept: 'text/event-stream', 'user-agent': this.options.userAgent ?? 'fal-gateway', authorization: this.authorization },
+        signal,
+      });
+    } catch (err) {
+      const mapped = mapTransportError(err);
+      if (isRetryableError(mapped)) this.options.breaker?.failure();
+      throw mapped;
+    }
+    if (response.statusCode >= 500) this.options.breaker?.failure();
+    else this.options.breaker?.success();
+    if (response.statusCode !== 200) {
+      const body = this.scrub(await this.readBody(response));
+      const contentType = response.headers['content-type'];
+      return {
+        response: {
+          statusCode: response.statusCode,
+          headers: this.scrubHeaders(response.headers),
+          contentType: typeof contentType === 'string' ? contentType : undefined,
+          body,
+        },
+      };
+    }
+    return { stream: response.body as AsyncIterable<Buffer>, headers: this.scrubHeaders(response.headers) };
+  }
+
+  /** Removes the upstream token from a piece of text (defence in depth, as for bodies). */
+  scrubText(text: string): string {
+    return text.includes(this.options.token) ? text.split(this.options.token).join('[redacted]') : text;
+  }
+
   private async read(path: string): Promise<UpstreamResponse> {
     const policy = this.options.readRetry;
     const deadline = Date.now() + policy.deadlineMs;

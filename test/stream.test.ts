@@ -1,0 +1,109 @@
+import { createFalClient } from '@fal-ai/client';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { MODEL_ID } from '../src/model.js';
+import { SseRewriter } from '../src/upstream/sse-rewriter.js';
+import { json, SEED_REQUEST, startStack, type Stack } from './helpers.js';
+
+function parseEvents(text: string): Array<Record<string, unknown>> {
+  return text
+    .split(/\n\n/)
+    .flatMap((event) => event.split('\n').filter((l) => l.startsWith('data: ')))
+    .map((l) => JSON.parse(l.slice(6)) as Record<string, unknown>);
+}
+
+describe('status stream (SSE)', () => {
+  let stack: Stack;
+  beforeAll(async () => {
+    stack = await startStack({ sim: { queueMs: 150, runMs: 250, urlBase: 'https://queue.fal.run', streamPollMs: 20 } });
+  });
+  afterAll(() => stack.close());
+
+  const submit = async (tenant = 'team-a') =>
+    (await (await fetch(`${stack.url}/v1/image-to-image`, { method: 'POST', headers: { ...json, ...stack.bearer(tenant) }, body: JSON.stringify(SEED_REQUEST) })).json()) as {
+      request_id: string;
+    };
+
+  it('relays status events until COMPLETED, with the queue URLs pointing at the gateway', async () => {
+    const { request_id: id } = await submit();
+    for (const path of [`/v1/requests/${id}/status/stream?logs=1`, `/fal-ai/flux-lora/requests/${id}/status/stream?logs=1`]) {
+      const res = await fetch(`${stack.url}${path}`, { headers: stack.bearer('team-a'), signal: AbortSignal.timeout(10_000) });
+      expect(res.status).toBe(200);
+      expect(res.headers.get('content-type')).toMatch(/^text\/event-stream/);
+      expect(res.headers.get('x-request-id')).toMatch(/^[0-9a-f-]{36}$/);
+      const events = parseEvents(await res.text());
+      expect(events.length).toBeGreaterThanOrEqual(1);
+      expect(events.at(-1)!.status).toBe('COMPLETED');
+      for (const event of events) {
+        expect(event.request_id).toBe(id);
+        expect(event.status_url).toBe(`${stack.url}/v1/requests/${id}/status`);
+        expect(JSON.stringify(event)).not.toContain('queue.fal.run');
+      }
+    }
+  });
+
+  it('shows each state as it changes, logs included', async () => {
+    const { request_id: id } = await submit();
+    const res = await fetch(`${stack.url}/v1/requests/${id}/status/stream?logs=1`, { headers: stack.bearer('team-a') });
+    const events = parseEvents(await res.text());
+    const states = events.map((e) => e.status);
+    expect(states[0]).toBe('IN_QUEUE');
+    expect(states).toContain('IN_PROGRESS');
+    expect(states.at(-1)).toBe('COMPLETED');
+    expect(events.some((e) => Array.isArray(e.logs) && (e.logs as unknown[]).length > 0)).toBe(true);
+  });
+
+  it("is 401 without a key and 404 for another tenant's job", async () => {
+    const { request_id: id } = await submit();
+    expect((await fetch(`${stack.url}/v1/requests/${id}/status/stream`)).status).toBe(401);
+    const foreign = await fetch(`${stack.url}/v1/requests/${id}/status/stream`, { headers: stack.bearer('team-b') });
+    expect(foreign.status).toBe(404);
+    expect(foreign.headers.get('content-type')).toMatch(/json/);
+  });
+
+  it('serves @fal-ai/client streaming: subscribe in streaming mode and queue.streamStatus', async () => {
+    const fal = createFalClient({ proxyUrl: { url: `${stack.url}/api/fal/proxy`, when: 'always' }, credentials: stack.keys['team-a'] });
+    const updates: string[] = [];
+    const result = await fal.subscribe(MODEL_ID, { input: SEED_REQUEST, mode: 'streaming', onQueueUpdate: (u) => updates.push(u.status) });
+    expect((result.data as { images: unknown[] }).images).toHaveLength(1);
+    expect(updates).toContain('COMPLETED');
+
+    const queued = await fal.queue.submit(MODEL_ID, { input: SEED_REQUEST });
+    const stream = await fal.queue.streamStatus(MODEL_ID, { requestId: queued.request_id, logs: true });
+    const seen: string[] = [];
+    stream.on('data', (status) => seen.push((status as { status: string }).status));
+    const done = (await stream.done()) as { status: string };
+    expect(done.status).toBe('COMPLETED');
+    expect(seen.at(-1)).toBe('COMPLETED');
+  });
+
+  it('stops when the client goes away, and the gateway still closes cleanly', async () => {
+    const { request_id: id } = await submit();
+    const controller = new AbortController();
+    const res = await fetch(`${stack.url}/v1/requests/${id}/status/stream`, { headers: stack.bearer('team-a'), signal: controller.signal });
+    const reader = res.body!.getReader();
+    await reader.read();
+    controller.abort();
+    await expect(reader.read()).rejects.toThrow();
+    expect((await fetch(`${stack.url}/healthz`)).status).toBe(200);
+  });
+});
+
+describe('SSE rewriter', () => {
+  const upper = new SseRewriter((data) => data.toUpperCase());
+  const bytes = (s: string) => new TextEncoder().encode(s);
+
+  it('rewrites data of complete events, whatever the chunk boundaries, and passes comments', () => {
+    const text = ': keep-alive\n\ndata: {"a":1}\n\nevent: x\r\ndata: b\r\n\r\n';
+    let out = '';
+    for (const char of text) out += upper.push(bytes(char));
+    out += upper.flush();
+    expect(out).toBe(': keep-alive\n\ndata: {"A":1}\n\nevent: x\ndata: B\r\n\r\n');
+  });
+
+  it('joins multi-line data and keeps multi-byte characters split across chunks', () => {
+    const r = new SseRewriter((d) => `[${d}]`);
+    const encoded = bytes('data: lí\ndata: on\n\n');
+    const out = r.push(encoded.slice(0, 8)) + r.push(encoded.slice(8));
+    expect(out).toBe('data: [lí\non]\n\n');
+  });
+});
