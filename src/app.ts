@@ -16,6 +16,8 @@ import { registerDocsUi, registerOpenApi } from './routes/docs.js';
 import { healthRoutes } from './routes/health.js';
 import { queueRoutes, SECURITY } from './routes/queue.js';
 import { streamRoutes } from './routes/stream.js';
+import { playgroundRoutes } from './routes/playground.js';
+import { registerMultipartSubmit } from './http/multipart.js';
 import { registerAuth } from './tenants/auth.js';
 import { createPolicyLimiter } from './tenants/rate-limits.js';
 import { TenantRegistry } from './tenants/registry.js';
@@ -198,6 +200,8 @@ export async function buildApp(options: AppOptions): Promise<GatewayApp> {
   healthRoutes(app, { jobs, isShuttingDown: () => draining });
   await app.register(async (tenantScope) => {
     registerAuth(tenantScope, () => registry);
+    // Uploads: a file part is turned into the model input's data URI, so limits and validation apply as for JSON.
+    await registerMultipartSubmit(tenantScope, { maxFileBytes: config.IMAGE_DATA_URI_MAX_BYTES });
     tenantScope.all(config.FAL_PROXY_PATH, { schema: { hide: true } }, async () => {
       throw new errors.ProxyTargetNotAllowed(TARGET_HEADER);
     });
@@ -217,6 +221,7 @@ export async function buildApp(options: AppOptions): Promise<GatewayApp> {
     });
   });
   if (config.DOCS_ENABLED) await registerDocsUi(app);
+  if (config.PLAYGROUND_ENABLED ?? config.NODE_ENV !== 'production') await app.register(playgroundRoutes);
 
   return app;
 }

@@ -147,6 +147,9 @@ const schema = z.object({
     .default(10_000)
     .describe('On SIGTERM/SIGINT, the whole shutdown budget (drain delay plus in-flight requests) before the process exits anyway (ms).'),
   DOCS_ENABLED: boolean.default(true).describe('Serve Swagger UI at /docs and the document at /openapi.json.'),
+  PLAYGROUND_ENABLED: boolean
+    .optional()
+    .describe('Serve the /playground page. Unset: on, except with NODE_ENV=production.'),
 });
 
 export const configSchema = schema;
