@@ -16,6 +16,10 @@ import { registerDocsUi, registerOpenApi } from './routes/docs.js';
 import { healthRoutes } from './routes/health.js';
 import { queueRoutes, SECURITY } from './routes/queue.js';
 import { streamRoutes } from './routes/stream.js';
+import { tokenRoutes } from './routes/tokens.js';
+import { TokenIssuer } from './tenants/tokens.js';
+import { registerPreflight } from './http/cors.js';
+import { APP_ID } from './model.js';
 import { playgroundRoutes } from './routes/playground.js';
 import { registerMultipartSubmit } from './http/multipart.js';
 import { registerAuth } from './tenants/auth.js';
@@ -42,6 +46,8 @@ export const REDACTED_LOG_PATHS = [
   'headers.cookie',
   'UPSTREAM_TOKEN',
   'config.UPSTREAM_TOKEN',
+  'TOKEN_SECRET',
+  'config.TOKEN_SECRET',
 ];
 
 export interface AppOptions {
@@ -106,6 +112,7 @@ export async function buildApp(options: AppOptions): Promise<GatewayApp> {
   });
 
   const registry = options.tenants instanceof TenantRegistry ? options.tenants : new TenantRegistry(options.tenants);
+  const tokens = config.TOKEN_SECRET ? new TokenIssuer(config.TOKEN_SECRET) : undefined;
   const ownDispatcher = options.dispatcher
     ? undefined
     : new Agent({
@@ -198,14 +205,22 @@ export async function buildApp(options: AppOptions): Promise<GatewayApp> {
   await app.register(rateLimit, { global: false, ...(redis ? { redis, nameSpace: 'rl:' } : {}) });
 
   healthRoutes(app, { jobs, isShuttingDown: () => draining });
+  registerPreflight(app, ['/v1/*', `/${APP_ID}/*`, config.FAL_PROXY_PATH], () => registry, config.PUBLIC_BASE_URL);
   await app.register(async (tenantScope) => {
-    registerAuth(tenantScope, () => registry);
+    registerAuth(tenantScope, { registry: () => registry, tokens, publicBaseUrl: config.PUBLIC_BASE_URL });
     // Uploads: a file part is turned into the model input's data URI, so limits and validation apply as for JSON.
     await registerMultipartSubmit(tenantScope, { maxFileBytes: config.IMAGE_DATA_URI_MAX_BYTES });
-    tenantScope.all(config.FAL_PROXY_PATH, { schema: { hide: true } }, async () => {
-      throw new errors.ProxyTargetNotAllowed(TARGET_HEADER);
+    // Proxy calls whose target was not mapped onto a gateway route (OPTIONS is the preflight).
+    tenantScope.route({
+      method: ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE'],
+      url: config.FAL_PROXY_PATH,
+      schema: { hide: true },
+      handler: async () => {
+        throw new errors.ProxyTargetNotAllowed(TARGET_HEADER);
+      },
     });
     const readLimit = createPolicyLimiter(tenantScope, 'read', config.RATE_LIMIT_ON_STORE_ERROR);
+    tokenRoutes(tenantScope, { tokens, limit: readLimit, security: SECURITY });
     streamRoutes(tenantScope, { upstream, jobs, publicBaseUrl: config.PUBLIC_BASE_URL, readLimit, security: SECURITY });
     queueRoutes(tenantScope, {
       upstream,

@@ -146,6 +146,11 @@ const schema = z.object({
   SHUTDOWN_GRACE_MS: int(0, 600_000)
     .default(10_000)
     .describe('On SIGTERM/SIGINT, the whole shutdown budget (drain delay plus in-flight requests) before the process exits anyway (ms).'),
+  TOKEN_SECRET: z
+    .string()
+    .min(32, { error: 'must be at least 32 characters (e.g. openssl rand -base64 48)' })
+    .optional()
+    .describe('Secret that signs short-lived browser tokens (POST /v1/tokens). Unset: tokens are disabled. Never logged.'),
   DOCS_ENABLED: boolean.default(true).describe('Serve Swagger UI at /docs and the document at /openapi.json.'),
   PLAYGROUND_ENABLED: boolean
     .optional()

@@ -15,6 +15,13 @@ export const errors = {
     'A valid API key is required: send "Authorization: Bearer <key>", "Authorization: Key <key>" or "x-api-key: <key>"',
   ),
   RequestNotFound: define('REQUEST_NOT_FOUND', 404, 'Request not found'),
+  OriginNotAllowed: define(
+    'ORIGIN_NOT_ALLOWED',
+    403,
+    'Requests from origin %s are not allowed for this tenant; the operator lists allowed origins in the tenants file (allowedOrigins)',
+  ),
+  TokenCannotMint: define('TOKEN_CANNOT_MINT', 403, 'A browser token cannot create tokens: call this with a tenant key, from a backend'),
+  TokensDisabled: define('TOKENS_DISABLED', 501, 'Browser tokens are not enabled on this gateway: the operator must set TOKEN_SECRET'),
   RouteNotFound: define('ROUTE_NOT_FOUND', 404, 'Route %s %s not found; see /docs for the available routes'),
   RateLimited: define('RATE_LIMITED', 429, 'Rate limit exceeded for %s requests (%s). Retry in %s.'),
   ProxyTargetNotAllowed: define(

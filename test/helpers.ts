@@ -15,6 +15,7 @@ export interface TenantSpec {
   submit?: RateLimitPolicy;
   read?: RateLimitPolicy;
   imageHosts?: string[];
+  allowedOrigins?: string[];
 }
 
 export interface Stack {
@@ -55,6 +56,7 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
       keyDigests: [digestKey(keys[spec.id]!)],
       limits: { submit: spec.submit ?? GENEROUS, read: spec.read ?? GENEROUS },
       ...(spec.imageHosts ? { imageHosts: spec.imageHosts } : {}),
+      ...(spec.allowedOrigins ? { allowedOrigins: spec.allowedOrigins } : {}),
     };
   });
   const env = { UPSTREAM_TOKEN, UPSTREAM_BASE_URL: sim.url, TENANTS_FILE: 'unused-in-tests', LOG_LEVEL: 'info', ...options.env };

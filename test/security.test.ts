@@ -131,7 +131,7 @@ describe('secrets never leave the gateway', () => {
       headers: { origin: 'https://evil.example', 'access-control-request-method': 'POST' },
     });
     expect(preflight.headers.get('access-control-allow-origin')).toBeNull();
-    expect(preflight.status).toBe(404);
+    expect(preflight.status).toBe(403);
   });
 
   it('answers an unknown key exactly like a missing one', async () => {

@@ -80,6 +80,8 @@ export function streamRoutes(app: FastifyInstance, deps: StreamRouteDeps): void 
         reply.hijack();
         const res = reply.raw;
         res.writeHead(200, {
+          // Headers already set on the reply (CORS, rate limits) go out with the hijacked stream.
+          ...(reply.getHeaders() as Record<string, string>),
           ...pickRelayedHeaders(opened.headers),
           'content-type': 'text/event-stream; charset=utf-8',
           'cache-control': 'no-cache',

@@ -1,12 +1,22 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { errors } from '../errors.js';
+import { checkOrigin } from '../http/cors.js';
 import type { TenantRegistry } from './registry.js';
 import type { Tenant } from './tenants-file.js';
+import { looksLikeToken, type TokenIssuer } from './tokens.js';
 
 declare module 'fastify' {
   interface FastifyRequest {
     tenant: Tenant | null;
+    /** How the tenant proved itself: a long-lived key, or a short-lived browser token. */
+    credential: 'key' | 'token' | null;
   }
+}
+
+export interface AuthOptions {
+  registry: () => TenantRegistry;
+  tokens: TokenIssuer | undefined;
+  publicBaseUrl: string | undefined;
 }
 
 const SCHEME = /^(?:Bearer|Key)[ \t]+([^\s]+)[ \t]*$/i;
@@ -30,19 +40,31 @@ export function tenantOf(request: FastifyRequest): Tenant {
 }
 
 /**
- * Authenticates every route of the encapsulating plugin. Runs first (onRequest), so nothing
- * else (rate limits, body parsing, validation) is spent on unauthenticated callers.
+ * Authenticates every route of the encapsulating plugin with a tenant key or a browser token,
+ * then checks the browser origin against the tenant's. Runs first (onRequest), so nothing else
+ * (rate limits, body parsing, validation) is spent on unauthenticated callers.
  */
-export function registerAuth(app: FastifyInstance, registry: () => TenantRegistry): void {
+export function registerAuth(app: FastifyInstance, options: AuthOptions): void {
   if (!app.hasRequestDecorator('tenant')) app.decorateRequest('tenant', null);
+  if (!app.hasRequestDecorator('credential')) app.decorateRequest('credential', null);
   app.addHook('onRequest', async (request, reply) => {
-    const key = presentedKey(request.headers);
-    const tenant = key === undefined ? undefined : registry().findByKey(key);
+    const presented = presentedKey(request.headers);
+    let tenant: Tenant | undefined;
+    let credential: 'key' | 'token' = 'key';
+    if (presented !== undefined && options.tokens && looksLikeToken(presented)) {
+      const tenantId = await options.tokens.verify(presented);
+      tenant = tenantId === undefined ? undefined : options.registry().findById(tenantId);
+      credential = 'token';
+    } else if (presented !== undefined) {
+      tenant = options.registry().findByKey(presented);
+    }
     if (!tenant) {
       reply.header('www-authenticate', 'Bearer realm="fal-gateway"');
       throw new errors.Unauthorized();
     }
+    checkOrigin(request, reply, tenant, options.publicBaseUrl);
     request.tenant = tenant;
-    request.log = request.log.child({ tenant: tenant.id });
+    request.credential = credential;
+    request.log = request.log.child({ tenant: tenant.id, ...(credential === 'token' ? { credential } : {}) });
   });
 }

@@ -13,14 +13,27 @@ export function digestKey(key: string): string {
  */
 export class TenantRegistry {
   private readonly byDigest = new Map<string, Tenant>();
+  private readonly byId = new Map<string, Tenant>();
+  private readonly origins = new Set<string>();
 
   constructor(readonly tenants: readonly Tenant[]) {
     for (const tenant of tenants) {
+      this.byId.set(tenant.id, tenant);
       for (const digest of tenant.keyDigests) this.byDigest.set(digest, tenant);
+      for (const origin of tenant.allowedOrigins ?? []) this.origins.add(origin);
     }
   }
 
   findByKey(key: string): Tenant | undefined {
     return this.byDigest.get(digestKey(key));
+  }
+
+  findById(id: string): Tenant | undefined {
+    return this.byId.get(id);
+  }
+
+  /** Whether any tenant allows this browser origin (for preflights, which carry no credentials). */
+  allowsOrigin(origin: string): boolean {
+    return this.origins.has(origin);
   }
 }

@@ -19,6 +19,15 @@ const timeWindow = z
   })
   .describe('Milliseconds, or a duration such as "1 minute", "30s", "1 hour".');
 
+function isOrigin(value: string): boolean {
+  try {
+    const url = new URL(value);
+    return (url.protocol === 'https:' || url.protocol === 'http:') && url.origin === value;
+  } catch {
+    return false;
+  }
+}
+
 const policy = z.strictObject({
   max: z.int().min(0).describe('Requests allowed per window.'),
   timeWindow,
@@ -40,6 +49,10 @@ const tenantEntry = z.strictObject({
     .array(z.string().regex(/^[0-9a-fA-F]{64}$/, 'must be the SHA-256 hex digest of a key (npm run key)'))
     .describe('SHA-256 hex digests of the keys; an empty list disables the tenant.'),
   limits: limits.optional(),
+  allowedOrigins: z
+    .array(z.string().refine(isOrigin, 'must be an origin such as https://app.example.com (scheme, host and port only)'))
+    .optional()
+    .describe('Browser origins allowed to call the gateway for this tenant (CORS). Unset: none.'),
   imageHosts: z
     .array(z.string().regex(/^(\*\.)?[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*$/, 'must be a host name, or *.domain for its subdomains'))
     .optional()
@@ -79,6 +92,8 @@ export interface Tenant {
   limits: { submit: RateLimitPolicy; read: RateLimitPolicy };
   /** Hosts the model may fetch inputs from; undefined: any. */
   imageHosts?: string[];
+  /** Browser origins allowed to call for this tenant (CORS); undefined: none. */
+  allowedOrigins?: string[];
 }
 
 export class TenantsFileError extends Error {
@@ -107,6 +122,7 @@ export function parseTenants(json: unknown, file = '(inline)'): Tenant[] {
     ...(t.name !== undefined ? { name: t.name } : {}),
     keyDigests: t.keys.map((k) => k.toLowerCase()),
     ...(t.imageHosts ? { imageHosts: t.imageHosts.map((h) => h.toLowerCase()) } : {}),
+    ...(t.allowedOrigins ? { allowedOrigins: t.allowedOrigins } : {}),
     limits: {
       submit: toPolicy(t.limits?.submit, defaults.submit),
       read: toPolicy(t.limits?.read, defaults.read),

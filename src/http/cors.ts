@@ -1,0 +1,48 @@
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { errors } from '../errors.js';
+import type { TenantRegistry } from '../tenants/registry.js';
+import type { Tenant } from '../tenants/tenants-file.js';
+import { publicBaseUrl } from './public-url.js';
+
+/**
+ * CORS, per tenant. A preflight carries no credentials, so it is answered for any origin some
+ * tenant allows; the request that follows is checked against its own tenant's `allowedOrigins`
+ * and refused (403) from any other origin. Same-origin pages (the docs, the playground) always
+ * pass. Without `allowedOrigins` anywhere, no CORS header is ever sent.
+ */
+const ALLOW_HEADERS = 'authorization, content-type, x-api-key, idempotency-key, x-fal-target-url, x-fal-queue-priority, x-fal-runner-hint, x-fal-request-timeout, x-fal-object-lifecycle-preference, x-fal-store-io, x-fal-no-retry';
+const EXPOSE_HEADERS = 'x-request-id, retry-after, x-ratelimit-limit, x-ratelimit-remaining, x-ratelimit-reset, idempotent-replayed, x-fal-request-id';
+
+function isSameOrigin(request: FastifyRequest, origin: string, configured: string | undefined): boolean {
+  try {
+    return new URL(publicBaseUrl(request, configured)).origin === origin;
+  } catch {
+    return false;
+  }
+}
+
+/** Checks an authenticated request's Origin against its tenant; adds the CORS headers when allowed. */
+export function checkOrigin(request: FastifyRequest, reply: FastifyReply, tenant: Tenant, publicBase: string | undefined): void {
+  const origin = request.headers.origin;
+  if (typeof origin !== 'string' || isSameOrigin(request, origin, publicBase)) return;
+  if (!tenant.allowedOrigins?.includes(origin)) throw new errors.OriginNotAllowed(origin);
+  reply.header('access-control-allow-origin', origin).header('access-control-expose-headers', EXPOSE_HEADERS).header('vary', 'Origin');
+}
+
+/** OPTIONS on every tenant route: the preflight answer. */
+export function registerPreflight(app: FastifyInstance, paths: string[], registry: () => TenantRegistry, publicBase: string | undefined): void {
+  const handler = async (request: FastifyRequest, reply: FastifyReply) => {
+    const origin = request.headers.origin;
+    const allowed = typeof origin === 'string' && (isSameOrigin(request, origin, publicBase) || registry().allowsOrigin(origin));
+    if (!allowed) throw new errors.OriginNotAllowed(typeof origin === 'string' ? origin : '(none)');
+    return reply
+      .code(204)
+      .header('access-control-allow-origin', origin)
+      .header('access-control-allow-methods', 'GET, POST, PUT, OPTIONS')
+      .header('access-control-allow-headers', ALLOW_HEADERS)
+      .header('access-control-max-age', '600')
+      .header('vary', 'Origin')
+      .send();
+  };
+  for (const path of paths) app.options(path, { schema: { hide: true } }, handler);
+}

@@ -1,0 +1,136 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { parseTenants } from '../src/tenants/tenants-file.js';
+import { TokenIssuer } from '../src/tenants/tokens.js';
+import { json, SEED_REQUEST, startStack, upstreamCalls, type Stack } from './helpers.js';
+
+const SECRET = 'test-token-secret-0123456789abcdef-0123456789';
+const APP = 'https://app.team-a.example';
+
+describe('browser access: CORS per tenant and short-lived tokens', () => {
+  let stack: Stack;
+  beforeAll(async () => {
+    stack = await startStack({
+      env: { TOKEN_SECRET: SECRET },
+      tenants: [{ id: 'team-a', allowedOrigins: [APP] }, { id: 'team-b' }],
+    });
+  });
+  afterAll(() => stack.close());
+
+  const mint = (headers: Record<string, string>, body?: unknown) =>
+    fetch(`${stack.url}/v1/tokens`, { method: 'POST', headers: { ...json, ...headers }, body: body === undefined ? undefined : JSON.stringify(body) });
+
+  it('answers a preflight from an allowed origin, and refuses one from anywhere else', async () => {
+    const ok = await fetch(`${stack.url}/v1/image-to-image`, {
+      method: 'OPTIONS',
+      headers: { origin: APP, 'access-control-request-method': 'POST', 'access-control-request-headers': 'authorization, content-type' },
+    });
+    expect(ok.status).toBe(204);
+    expect(ok.headers.get('access-control-allow-origin')).toBe(APP);
+    expect(ok.headers.get('access-control-allow-methods')).toContain('POST');
+    expect(ok.headers.get('access-control-allow-headers')).toContain('authorization');
+    expect(ok.headers.get('vary')).toContain('Origin');
+    for (const path of [`/v1/requests/x/status`, '/fal-ai/flux-lora/requests/x', '/api/fal/proxy']) {
+      expect((await fetch(`${stack.url}${path}`, { method: 'OPTIONS', headers: { origin: APP, 'access-control-request-method': 'GET' } })).status).toBe(204);
+    }
+    const other = await fetch(`${stack.url}/v1/image-to-image`, { method: 'OPTIONS', headers: { origin: 'https://evil.example', 'access-control-request-method': 'POST' } });
+    expect(other.status).toBe(403);
+    expect(other.headers.get('access-control-allow-origin')).toBeNull();
+    expect(((await other.json()) as { error_type: string }).error_type).toBe('origin_not_allowed');
+  });
+
+  it("serves a tenant's allowed origin with CORS headers, and refuses its other origins and other tenants from it (403)", async () => {
+    const allowed = await fetch(`${stack.url}/v1/image-to-image`, { method: 'POST', headers: { ...json, ...stack.bearer('team-a'), origin: APP }, body: JSON.stringify(SEED_REQUEST) });
+    expect(allowed.status).toBe(200);
+    expect(allowed.headers.get('access-control-allow-origin')).toBe(APP);
+    expect(allowed.headers.get('access-control-expose-headers')).toContain('x-request-id');
+
+    const before = upstreamCalls(stack).length;
+    for (const [tenant, origin] of [
+      ['team-a', 'https://evil.example'],
+      ['team-b', APP],
+    ]) {
+      const res = await fetch(`${stack.url}/v1/image-to-image`, { method: 'POST', headers: { ...json, ...stack.bearer(tenant!), origin: origin! }, body: JSON.stringify(SEED_REQUEST) });
+      expect(res.status).toBe(403);
+      expect(res.headers.get('access-control-allow-origin')).toBeNull();
+      expect(((await res.json()) as { error_type: string }).error_type).toBe('origin_not_allowed');
+    }
+    expect(upstreamCalls(stack).length).toBe(before);
+  });
+
+  it('lets same-origin pages and server-side callers (no Origin) through, without CORS headers', async () => {
+    const same = await fetch(`${stack.url}/v1/image-to-image`, { method: 'POST', headers: { ...json, ...stack.bearer('team-b'), origin: stack.url }, body: JSON.stringify(SEED_REQUEST) });
+    expect(same.status).toBe(200);
+    expect(same.headers.get('access-control-allow-origin')).toBeNull();
+    const server = await fetch(`${stack.url}/v1/image-to-image`, { method: 'POST', headers: { ...json, ...stack.bearer('team-b') }, body: JSON.stringify(SEED_REQUEST) });
+    expect(server.status).toBe(200);
+    expect(server.headers.get('access-control-allow-origin')).toBeNull();
+  });
+
+  it("mints a token with a tenant key that then acts as the tenant: its jobs, its limits, its origins", async () => {
+    const res = await mint(stack.bearer('team-a'), { ttl_seconds: 600 });
+    expect(res.status).toBe(200);
+    const body = (await res.json()) as { token: string; token_type: string; expires_in: number; expires_at: string };
+    expect(body.token_type).toBe('Bearer');
+    expect(body.expires_in).toBe(600);
+    expect(Date.parse(body.expires_at) - Date.now()).toBeGreaterThan(590_000);
+    const browser = { authorization: `Bearer ${body.token}`, origin: APP };
+
+    const submitted = await fetch(`${stack.url}/v1/image-to-image`, { method: 'POST', headers: { ...json, ...browser }, body: JSON.stringify(SEED_REQUEST) });
+    expect(submitted.status).toBe(200);
+    expect(submitted.headers.get('access-control-allow-origin')).toBe(APP);
+    const job = (await submitted.json()) as { status_url: string };
+    // The job is the tenant's: readable with its key, invisible to another tenant.
+    expect((await fetch(job.status_url, { headers: stack.bearer('team-a') })).status).toBeLessThan(300);
+    expect((await fetch(job.status_url, { headers: stack.bearer('team-b') })).status).toBe(404);
+    // The token cannot mint more tokens.
+    const again = await mint(browser);
+    expect(again.status).toBe(403);
+    expect(((await again.json()) as { error_type: string }).error_type).toBe('token_cannot_mint');
+    // Its origin rules are the tenant's.
+    expect((await fetch(job.status_url, { headers: { authorization: browser.authorization, origin: 'https://evil.example' } })).status).toBe(403);
+  });
+
+  it('defaults to 15 minutes and refuses lifetimes outside 60 s to 1 h', async () => {
+    const res = await mint(stack.bearer('team-a'));
+    expect(((await res.json()) as { expires_in: number }).expires_in).toBe(900);
+    for (const ttl of [59, 3_601, 1.5]) {
+      const bad = await mint(stack.bearer('team-a'), { ttl_seconds: ttl });
+      expect(bad.status).toBe(422);
+    }
+  });
+
+  it('refuses expired, forged, tampered and foreign-secret tokens with the same 401', async () => {
+    const longAgo = new TokenIssuer(SECRET, () => Date.now() - 2 * 3_600_000);
+    const expired = (await longAgo.issue('team-a', 60)).token;
+    const foreign = (await new TokenIssuer('another-secret-another-secret-another-secret').issue('team-a', 600)).token;
+    const good = (await new TokenIssuer(SECRET).issue('team-a', 600)).token;
+    const [header, payload, signature] = good.split('.');
+    const elevated = Buffer.from(JSON.stringify({ ...JSON.parse(Buffer.from(payload!, 'base64url').toString()), sub: 'team-b' })).toString('base64url');
+    const unsigned = `${Buffer.from(JSON.stringify({ alg: 'none', typ: 'JWT' })).toString('base64url')}.${payload}.`;
+    const unknownTenant = (await new TokenIssuer(SECRET).issue('team-gone', 600)).token;
+    for (const token of [expired, foreign, `${header}.${elevated}.${signature}`, unsigned, unknownTenant]) {
+      const res = await fetch(`${stack.url}/v1/requests/x/status`, { headers: { authorization: `Bearer ${token}` } });
+      expect(res.status).toBe(401);
+      expect(((await res.json()) as { error_type: string }).error_type).toBe('unauthorized');
+    }
+    expect((await fetch(`${stack.url}/v1/requests/x/status`, { headers: { authorization: `Bearer ${good}` } })).status).toBe(404);
+  });
+
+  it('answers 501 when TOKEN_SECRET is not set', async () => {
+    const plain = await startStack();
+    try {
+      const res = await fetch(`${plain.url}/v1/tokens`, { method: 'POST', headers: { ...json, ...plain.bearer('team-a') }, body: '{}' });
+      expect(res.status).toBe(501);
+      expect(((await res.json()) as { error_type: string }).error_type).toBe('tokens_disabled');
+    } finally {
+      await plain.close();
+    }
+  });
+
+  it('reads allowedOrigins from the tenants file and rejects anything but an origin', () => {
+    expect(parseTenants({ tenants: [{ id: 'a', keys: [], allowedOrigins: ['https://app.example.com', 'http://localhost:5173'] }] })[0]!.allowedOrigins).toHaveLength(2);
+    for (const bad of ['https://app.example.com/', 'https://app.example.com/path', '*', 'app.example.com']) {
+      expect(() => parseTenants({ tenants: [{ id: 'a', keys: [], allowedOrigins: [bad] }] }), bad).toThrow(/must be an origin/);
+    }
+  });
+});
