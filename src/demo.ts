@@ -28,6 +28,8 @@ const config = parseConfig({
   UPSTREAM_TOKEN: upstreamToken,
   TENANTS_FILE: '(demo: built in)',
   PUBLIC_BASE_URL: env.PUBLIC_BASE_URL,
+  // Browser tokens work in the demo too (POST /v1/tokens); the secret lives as long as the process.
+  TOKEN_SECRET: randomBytes(32).toString('base64url'),
 });
 const app = await buildApp({
   config,
@@ -56,6 +58,7 @@ process.stdout.write(`
 
   Demo tenant key:  ${demoKey}
   Swagger UI:       ${base}/docs      ("Authorize" with the key, then "Try it out")
+  Playground:       ${base}/playground  (paste the key, upload an image, watch it run)
   OpenAPI:          ${base}/openapi.json
 
   Submit the seed request:

@@ -1,5 +1,6 @@
 import { readFile } from 'node:fs/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { FIELDS } from './support/fuzz-arbitraries.js';
 import { renderOpenApi } from '../src/openapi-document.js';
 import { SEED_REQUEST, startStack, type Stack } from './helpers.js';
 
@@ -173,21 +174,6 @@ describe('security', () => {
 });
 
 describe('ModelInput', () => {
-  const FIELDS = [
-    'prompt',
-    'image_url',
-    'strength',
-    'num_inference_steps',
-    'guidance_scale',
-    'num_images',
-    'enable_safety_checker',
-    'output_format',
-    'seed',
-    'image_size',
-    'loras',
-    'sync_mode',
-    'acceleration',
-  ];
 
   it.each(['/v1/image-to-image', `${FAL_PREFIX}image-to-image`])('POST %s takes a ModelInput body', (path) => {
     const { ref } = submitModelInput(path);
