@@ -209,7 +209,9 @@ export async function buildApp(options: AppOptions): Promise<GatewayApp> {
   await app.register(async (tenantScope) => {
     registerAuth(tenantScope, { registry: () => registry, tokens, publicBaseUrl: config.PUBLIC_BASE_URL });
     // Uploads: a file part is turned into the model input's data URI, so limits and validation apply as for JSON.
-    await registerMultipartSubmit(tenantScope, { maxFileBytes: config.IMAGE_DATA_URI_MAX_BYTES });
+    // base64 makes a data URI about 4/3 of the file: the file cap is the one that fits the URI cap.
+    const maxFileBytes = Math.floor((config.IMAGE_DATA_URI_MAX_BYTES - 'data:image/jpeg;base64,'.length) / 4) * 3;
+    await registerMultipartSubmit(tenantScope, { maxFileBytes });
     // Proxy calls whose target was not mapped onto a gateway route (OPTIONS is the preflight).
     tenantScope.route({
       method: ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE'],

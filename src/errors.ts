@@ -32,6 +32,11 @@ export const errors = {
   InvalidJson: define('INVALID_JSON', 400, 'The request body is not valid JSON: %s'),
   BadRequest: define('BAD_REQUEST', 400, '%s'),
   PayloadTooLarge: define('PAYLOAD_TOO_LARGE', 413, 'The request body exceeds the limit of %s bytes'),
+  ImageTooLarge: define(
+    'IMAGE_TOO_LARGE',
+    413,
+    'The image file exceeds the limit of %s bytes; send larger images as an http(s) image_url',
+  ),
   UnsupportedMediaType: define(
     'UNSUPPORTED_MEDIA_TYPE',
     415,

@@ -1,14 +1,259 @@
-import type { FastifyInstance } from 'fastify';
+import multipart from '@fastify/multipart';
+import type { SwaggerTransform } from '@fastify/swagger';
+import type { FastifyInstance, FastifyRequest, RouteOptions } from 'fastify';
+import { jsonSchemaTransform } from 'fastify-type-provider-zod';
+import { z } from 'zod';
+import { errors, RequestValidationError, type FalValidationEntry } from '../errors.js';
+import { MODEL_ID } from '../model.js';
+import { ModelInput } from '../schemas/model-input.js';
 
 export interface MultipartOptions {
   /** Largest uploaded image accepted (bytes). */
   maxFileBytes: number;
 }
 
+/** The submit routes: the gateway's own path and fal's. Nothing else takes a form. */
+export const SUBMIT_URLS: ReadonlySet<string> = new Set(['/v1/image-to-image', `/${MODEL_ID}`]);
+
+/** The file part; it becomes the model input's `image_url`. */
+export const IMAGE_PART = 'image';
+
+/** A text part holds one field of the model input: a prompt, a number, a small JSON value. */
+export const MAX_FIELD_BYTES = 64 * 1024;
+
+/** The model input has 13 fields; room for a few more, reported as unknown by the validation. */
+export const MAX_FIELDS = 20;
+
+export type ImageType = 'png' | 'jpeg' | 'webp' | 'gif' | 'avif';
+
+const ACCEPTED = 'png, jpeg, webp, gif or avif';
+
+const ascii = (bytes: Buffer, start: number, end: number) => bytes.subarray(start, end).toString('latin1');
+
+/** The image type from the file's first bytes; the client's declared type and file name are never trusted. */
+export function sniffImageType(bytes: Buffer): ImageType | undefined {
+  if (bytes.length >= 8 && bytes.subarray(0, 8).equals(Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]))) return 'png';
+  if (bytes.length >= 3 && bytes[0] === 0xff && bytes[1] === 0xd8 && bytes[2] === 0xff) return 'jpeg';
+  if (bytes.length >= 6 && (ascii(bytes, 0, 6) === 'GIF87a' || ascii(bytes, 0, 6) === 'GIF89a')) return 'gif';
+  if (bytes.length >= 12 && ascii(bytes, 0, 4) === 'RIFF' && ascii(bytes, 8, 12) === 'WEBP') return 'webp';
+  if (bytes.length >= 12 && (ascii(bytes, 4, 12) === 'ftypavif' || ascii(bytes, 4, 12) === 'ftypavis')) return 'avif';
+  return undefined;
+}
+
+/**
+ * The multipart variant of the submit body, for the OpenAPI document only: `image` is a file
+ * (`format: binary` is what makes Swagger UI show a file picker) and every other field of the
+ * model input is a text part. Requests are validated against ModelInput after the conversion.
+ */
+const { prompt, image_url: _imageUrl, ...otherFields } = ModelInput.shape;
+export const MultipartModelInput = z
+  .strictObject({
+    prompt,
+    [IMAGE_PART]: z.string().meta({
+      format: 'binary',
+      description: `The input image file (${ACCEPTED}; the type is read from the file's bytes, not from its name or declared type). Sent upstream as a data:image/...;base64, URI, so the image_url size limit applies.`,
+    }),
+    ...otherFields,
+    // Swagger UI fills every form field with a sample value (clearing one leaves it out); a seed's would be its minimum.
+    seed: otherFields.seed.meta({ examples: [42] }),
+  })
+  .meta({
+    description:
+      'The model input as multipart/form-data: the input image as the file part `image`, every other field as a text part (numbers and booleans as text, `image_size` as a preset name or {width, height} JSON, `loras` as a JSON array, or its items as JSON separated by commas). An empty part counts as not sent. Validated exactly as the JSON body.',
+  });
+
+type TransformInput = Parameters<typeof jsonSchemaTransform>[0];
+
+/**
+ * Swagger's transform for a submit route: the zod provider's (the document's global transform),
+ * then the body as two media types (application/json first, so Swagger UI still opens on the JSON
+ * example). Only the document changes: the route keeps validating ModelInput.
+ */
+const withMultipartBody: SwaggerTransform = (document) => {
+  const transformed = jsonSchemaTransform(document as TransformInput) as { schema: Record<string, unknown>; url: string };
+  if (transformed.schema.body === undefined) return transformed;
+  const form = jsonSchemaTransform({ ...document, schema: { body: MultipartModelInput } } as TransformInput) as { schema: { body: unknown } };
+  transformed.schema.body = {
+    content: {
+      'application/json': { schema: transformed.schema.body },
+      'multipart/form-data': { schema: form.schema.body },
+    },
+  };
+  return transformed;
+};
+
+interface ZodNode {
+  def: { type: string; innerType?: ZodNode };
+}
+
+/** The zod type of a model input field (`number`, `boolean`, `array`, ...), optional/default unwrapped. */
+function fieldType(field: string): string | undefined {
+  let node = Object.hasOwn(ModelInput.shape, field) ? ((ModelInput.shape as Record<string, unknown>)[field] as ZodNode) : undefined;
+  while (node?.def.innerType && ['optional', 'nullable', 'default'].includes(node.def.type)) node = node.def.innerType;
+  return node?.def.type;
+}
+
+const DECIMAL = /^[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?$/;
+
+function parseJson(text: string, fallback: unknown): unknown {
+  try {
+    return JSON.parse(text) as unknown;
+  } catch {
+    return fallback;
+  }
+}
+
+/**
+ * A text part as the type the model input expects for its field. What cannot be read is left
+ * as the text, so the validation reports it with its usual message.
+ */
+function convert(field: string, value: unknown): unknown {
+  // A part sent with Content-Type application/json arrives already parsed.
+  if (typeof value !== 'string') return value;
+  const trimmed = value.trim();
+  switch (fieldType(field)) {
+    case 'number':
+      return DECIMAL.test(trimmed) ? Number(trimmed) : value;
+    case 'boolean':
+      return value === 'true' ? true : value === 'false' ? false : value;
+    case 'union':
+      // image_size: a preset name as it is, {width, height} as JSON.
+      return trimmed.startsWith('{') ? parseJson(trimmed, value) : value;
+    case 'object':
+      return parseJson(trimmed, value);
+    default:
+      return value;
+  }
+}
+
+/**
+ * An array field (loras): a part holds a JSON array, or its items as JSON separated by commas
+ * (Swagger UI sends `{...},{...}`); several parts add up. Text that is neither is left as it is.
+ */
+function convertArray(values: unknown[]): unknown {
+  const items: unknown[] = [];
+  for (const value of values) {
+    if (typeof value !== 'string') {
+      items.push(...(Array.isArray(value) ? value : [value]));
+      continue;
+    }
+    const trimmed = value.trim();
+    const parsed = parseJson(trimmed.startsWith('[') ? trimmed : `[${trimmed}]`, undefined);
+    if (!Array.isArray(parsed)) return values.length === 1 ? value : values;
+    items.push(...parsed);
+  }
+  return items;
+}
+
+const problem = (loc: Array<string | number>, msg: string, type = 'value_error'): FalValidationEntry => ({ loc: ['body', ...loc], msg, type });
+
+/** @fastify/multipart's and busboy's failures, as the gateway's answers. */
+function fromMultipartError(err: unknown, maxFileBytes: number): Error {
+  const code = (err as { code?: unknown }).code;
+  switch (code) {
+    case 'FST_REQ_FILE_TOO_LARGE':
+      return new errors.ImageTooLarge(maxFileBytes);
+    case 'FST_FILES_LIMIT':
+      return new RequestValidationError([problem([], `Only one file may be sent: the input image, as the "${IMAGE_PART}" part`)]);
+    case 'FST_FIELDS_LIMIT':
+    case 'FST_PARTS_LIMIT':
+      return new RequestValidationError([problem([], `The form may hold at most ${MAX_FIELDS} fields and one file`)]);
+    case 'FST_PROTO_VIOLATION':
+      return new RequestValidationError([problem([], 'A part name must not be a property of Object.prototype', 'extra_forbidden')]);
+    case 'FST_INVALID_JSON_FIELD_ERROR':
+      return new RequestValidationError([problem([], 'A part declared as application/json is not valid JSON', 'json_invalid')]);
+    default:
+      return new errors.BadRequest(`The multipart body could not be read: ${(err as Error).message}`);
+  }
+}
+
+/**
+ * Reads the whole form (the file is bounded by the file size limit, each text part by
+ * MAX_FIELD_BYTES) and turns it into the JSON model input the route validates.
+ */
+async function readForm(request: FastifyRequest, maxFileBytes: number): Promise<Record<string, unknown>> {
+  const fields = new Map<string, unknown[]>();
+  const problems: FalValidationEntry[] = [];
+  let image: Buffer | undefined;
+  try {
+    for await (const part of request.parts()) {
+      if (part.type === 'file') {
+        // Read even a misnamed file, so the request is consumed and the answer lists every problem.
+        const bytes = await part.toBuffer();
+        if (part.fieldname !== IMAGE_PART) {
+          problems.push(problem([part.fieldname], `Only the "${IMAGE_PART}" part may be a file; send ${part.fieldname} as a text field`));
+        } else if (!(bytes.length === 0 && part.filename === '')) {
+          // (A form's file input left empty sends an empty part without a file name: no image.)
+          image = bytes;
+        }
+        continue;
+      }
+      if (part.valueTruncated) {
+        problems.push(problem([part.fieldname], `${part.fieldname} is longer than the ${MAX_FIELD_BYTES} bytes a form field may hold`, 'string_too_long'));
+        continue;
+      }
+      // A form sends its empty inputs too (Swagger UI an empty list as ""): an empty part is a field not sent.
+      if (part.value === '') continue;
+      fields.set(part.fieldname, [...(fields.get(part.fieldname) ?? []), part.value]);
+    }
+  } catch (err) {
+    throw fromMultipartError(err, maxFileBytes);
+  }
+  // The parser takes a connection closed mid-body for the end of the form: never submit what is left of it.
+  if (!request.raw.complete) throw new errors.BadRequest('The multipart body ended before it was complete');
+
+  if (fields.has(IMAGE_PART)) {
+    problems.push(problem([IMAGE_PART], `${IMAGE_PART} must be a file part (${ACCEPTED}); send an image URL as image_url instead`));
+  }
+  if (image && fields.has('image_url')) {
+    problems.push(problem([IMAGE_PART], `Send the input image either as the "${IMAGE_PART}" file part or as image_url, not both`));
+  }
+  const type = image && sniffImageType(image);
+  if (image && !type) {
+    problems.push(problem([IMAGE_PART], `${IMAGE_PART} must be a ${ACCEPTED} image; the file's content is none of these`));
+  }
+  const body: Record<string, unknown> = {};
+  for (const [field, values] of fields) {
+    if (field === IMAGE_PART) continue;
+    if (fieldType(field) === 'array') body[field] = convertArray(values);
+    else if (values.length > 1) problems.push(problem([field], `${field} was sent ${values.length} times; send it once`));
+    else body[field] = convert(field, values[0]);
+  }
+  if (problems.length > 0) throw new RequestValidationError(problems);
+  if (image && type) body.image_url = `data:image/${type};base64,${image.toString('base64')}`;
+  return body;
+}
+
 /**
  * multipart/form-data on the submit route: an `image` file part and the other model fields as
  * parts, turned into the same JSON model input before validation.
  */
-export async function registerMultipartSubmit(_app: FastifyInstance, _options: MultipartOptions): Promise<void> {
-  // Filled in by the uploads work.
+export async function registerMultipartSubmit(app: FastifyInstance, options: MultipartOptions): Promise<void> {
+  const { maxFileBytes } = options;
+  await app.register(multipart, {
+    limits: {
+      fileSize: maxFileBytes,
+      files: 1,
+      fields: MAX_FIELDS,
+      parts: MAX_FIELDS + 1,
+      fieldSize: MAX_FIELD_BYTES,
+    },
+  });
+
+  // The submit routes document the multipart variant of their body (the routes are added after this).
+  app.addHook('onRoute', (route: RouteOptions) => {
+    const methods = Array.isArray(route.method) ? route.method : [route.method];
+    if (!methods.includes('POST') || !SUBMIT_URLS.has(route.url)) return;
+    route.config = { ...route.config, swaggerTransform: withMultipartBody };
+  });
+
+  // The form becomes the body before validation, so the JSON body's rules apply unchanged.
+  // Authentication and rate limits (onRequest) have already run: nothing is read before them.
+  app.addHook('preValidation', async (request) => {
+    if (!request.isMultipart()) return;
+    if (request.method !== 'POST' || !SUBMIT_URLS.has(request.routeOptions.url ?? '')) {
+      throw new errors.UnsupportedMediaType(request.headers['content-type'] ?? '(none)');
+    }
+    request.body = await readForm(request, maxFileBytes);
+  });
 }
