@@ -79,6 +79,14 @@ describe('@fal-ai/client through the gateway', () => {
     expect(upstreamCalls(stack).length).toBe(before);
   });
 
+  it('survives malformed escapes in the target from an anonymous caller (once a crash)', async () => {
+    for (const target of ['https://queue.fal.run/fal-ai/flux-lora/requests/%ZZ', 'https://queue.fal.run/%E0%A4%A/x']) {
+      const res = await fetch(`${stack.url}/api/fal/proxy`, { headers: { 'x-fal-target-url': target } });
+      expect(res.status).toBe(401);
+    }
+    expect((await fetch(`${stack.url}/healthz`)).status).toBe(200);
+  });
+
   it('refuses anonymous callers and targets other than this model on the fal queue host', async () => {
     const proxy = `${stack.url}/api/fal/proxy`;
     const anonymous = await fetch(proxy, { method: 'POST', headers: { 'x-fal-target-url': `https://queue.fal.run/${MODEL_ID}`, 'content-type': 'application/json' }, body: JSON.stringify(SEED_REQUEST) });
@@ -93,6 +101,9 @@ describe('@fal-ai/client through the gateway', () => {
       ['GET', 'https://queue.fal.run/fal-ai/flux-lora/image-to-image'],
       ['DELETE', 'https://queue.fal.run/fal-ai/flux-lora/requests/abc'],
       ['GET', 'not a url'],
+      ['GET', 'https://queue.fal.run/fal-ai/flux-lora/requests/%ZZ/status'],
+      ['GET', 'https://queue.fal.run/fal-ai/flux-lora/requests/%E0%A4%A'],
+      ['GET', 'https://queue.fal.run/fal-ai/flux-lora/requests/a%2Fb/status'],
       ['GET', undefined],
     ] as const) {
       const res = await fetch(proxy, {

@@ -25,17 +25,26 @@ export function gatewayPathFor(method: string | undefined, target: string): stri
   const path = url.pathname;
   if (path === `/${MODEL_ID}`) return method === 'POST' ? path + url.search : undefined;
   const match = REQUEST_PATH.exec(path);
-  if (!match || !REQUEST_ID_PATTERN.test(decodeURIComponent(match[1]!))) return undefined;
+  // The id must already be plain: no escapes to decode (a bad escape must not even be tried).
+  if (!match || !REQUEST_ID_PATTERN.test(match[1]!)) return undefined;
   const allowed = match[2] === '/cancel' ? method === 'PUT' : method === 'GET';
   return allowed ? path + url.search : undefined;
 }
 
-/** Fastify's rewriteUrl: proxied calls become calls of the gateway's own routes. */
+/**
+ * Fastify's rewriteUrl: proxied calls become calls of the gateway's own routes. It runs before
+ * routing and error handling, so it must never throw: anything unexpected stays on the proxy
+ * route (400 after authentication).
+ */
 export function proxyRewrite(proxyPath: string | undefined) {
   return (req: IncomingMessage): string => {
     const url = req.url ?? '/';
     if (!proxyPath || url.split('?')[0] !== proxyPath) return url;
-    const target = req.headers[TARGET_HEADER];
-    return (typeof target === 'string' && gatewayPathFor(req.method, target)) || url;
+    try {
+      const target = req.headers[TARGET_HEADER];
+      return (typeof target === 'string' && gatewayPathFor(req.method, target)) || url;
+    } catch {
+      return url;
+    }
   };
 }
