@@ -112,7 +112,7 @@ export async function buildApp(options: AppOptions): Promise<GatewayApp> {
   });
 
   const registry = options.tenants instanceof TenantRegistry ? options.tenants : new TenantRegistry(options.tenants);
-  const tokens = config.TOKEN_SECRET ? new TokenIssuer(config.TOKEN_SECRET) : undefined;
+  const tokens = config.TOKEN_SECRET ? new TokenIssuer(config.TOKEN_SECRET, Date.now, config.PUBLIC_BASE_URL ?? 'fal-gateway') : undefined;
   const ownDispatcher = options.dispatcher
     ? undefined
     : new Agent({
@@ -122,11 +122,20 @@ export async function buildApp(options: AppOptions): Promise<GatewayApp> {
         bodyTimeout: config.UPSTREAM_BODY_TIMEOUT_MS,
         keepAliveTimeout: 10_000,
       });
+  const ownStreamDispatcher = options.dispatcher
+    ? undefined
+    : new Agent({
+        connections: config.UPSTREAM_STREAM_CONNECTIONS,
+        connectTimeout: config.UPSTREAM_CONNECT_TIMEOUT_MS,
+        headersTimeout: config.UPSTREAM_HEADERS_TIMEOUT_MS,
+        bodyTimeout: config.UPSTREAM_BODY_TIMEOUT_MS,
+      });
   const upstream = new UpstreamClient({
     baseUrl: config.UPSTREAM_BASE_URL,
     token: config.UPSTREAM_TOKEN,
     authScheme: config.UPSTREAM_AUTH_SCHEME,
     dispatcher: options.dispatcher ?? ownDispatcher!,
+    ...(ownStreamDispatcher ? { streamDispatcher: ownStreamDispatcher } : {}),
     maxResponseBytes: config.UPSTREAM_MAX_RESPONSE_BYTES,
     requestTimeoutMs: config.UPSTREAM_REQUEST_TIMEOUT_MS,
     readRetry: { retries: config.UPSTREAM_READ_RETRIES, deadlineMs: config.UPSTREAM_READ_DEADLINE_MS, baseDelayMs: 100, maxDelayMs: 2_000 },
@@ -198,6 +207,7 @@ export async function buildApp(options: AppOptions): Promise<GatewayApp> {
     await jobs.close();
     if (redis) await closeRedis(redis);
     await ownDispatcher?.close();
+    await ownStreamDispatcher?.close();
   });
 
   if (config.DOCS_ENABLED) await registerOpenApi(app, VERSION);
@@ -223,7 +233,14 @@ export async function buildApp(options: AppOptions): Promise<GatewayApp> {
     });
     const readLimit = createPolicyLimiter(tenantScope, 'read', config.RATE_LIMIT_ON_STORE_ERROR);
     tokenRoutes(tenantScope, { tokens, limit: readLimit, security: SECURITY });
-    streamRoutes(tenantScope, { upstream, jobs, publicBaseUrl: config.PUBLIC_BASE_URL, readLimit, security: SECURITY });
+    streamRoutes(tenantScope, {
+      upstream,
+      jobs,
+      publicBaseUrl: config.PUBLIC_BASE_URL,
+      readLimit,
+      security: SECURITY,
+      maxEventBytes: config.UPSTREAM_MAX_RESPONSE_BYTES,
+    });
     queueRoutes(tenantScope, {
       upstream,
       jobs,

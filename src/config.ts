@@ -85,6 +85,9 @@ const schema = z.object({
     .default(10_000)
     .describe('How long an open circuit answers 503 with Retry-After before letting one probe through (ms).'),
   UPSTREAM_CONNECTIONS: int(1, 10_000).default(128).describe('Maximum concurrent connections to the upstream.'),
+  UPSTREAM_STREAM_CONNECTIONS: int(1, 100_000)
+    .default(256)
+    .describe('Maximum concurrent status streams to the upstream; a separate pool, so streams never take the connections reads and submits need.'),
   UPSTREAM_MAX_RESPONSE_BYTES: int(1024, 1024 ** 3)
     .default(64 * 1024 * 1024)
     .describe('Largest upstream response body accepted (bytes); larger answers become 502.'),

@@ -1,4 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { buildApp } from '../src/app.js';
+import { parseConfig } from '../src/config.js';
 import { parseTenants } from '../src/tenants/tenants-file.js';
 import { TokenIssuer } from '../src/tenants/tokens.js';
 import { json, SEED_REQUEST, startStack, upstreamCalls, type Stack } from './helpers.js';
@@ -114,6 +116,29 @@ describe('browser access: CORS per tenant and short-lived tokens', () => {
       expect(((await res.json()) as { error_type: string }).error_type).toBe('unauthorized');
     }
     expect((await fetch(`${stack.url}/v1/requests/x/status`, { headers: { authorization: `Bearer ${good}` } })).status).toBe(404);
+  });
+
+  it("stops a disabled tenant's tokens, and another deployment's tokens", async () => {
+    const token = (await new TokenIssuer(SECRET).issue('team-a', 600)).token;
+    const limits = { submit: { max: 10, timeWindowMs: 60_000 }, read: { max: 10, timeWindowMs: 60_000 } };
+    // team-a's keys were all removed from the tenants file: the tenant is disabled.
+    const disabled = await buildApp({
+      config: parseConfig({ UPSTREAM_TOKEN: 'x', TENANTS_FILE: 'x', TOKEN_SECRET: SECRET, LOG_LEVEL: 'silent' }),
+      tenants: [{ id: 'team-a', keyDigests: [], limits }],
+    });
+    try {
+      const res = await disabled.inject({ url: '/v1/requests/x/status', headers: { authorization: `Bearer ${token}` } });
+      expect(res.statusCode).toBe(401);
+    } finally {
+      await disabled.close();
+    }
+    // The same secret, but a deployment with another PUBLIC_BASE_URL: another audience.
+    const elsewhere = await startStack({ env: { TOKEN_SECRET: SECRET, PUBLIC_BASE_URL: 'https://other.example.com' } });
+    try {
+      expect((await fetch(`${elsewhere.url}/v1/requests/x/status`, { headers: { authorization: `Bearer ${token}` } })).status).toBe(401);
+    } finally {
+      await elsewhere.close();
+    }
   });
 
   it('answers 501 when TOKEN_SECRET is not set', async () => {

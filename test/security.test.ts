@@ -34,7 +34,9 @@ describe('secrets never leave the gateway', () => {
       if (mode === 'auth') return void res.writeHead(401, headers).end(JSON.stringify({ detail: `Invalid ${echo}` }));
       if (mode === 'error') return void res.writeHead(503, headers).end(JSON.stringify({ detail: `runner saw ${echo}`, error_type: 'runner_scheduling_failure', echo }));
       const body = req.method === 'POST' ? { status: 'IN_QUEUE', request_id: id, queue_position: 0, echo } : req.url?.includes('/status') ? { status: 'COMPLETED', request_id: id, echo } : { images: [], echo };
-      res.writeHead(req.method === 'PUT' ? 202 : 200, headers).end(JSON.stringify(body));
+      // Also the token with its first character as a JSON escape: raw bytes differ, parsed text does not.
+      const escaped = JSON.stringify(echo).replace(/^"(Key |Bearer )(.)/, (_m, scheme: string, c: string) => `"${scheme}\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+      res.writeHead(req.method === 'PUT' ? 202 : 200, headers).end(JSON.stringify({ ...body, escaped: 'ESCAPED' }).replace('"ESCAPED"', escaped));
     });
     const config = parseConfig({
       UPSTREAM_TOKEN,

@@ -76,15 +76,27 @@ describe('status stream (SSE)', () => {
     expect(seen.at(-1)).toBe('COMPLETED');
   });
 
-  it('stops when the client goes away, and the gateway still closes cleanly', async () => {
-    const { request_id: id } = await submit();
-    const controller = new AbortController();
-    const res = await fetch(`${stack.url}/v1/requests/${id}/status/stream`, { headers: stack.bearer('team-a'), signal: controller.signal });
-    const reader = res.body!.getReader();
-    await reader.read();
-    controller.abort();
-    await expect(reader.read()).rejects.toThrow();
-    expect((await fetch(`${stack.url}/healthz`)).status).toBe(200);
+  it('closes the upstream stream when the client goes away', async () => {
+    // A job that stays queued, so only the client leaving can end the stream.
+    const slow = await startStack({ sim: { queueMs: 600_000, streamPollMs: 20 } });
+    try {
+      const simConnections = () => new Promise<number>((r) => slow.sim.app.server.getConnections((_e, n) => r(n)));
+      const job = (await (await fetch(`${slow.url}/v1/image-to-image`, { method: 'POST', headers: { ...json, ...slow.bearer('team-a') }, body: JSON.stringify(SEED_REQUEST) })).json()) as { request_id: string };
+      const idle = await simConnections();
+      const controller = new AbortController();
+      const res = await fetch(`${slow.url}/v1/requests/${job.request_id}/status/stream`, { headers: slow.bearer('team-a'), signal: controller.signal });
+      const reader = res.body!.getReader();
+      await reader.read();
+      expect(await simConnections()).toBe(idle + 1);
+      controller.abort();
+      await expect(reader.read()).rejects.toThrow();
+      const deadline = Date.now() + 3_000;
+      while ((await simConnections()) > idle && Date.now() < deadline) await new Promise((r) => setTimeout(r, 25));
+      expect(await simConnections()).toBe(idle);
+      expect((await fetch(`${slow.url}/healthz`)).status).toBe(200);
+    } finally {
+      await slow.close();
+    }
   });
 });
 
@@ -104,6 +116,6 @@ describe('SSE rewriter', () => {
     const r = new SseRewriter((d) => `[${d}]`);
     const encoded = bytes('data: lí\ndata: on\n\n');
     const out = r.push(encoded.slice(0, 8)) + r.push(encoded.slice(8));
-    expect(out).toBe('data: [lí\non]\n\n');
+    expect(out).toBe('data: [lí\ndata: on]\n\n');
   });
 });

@@ -512,7 +512,8 @@ export const js = String.raw`(function () {
     ui.results.textContent = '';
     var images = out.images;
     images.forEach(function (image, index) {
-      if (!image || typeof image.url !== 'string') return;
+      // Only http(s) URLs and inline images (sync_mode) become links or images.
+      if (!image || typeof image.url !== 'string' || !/^(https?:\/\/|data:image\/)/i.test(image.url)) return;
       var figure = el('figure', 'result');
       var link = el('a', 'result-link');
       link.href = image.url;

@@ -1,3 +1,4 @@
+import { once } from 'node:events';
 import type { FastifyInstance, onRequestHookHandler } from 'fastify';
 import type { ZodTypeProvider } from 'fastify-type-provider-zod';
 import { z } from 'zod';
@@ -19,6 +20,8 @@ export interface StreamRouteDeps {
   publicBaseUrl: string | undefined;
   readLimit: onRequestHookHandler;
   security: Array<Record<string, string[]>>;
+  /** Largest single event accepted from upstream (bytes). */
+  maxEventBytes: number;
 }
 
 /**
@@ -63,9 +66,24 @@ export function streamRoutes(app: FastifyInstance, deps: StreamRouteDeps): void 
         const { request_id: requestId } = request.params;
         await assertOwned(deps.jobs, request, requestId);
         const logs = request.query.logs === '1' || request.query.logs === 'true';
+        // Registered before waiting on upstream, so a client that leaves (or a shutdown) while the
+        // stream is opening still closes the upstream side.
         const abort = new AbortController();
-        const opened = await deps.upstream.openStatusStream(requestId, logs, abort.signal);
+        const stopOpening = () => abort.abort();
+        request.raw.once('close', stopOpening);
+        open.add(stopOpening);
+        let opened;
+        try {
+          opened = await deps.upstream.openStatusStream(requestId, logs, abort.signal);
+        } finally {
+          open.delete(stopOpening);
+        }
         if ('response' in opened) return relay(reply, opened.response);
+        const body = opened.stream as AsyncIterable<Buffer> & { destroy?: () => void };
+        if (abort.signal.aborted || request.raw.destroyed) {
+          body.destroy?.();
+          return reply.hijack();
+        }
 
         const base = publicBaseUrl(request, deps.publicBaseUrl);
         const rewriter = new SseRewriter((data) => {
@@ -76,7 +94,7 @@ export function streamRoutes(app: FastifyInstance, deps: StreamRouteDeps): void 
           } catch {
             return data;
           }
-        });
+        }, deps.maxEventBytes);
         reply.hijack();
         const res = reply.raw;
         res.writeHead(200, {
@@ -88,6 +106,8 @@ export function streamRoutes(app: FastifyInstance, deps: StreamRouteDeps): void 
           'x-accel-buffering': 'no',
           'x-request-id': request.id,
           'x-content-type-options': 'nosniff',
+          'content-security-policy': "default-src 'none'; frame-ancestors 'none'",
+          'referrer-policy': 'no-referrer',
           // A stream's connection is not reused: it closes with the stream.
           connection: 'close',
         });
@@ -98,18 +118,18 @@ export function streamRoutes(app: FastifyInstance, deps: StreamRouteDeps): void 
         };
         open.add(stop);
         res.on('close', () => abort.abort());
+        const send = async (text: string) => {
+          // Backpressure: a client that stops reading must not make the gateway buffer without bound.
+          if (text && !res.write(deps.upstream.scrubText(text))) await once(res, 'drain', { signal: abort.signal });
+        };
         try {
-          for await (const chunk of opened.stream) {
-            const out = rewriter.push(chunk);
-            if (out) res.write(deps.upstream.scrubText(out));
-          }
-          const rest = rewriter.flush();
-          if (rest) res.write(deps.upstream.scrubText(rest));
+          for await (const chunk of body) await send(rewriter.push(chunk));
+          await send(rewriter.flush());
         } catch (err) {
           if (!abort.signal.aborted) request.log.warn({ err: (err as Error).message, requestId }, 'upstream status stream failed');
         } finally {
           // Release the upstream connection even when the loop ended early (client gone).
-          (opened.stream as { destroy?: () => void }).destroy?.();
+          body.destroy?.();
           open.delete(stop);
           if (!res.writableEnded) res.end();
         }

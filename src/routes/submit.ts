@@ -80,7 +80,7 @@ export async function submit(deps: SubmitDeps, request: FastifyRequest, input: M
     const body = structuredClone(existing.body);
     if (typeof body.request_id === 'string') rewriteQueueUrls(body, base, body.request_id, { always: true });
     request.log.info({ requestId: body.request_id }, 'idempotent submit replayed');
-    return reply.code(existing.statusCode).header('idempotent-replayed', 'true').type('application/json; charset=utf-8').send(JSON.stringify(body));
+    return reply.code(existing.statusCode).header('idempotent-replayed', 'true').type('application/json; charset=utf-8').send(deps.upstream.scrubText(JSON.stringify(body)));
   }
 
   try {

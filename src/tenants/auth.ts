@@ -54,6 +54,8 @@ export function registerAuth(app: FastifyInstance, options: AuthOptions): void {
     if (presented !== undefined && options.tokens && looksLikeToken(presented)) {
       const tenantId = await options.tokens.verify(presented);
       tenant = tenantId === undefined ? undefined : options.registry().findById(tenantId);
+      // A tenant whose keys were all removed is disabled: its tokens stop working too.
+      if (tenant && tenant.keyDigests.length === 0) tenant = undefined;
       credential = 'token';
     } else if (presented !== undefined) {
       tenant = options.registry().findByKey(presented);

@@ -16,9 +16,14 @@ export const looksLikeToken = (value: string) => /^eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9
 export class TokenIssuer {
   private readonly key: Uint8Array;
 
+  /**
+   * @param audience names this deployment (PUBLIC_BASE_URL), so a deployment sharing the secret
+   * by mistake does not accept another's tokens.
+   */
   constructor(
     secret: string,
     private readonly now: () => number = Date.now,
+    private readonly audience = 'fal-gateway',
   ) {
     this.key = new TextEncoder().encode(secret);
   }
@@ -32,6 +37,7 @@ export class TokenIssuer {
       .setIssuedAt(issuedAt)
       .setExpirationTime(expiresAt)
       .setJti(randomUUID())
+      .setAudience(this.audience)
       .sign(this.key);
     return { token, expiresAt: new Date(expiresAt * 1000) };
   }
@@ -43,6 +49,7 @@ export class TokenIssuer {
         algorithms: ['HS256'],
         currentDate: new Date(this.now()),
         requiredClaims: ['sub', 'exp'],
+        audience: this.audience,
       });
       return payload.scope === 'browser' ? payload.sub : undefined;
     } catch {

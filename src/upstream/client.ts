@@ -10,6 +10,8 @@ export interface UpstreamClientOptions {
   token: string;
   authScheme: 'Key' | 'Bearer';
   dispatcher: Dispatcher;
+  /** Pool for status streams, which hold a connection for a whole job; defaults to `dispatcher`. */
+  streamDispatcher?: Dispatcher;
   maxResponseBytes: number;
   /** Upper bound on one upstream call, body included: a trickling upstream cannot hold a request. */
   requestTimeoutMs: number;
@@ -24,6 +26,8 @@ export interface UpstreamResponse {
   headers: Record<string, string | string[] | undefined>;
   contentType: string | undefined;
   body: Buffer;
+  /** Removes the upstream token from text derived from this answer (e.g. re-serialised JSON). */
+  redact(text: string): string;
 }
 
 type Method = 'GET' | 'POST' | 'PUT';
@@ -78,7 +82,7 @@ export class UpstreamClient {
     this.options.breaker?.before();
     let response: Dispatcher.ResponseData;
     try {
-      response = await this.options.dispatcher.request({
+      response = await (this.options.streamDispatcher ?? this.options.dispatcher).request({
         origin: this.origin,
         path: `${this.basePath}${upstreamPaths.statusStream(requestId)}?logs=${logs ? 1 : 0}`,
         method: 'GET',
@@ -101,6 +105,7 @@ export class UpstreamClient {
           headers: this.scrubHeaders(response.headers),
           contentType: typeof contentType === 'string' ? contentType : undefined,
           body,
+          redact: (text: string) => this.scrubText(text),
         },
       };
     }
@@ -178,6 +183,7 @@ export class UpstreamClient {
       headers: this.scrubHeaders(response.headers),
       contentType: typeof contentType === 'string' ? contentType : undefined,
       body: this.scrub(payload),
+      redact: (text) => this.scrubText(text),
     };
   }
 

@@ -55,12 +55,12 @@ export function relay(
     const body = upstreamErrorBody(response);
     reply.log.warn({ upstreamStatus: statusCode }, 'upstream error');
     if (!body) throw Object.assign(new errors.UpstreamError(statusCode), { statusCode });
-    return reply.code(statusCode).type(JSON_TYPE).send(JSON.stringify(body));
+    return reply.code(statusCode).type(JSON_TYPE).send(response.redact(JSON.stringify(body)));
   }
   if (rewrite && statusCode < 300) {
     const body = parseJsonObject(response);
     rewrite(body);
-    return sendJson(reply, statusCode, body);
+    return sendJson(reply, response, body);
   }
   // Served from the gateway's origin (where the docs page keeps keys), an upstream body must be
   // data, never a page: only JSON passes as it came.
@@ -79,9 +79,10 @@ function isJson(contentType: string | undefined): boolean {
 /** Sends a successful upstream answer whose JSON body the gateway has already parsed and edited. */
 export function sendRewritten(reply: FastifyReply, response: UpstreamResponse, body: Record<string, unknown>): FastifyReply {
   reply.headers(pickRelayedHeaders(response.headers));
-  return sendJson(reply, response.statusCode, body);
+  return sendJson(reply, response, body);
 }
 
-function sendJson(reply: FastifyReply, statusCode: number, body: Record<string, unknown>): FastifyReply {
-  return reply.code(statusCode).type(JSON_TYPE).send(JSON.stringify(body));
+/** Parsing decodes JSON escapes, so the token is scrubbed again from the re-serialised text. */
+function sendJson(reply: FastifyReply, response: UpstreamResponse, body: Record<string, unknown>): FastifyReply {
+  return reply.code(response.statusCode).type(JSON_TYPE).send(response.redact(JSON.stringify(body)));
 }

@@ -7,7 +7,11 @@ export class SseRewriter {
   private pending = '';
   private readonly decoder = new TextDecoder();
 
-  constructor(private readonly rewrite: (data: string) => string) {}
+  constructor(
+    private readonly rewrite: (data: string) => string,
+    /** An upstream that never ends an event must not grow this buffer without bound. */
+    private readonly maxEventBytes = 1024 * 1024,
+  ) {}
 
   /** Feeds bytes; returns the complete events they finish, rewritten. */
   push(chunk: Uint8Array): string {
@@ -18,6 +22,7 @@ export class SseRewriter {
       this.pending = this.pending.slice(end.index + end.length);
       out += this.transform(event) + separator;
     }
+    if (this.pending.length > this.maxEventBytes) throw new Error(`upstream event larger than ${this.maxEventBytes} bytes`);
     return out;
   }
 
@@ -38,6 +43,8 @@ export class SseRewriter {
     const data = lines.filter((l) => l.startsWith('data:')).map((l) => l.slice(5).replace(/^ /, ''));
     if (data.length === 0) return event;
     const others = lines.filter((l) => !l.startsWith('data:'));
-    return [...others, `data: ${this.rewrite(data.join('\n'))}`].join('\n');
+    // Each line of the (rewritten) data is its own data: line, as the format requires.
+    const rewritten = this.rewrite(data.join('\n')).split('\n').map((line) => `data: ${line}`);
+    return [...others, ...rewritten].join('\n');
   }
 }
