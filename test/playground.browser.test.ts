@@ -1,20 +1,19 @@
-import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Script } from 'node:vm';
-import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
+import type { Browser, BrowserContext, Page } from 'playwright-core';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { PLAYGROUND_CSP } from '../src/routes/playground.js';
 import { renderImage } from '../src/simulator/images.js';
 import { SEED_REQUEST, startStack, upstreamCalls, type Stack } from './helpers.js';
+import { chromiumSkipReason, hasChromium, launchChromium } from './support/browser.js';
 
 /**
  * The playground page: served with its own CSP, off in production, and a person's path through
  * it in a real headless Chromium: key, uploaded image, prompt, parameters, live progress,
  * results, cancel, and a clear message for a wrong key.
  */
-const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
-const hasChromium = existsSync(CHROMIUM);
 const ARTIFACTS = new URL('../test-artifacts/', import.meta.url).pathname;
 
 describe('playground over plain HTTP', () => {
@@ -93,7 +92,7 @@ describe('playground over plain HTTP', () => {
   });
 });
 
-describe.skipIf(!hasChromium)(`playground in a browser${hasChromium ? '' : ` (skipped: no Chromium at ${CHROMIUM}; apt-get install chromium)`}`, () => {
+describe.skipIf(!hasChromium)(`playground in a browser${chromiumSkipReason}`, () => {
   let stack: Stack;
   let browser: Browser;
   let context: BrowserContext;
@@ -112,10 +111,7 @@ describe.skipIf(!hasChromium)(`playground in a browser${hasChromium ? '' : ` (sk
     fixture = join(fixtureDir, 'input.png');
     fixturePng = renderImage({ width: 96, height: 64, format: 'png', seed: 7 });
     writeFileSync(fixture, fixturePng);
-    browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'],
-    });
+    browser = await launchChromium();
     mkdirSync(ARTIFACTS, { recursive: true });
   });
   afterEach(async () => {

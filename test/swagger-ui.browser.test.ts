@@ -1,27 +1,23 @@
-import { existsSync, mkdirSync } from 'node:fs';
-import { chromium, type Browser, type Page } from 'playwright-core';
+import { mkdirSync } from 'node:fs';
+import type { Browser, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startStack, type Stack } from './helpers.js';
+import { authorizeSwaggerUi, chromiumSkipReason, hasChromium, launchChromium } from './support/browser.js';
 
 /**
  * A person's path through the docs page: Authorize with a tenant key, then "Try it out" on
  * submit, status (until COMPLETED) and result, in a real headless Chromium.
  */
-const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
-const hasChromium = existsSync(CHROMIUM);
 const ARTIFACTS = new URL('../test-artifacts/', import.meta.url).pathname;
 
-describe.skipIf(!hasChromium)(`Swagger UI in a browser${hasChromium ? '' : ` (skipped: no Chromium at ${CHROMIUM}; apt-get install chromium)`}`, () => {
+describe.skipIf(!hasChromium)(`Swagger UI in a browser${chromiumSkipReason}`, () => {
   let stack: Stack;
   let browser: Browser;
   let page: Page;
 
   beforeAll(async () => {
     stack = await startStack();
-    browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'],
-    });
+    browser = await launchChromium();
     page = await browser.newPage({ viewport: { width: 1300, height: 1600 } });
   });
   afterAll(async () => {
@@ -46,11 +42,7 @@ describe.skipIf(!hasChromium)(`Swagger UI in a browser${hasChromium ? '' : ` (sk
 
   it('authorizes with a tenant key and runs submit, status and result from "Try it out"', { timeout: 90_000 }, async () => {
     await page.goto(`${stack.url}/docs`);
-    await page.locator('.opblock').first().waitFor();
-    await page.locator('button.authorize').first().click();
-    await page.locator('.modal-ux input').first().fill(stack.keys['team-a']!);
-    await page.locator('.modal-ux .auth-btn-wrapper button.authorize').first().click();
-    await page.locator('.modal-ux button.btn-done').first().click();
+    await authorizeSwaggerUi(page, stack.keys['team-a']!);
 
     // The example body is the seed request, so Execute works as it stands.
     const submitted = await execute('Image_to_image-submit');

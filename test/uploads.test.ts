@@ -1,10 +1,9 @@
-import { existsSync } from 'node:fs';
-import { chromium } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { sniffImageType } from '../src/http/multipart.js';
 import { renderImage } from '../src/simulator/images.js';
 import type { RecordedRequest } from '../src/simulator/index.js';
 import { SEED_REQUEST, startStack, upstreamCalls, type Stack } from './helpers.js';
+import { authorizeSwaggerUi, chromiumSkipReason, hasChromium, launchChromium } from './support/browser.js';
 
 /**
  * Uploads: POST /v1/image-to-image (and fal's path) as multipart/form-data, with the input image
@@ -426,20 +425,14 @@ describe('OpenAPI', () => {
   });
 });
 
-const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
-const hasChromium = existsSync(CHROMIUM);
 
-describe.skipIf(!hasChromium)(`Swagger UI${hasChromium ? '' : ` (skipped: no Chromium at ${CHROMIUM})`}`, () => {
+describe.skipIf(!hasChromium)(`Swagger UI${chromiumSkipReason}`, () => {
   it('shows a file picker for multipart/form-data, and "Execute" with a chosen file queues the job', { timeout: 60_000 }, async () => {
-    const browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox', '--disable-gpu', '--no-first-run'] });
+    const browser = await launchChromium();
     try {
       const page = await browser.newPage({ viewport: { width: 1300, height: 1600 } });
       await page.goto(`${stack.url}/docs`);
-      await page.locator('.opblock').first().waitFor();
-      await page.locator('button.authorize').first().click();
-      await page.locator('.modal-ux input').first().fill(stack.keys['team-a']!);
-      await page.locator('.modal-ux .auth-btn-wrapper button.authorize').first().click();
-      await page.locator('.modal-ux button.btn-done').first().click();
+      await authorizeSwaggerUi(page, stack.keys['team-a']!);
 
       const op = page.locator('#operations-Image_to_image-submit');
       await op.locator('.opblock-summary').click();
