@@ -7,6 +7,17 @@ import { ConfigError, configSchema, describeConfig, parseConfig } from '../src/c
 const run = promisify(execFile);
 const required = { UPSTREAM_TOKEN: 'secret-token', TENANTS_FILE: '/etc/tenants.json' };
 
+/** Runs the real entry point with only `env` (and PATH); it is expected to stop at start. */
+function startServer(env: Record<string, string>): Promise<{ code: number; stderr: string }> {
+  return run(process.execPath, ['--import', 'tsx', 'src/server.ts'], {
+    cwd: new URL('..', import.meta.url),
+    env: { PATH: process.env.PATH, ...env },
+  }).then(
+    () => ({ code: 0, stderr: '' }),
+    (err: { code: number; stderr: string }) => err,
+  );
+}
+
 describe('configuration', () => {
   it('applies the documented defaults', () => {
     const config = parseConfig(required);
@@ -90,13 +101,7 @@ describe('configuration', () => {
   });
 
   it('stops the server at start with one line per problem and no stack trace', async () => {
-    const result = await run(process.execPath, ['--import', 'tsx', 'src/server.ts'], {
-      cwd: new URL('..', import.meta.url),
-      env: { PATH: process.env.PATH, PORT: 'x' },
-    }).then(
-      () => ({ code: 0, stderr: '' }),
-      (err: { code: number; stderr: string }) => err,
-    );
+    const result = await startServer({ PORT: 'x' });
     expect(result.code).toBe(1);
     expect(result.stderr).toContain('PORT: must be an integer');
     expect(result.stderr).toContain('UPSTREAM_TOKEN: is required');
@@ -104,13 +109,7 @@ describe('configuration', () => {
   });
 
   it('stops the server at start when the tenants file is missing', async () => {
-    const result = await run(process.execPath, ['--import', 'tsx', 'src/server.ts'], {
-      cwd: new URL('..', import.meta.url),
-      env: { PATH: process.env.PATH, UPSTREAM_TOKEN: 'x', TENANTS_FILE: '/nonexistent/tenants.json' },
-    }).then(
-      () => ({ code: 0, stderr: '' }),
-      (err: { code: number; stderr: string }) => err,
-    );
+    const result = await startServer({ UPSTREAM_TOKEN: 'x', TENANTS_FILE: '/nonexistent/tenants.json' });
     expect(result.code).toBe(1);
     expect(result.stderr).toContain('Invalid tenants file /nonexistent/tenants.json');
     expect(result.stderr).toContain('cannot be read: ENOENT');

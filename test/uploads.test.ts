@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { FalValidationEntry } from '../src/errors.js';
 import { sniffImageType } from '../src/http/multipart.js';
 import { renderImage } from '../src/simulator/images.js';
 import type { RecordedRequest } from '../src/simulator/index.js';
@@ -36,11 +37,7 @@ const SEED_PARTS: Record<string, string> = Object.fromEntries(Object.entries(SEE
 
 const dataUri = (type: string, bytes: Buffer) => `data:image/${type};base64,${bytes.toString('base64')}`;
 
-interface Entry {
-  loc: Array<string | number>;
-  msg: string;
-  type: string;
-}
+type Entry = FalValidationEntry;
 
 interface Answer {
   status: number;

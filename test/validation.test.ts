@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { FalValidationEntry } from '../src/errors.js';
 import type { RecordedRequest } from '../src/simulator/index.js';
 import { json, SEED_REQUEST, startStack, upstreamCalls, type Stack } from './helpers.js';
 
@@ -14,11 +15,7 @@ const UPSTREAM_SUBMIT = '/fal-ai/flux-lora/image-to-image';
 
 type Body = Record<string, unknown>;
 
-interface Entry {
-  loc: Array<string | number>;
-  msg: string;
-  type: string;
-}
+type Entry = FalValidationEntry;
 
 interface Answer {
   status: number;
