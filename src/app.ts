@@ -48,6 +48,10 @@ export const REDACTED_LOG_PATHS = [
   'config.UPSTREAM_TOKEN',
   'TOKEN_SECRET',
   'config.TOKEN_SECRET',
+  'METRICS_TOKEN',
+  'config.METRICS_TOKEN',
+  'ADMIN_TOKEN',
+  'config.ADMIN_TOKEN',
 ];
 
 export interface AppOptions {
@@ -66,6 +70,13 @@ export interface AppOptions {
 export interface GatewayApp extends FastifyInstance {
   /** Marks the app as draining: /readyz answers 503 so load balancers stop sending traffic. */
   startDraining(): void;
+  /** The tenants in force now. */
+  tenants(): TenantRegistry;
+  /**
+   * Replaces every tenant at once (keys, limits, quotas, origins). Requests already past
+   * authentication finish with the tenant they started with; the next one sees the new registry.
+   */
+  replaceTenants(next: readonly Tenant[] | TenantRegistry): void;
 }
 
 const CLIENT_REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
@@ -111,7 +122,11 @@ export async function buildApp(options: AppOptions): Promise<GatewayApp> {
     draining = true;
   });
 
-  const registry = options.tenants instanceof TenantRegistry ? options.tenants : new TenantRegistry(options.tenants);
+  let registry = options.tenants instanceof TenantRegistry ? options.tenants : new TenantRegistry(options.tenants);
+  app.decorate('tenants', () => registry);
+  app.decorate('replaceTenants', (next: readonly Tenant[] | TenantRegistry) => {
+    registry = next instanceof TenantRegistry ? next : new TenantRegistry(next);
+  });
   const tokens = config.TOKEN_SECRET ? new TokenIssuer(config.TOKEN_SECRET, Date.now, config.PUBLIC_BASE_URL ?? 'fal-gateway') : undefined;
   const ownDispatcher = options.dispatcher
     ? undefined

@@ -154,6 +154,38 @@ const schema = z.object({
     .min(32, { error: 'must be at least 32 characters (e.g. openssl rand -base64 48)' })
     .optional()
     .describe('Secret that signs short-lived browser tokens (POST /v1/tokens). Unset: tokens are disabled. Never logged.'),
+  STATUS_CACHE_MS: int(0, 60_000)
+    .default(300)
+    .describe('How long a non-terminal status (IN_QUEUE, IN_PROGRESS) is served from memory before asking upstream again (ms); concurrent reads of one job always share one upstream call. 0: no cache.'),
+  RESULT_CACHE_TTL_SECONDS: int(0, 30 * 86_400)
+    .default(86_400)
+    .describe('How long a COMPLETED status and a fetched result are kept (memory, or Redis with REDIS_URL), so repeated reads never go upstream and results outlive fal\'s retention (seconds). 0: not kept.'),
+  RESULT_CACHE_MAX_ITEM_BYTES: int(1024, 64 * 1024 * 1024)
+    .default(1024 * 1024)
+    .describe('Largest result body kept in the result cache (bytes); larger results are always read from upstream.'),
+  RESULT_CACHE_MAX_BYTES: int(1024 * 1024, 64 * 1024 ** 3)
+    .default(256 * 1024 * 1024)
+    .describe('Memory the in-process result cache may use (bytes); the oldest results are dropped first. Unused with REDIS_URL.'),
+  METRICS_ENABLED: boolean.default(true).describe('Serve Prometheus metrics at GET /metrics.'),
+  METRICS_TOKEN: z
+    .string()
+    .min(16, { error: 'must be at least 16 characters' })
+    .optional()
+    .describe('When set, GET /metrics requires `Authorization: Bearer <METRICS_TOKEN>`. Unset: /metrics is open (keep it off the public network). Never logged.'),
+  ADMIN_TOKEN: z
+    .string()
+    .min(32, { error: 'must be at least 32 characters (e.g. openssl rand -base64 48)' })
+    .optional()
+    .describe('Bearer token of the operators: GET /v1/usage with it sees every tenant. Unset: no admin access. Never logged.'),
+  USAGE_RETENTION_DAYS: int(1, 3_660)
+    .default(400)
+    .describe('How long per-tenant daily usage is kept (days).'),
+  STALE_JOB_CHECK_MS: int(0, 3_600_000)
+    .default(30_000)
+    .describe('How often the gateway checks, itself, jobs holding a concurrency slot that no client has polled lately, so finished jobs free their slot (ms). 0: never.'),
+  TENANTS_WATCH: boolean
+    .default(true)
+    .describe('Reload the tenants file when it changes on disk (it is always reloaded on SIGHUP).'),
   DOCS_ENABLED: boolean.default(true).describe('Serve Swagger UI at /docs and the document at /openapi.json.'),
   PLAYGROUND_ENABLED: boolean
     .optional()

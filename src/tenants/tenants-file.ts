@@ -33,7 +33,23 @@ const policy = z.strictObject({
   timeWindow,
 });
 
-const limits = z.strictObject({ submit: policy.optional(), read: policy.optional() });
+const quota = z
+  .strictObject({
+    imagesPerDay: z.int().min(0).optional().describe('Images (num_images) a tenant may request per UTC day.'),
+    imagesPerMonth: z.int().min(0).optional().describe('Images (num_images) a tenant may request per UTC calendar month.'),
+  })
+  .describe('Spending caps; a submit reserves its num_images, a cancel or an upstream 5xx gives them back.');
+
+const limits = z.strictObject({
+  submit: policy.optional(),
+  read: policy.optional(),
+  quota: quota.optional(),
+  maxConcurrentJobs: z
+    .int()
+    .min(1)
+    .optional()
+    .describe('Jobs a tenant may have queued or running at once; a slot is freed when the gateway sees the job end.'),
+});
 
 export const DEFAULT_LIMITS = {
   submit: { max: 60, timeWindowMs: 60_000 },
@@ -85,11 +101,23 @@ export interface RateLimitPolicy {
   timeWindowMs: number;
 }
 
+export interface Quota {
+  imagesPerDay?: number;
+  imagesPerMonth?: number;
+}
+
 export interface Tenant {
   id: string;
   name?: string;
   keyDigests: string[];
-  limits: { submit: RateLimitPolicy; read: RateLimitPolicy };
+  limits: {
+    submit: RateLimitPolicy;
+    read: RateLimitPolicy;
+    /** Images per UTC day / month; undefined: no cap. */
+    quota?: Quota;
+    /** Jobs queued or running at once; undefined: no cap. */
+    maxConcurrentJobs?: number;
+  };
   /** Hosts the model may fetch inputs from; undefined: any. */
   imageHosts?: string[];
   /** Browser origins allowed to call for this tenant (CORS); undefined: none. */
@@ -117,17 +145,34 @@ export function parseTenants(json: unknown, file = '(inline)'): Tenant[] {
     submit: toPolicy(result.data.defaults?.limits?.submit, DEFAULT_LIMITS.submit),
     read: toPolicy(result.data.defaults?.limits?.read, DEFAULT_LIMITS.read),
   };
-  return result.data.tenants.map((t) => ({
-    id: t.id,
-    ...(t.name !== undefined ? { name: t.name } : {}),
-    keyDigests: t.keys.map((k) => k.toLowerCase()),
-    ...(t.imageHosts ? { imageHosts: t.imageHosts.map((h) => h.toLowerCase()) } : {}),
-    ...(t.allowedOrigins ? { allowedOrigins: t.allowedOrigins } : {}),
-    limits: {
-      submit: toPolicy(t.limits?.submit, defaults.submit),
-      read: toPolicy(t.limits?.read, defaults.read),
-    },
-  }));
+  const defaultQuota = result.data.defaults?.limits?.quota;
+  const defaultConcurrency = result.data.defaults?.limits?.maxConcurrentJobs;
+  return result.data.tenants.map((t) => {
+    const quota = pickQuota(t.limits?.quota ?? defaultQuota);
+    const maxConcurrentJobs = t.limits?.maxConcurrentJobs ?? defaultConcurrency;
+    return {
+      id: t.id,
+      ...(t.name !== undefined ? { name: t.name } : {}),
+      keyDigests: t.keys.map((k) => k.toLowerCase()),
+      ...(t.imageHosts ? { imageHosts: t.imageHosts.map((h) => h.toLowerCase()) } : {}),
+      ...(t.allowedOrigins ? { allowedOrigins: t.allowedOrigins } : {}),
+      limits: {
+        submit: toPolicy(t.limits?.submit, defaults.submit),
+        read: toPolicy(t.limits?.read, defaults.read),
+        ...(quota ? { quota } : {}),
+        ...(maxConcurrentJobs !== undefined ? { maxConcurrentJobs } : {}),
+      },
+    };
+  });
+}
+
+/** A quota with at least one cap, without undefined members; undefined when it caps nothing. */
+function pickQuota(q: z.infer<typeof quota> | undefined): Quota | undefined {
+  if (!q || (q.imagesPerDay === undefined && q.imagesPerMonth === undefined)) return undefined;
+  return {
+    ...(q.imagesPerDay !== undefined ? { imagesPerDay: q.imagesPerDay } : {}),
+    ...(q.imagesPerMonth !== undefined ? { imagesPerMonth: q.imagesPerMonth } : {}),
+  };
 }
 
 export async function loadTenantsFile(file: string): Promise<Tenant[]> {
