@@ -8,15 +8,24 @@ import { registerErrorHandling } from './http/error-handler.js';
 import { proxyRewrite, TARGET_HEADER } from './http/fal-proxy.js';
 import { errors } from './errors.js';
 import { validatorCompiler } from './http/validation.js';
+import type { AccountingStore } from './accounting/accounting-store.js';
+import { MemoryAccountingStore } from './accounting/memory-accounting-store.js';
+import { RedisAccountingStore } from './accounting/redis-accounting-store.js';
+import { MemoryAnswerCache, RedisAnswerCache } from './jobs/answer-cache.js';
+import { JobReads } from './jobs/job-reads.js';
 import type { JobStore } from './jobs/job-store.js';
+import { JobLifecycle } from './jobs/lifecycle.js';
 import { MemoryJobStore } from './jobs/memory-job-store.js';
 import { RedisJobStore } from './jobs/redis-job-store.js';
+import { GatewayMetrics, UNMATCHED_ROUTE } from './metrics.js';
 import { closeRedis, createRedis, redactUrl, waitForRedis } from './redis.js';
 import { registerDocsUi, registerOpenApi } from './routes/docs.js';
 import { healthRoutes } from './routes/health.js';
+import { METRICS_PATH, metricsRoutes } from './routes/metrics.js';
 import { queueRoutes, SECURITY } from './routes/queue.js';
 import { streamRoutes } from './routes/stream.js';
 import { tokenRoutes } from './routes/tokens.js';
+import { usageRoutes } from './routes/usage.js';
 import { TokenIssuer } from './tenants/tokens.js';
 import { registerPreflight } from './http/cors.js';
 import { APP_ID } from './model.js';
@@ -24,6 +33,7 @@ import { playgroundRoutes } from './routes/playground.js';
 import { registerMultipartSubmit } from './http/multipart.js';
 import { registerAuth } from './tenants/auth.js';
 import { createPolicyLimiter } from './tenants/rate-limits.js';
+import { writeRateLimitFields } from './tenants/ratelimit-fields.js';
 import { TenantRegistry } from './tenants/registry.js';
 import type { Tenant } from './tenants/tenants-file.js';
 import { CircuitBreaker } from './upstream/circuit-breaker.js';
@@ -77,6 +87,8 @@ export interface GatewayApp extends FastifyInstance {
    * authentication finish with the tenant they started with; the next one sees the new registry.
    */
   replaceTenants(next: readonly Tenant[] | TenantRegistry): void;
+  /** Resolves when the gateway's background work (accounting finished jobs, keeping their results) is done. */
+  whenIdle(): Promise<void>;
 }
 
 const CLIENT_REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
@@ -116,6 +128,10 @@ export async function buildApp(options: AppOptions): Promise<GatewayApp> {
     routerOptions: { ignoreTrailingSlash: true },
     rewriteUrl: proxyRewrite(config.FAL_PROXY_PATH),
   }) as unknown as GatewayApp;
+
+  // Always present (other modules record into it); served at /metrics only when enabled.
+  const metrics = new GatewayMetrics({ defaultMetrics: config.METRICS_ENABLED, version: VERSION });
+  app.decorate('metrics', metrics);
 
   let draining = false;
   app.decorate('startDraining', () => {
@@ -157,10 +173,14 @@ export async function buildApp(options: AppOptions): Promise<GatewayApp> {
     breaker: new CircuitBreaker({
       threshold: config.CIRCUIT_BREAKER_THRESHOLD,
       cooldownMs: config.CIRCUIT_BREAKER_COOLDOWN_MS,
-      onStateChange: (state) => app.log[state === 'closed' ? 'info' : 'warn']({ circuit: state }, `upstream circuit ${state}`),
+      onStateChange: (state) => {
+        metrics.circuitState(state);
+        app.log[state === 'closed' ? 'info' : 'warn']({ circuit: state }, `upstream circuit ${state}`);
+      },
     }),
     userAgent: `fal-gateway/${VERSION}`,
     onRetry: (info) => app.log.warn(info, 'retrying upstream read'),
+    onCall: (info) => metrics.upstreamCall(info.operation, info.outcome, info.seconds),
   });
   const redis = config.REDIS_URL
     ? createRedis({ url: config.REDIS_URL, keyPrefix: config.REDIS_KEY_PREFIX, commandTimeoutMs: config.REDIS_COMMAND_TIMEOUT_MS }, app.log)
@@ -174,6 +194,36 @@ export async function buildApp(options: AppOptions): Promise<GatewayApp> {
           maxEntries: config.JOB_STORE_MAX_ENTRIES,
           onEvict: (count) => app.log.warn({ count }, 'job store full: forgot the oldest jobs before their TTL; raise JOB_STORE_MAX_ENTRIES'),
         }));
+  const accounting: AccountingStore = redis
+    ? new RedisAccountingStore(redis, { retentionDays: config.USAGE_RETENTION_DAYS })
+    : new MemoryAccountingStore({ retentionDays: config.USAGE_RETENTION_DAYS });
+  const resultTtlMs = config.RESULT_CACHE_TTL_SECONDS * 1000;
+  const reads = new JobReads({
+    upstream,
+    cache: redis
+      ? new RedisAnswerCache(redis, resultTtlMs)
+      : new MemoryAnswerCache({ ttlMs: resultTtlMs, maxBytes: config.RESULT_CACHE_MAX_BYTES }),
+    statusTtlMs: config.STATUS_CACHE_MS,
+    maxResultBytes: config.RESULT_CACHE_MAX_ITEM_BYTES,
+    onStatus: (requestId, status) => lifecycle.observe(requestId, status),
+    onLookup: (kind, outcome) => metrics.cache(kind, outcome),
+    onCacheError: (operation, err) => {
+      metrics.storeError('cache', operation);
+      app.log.warn({ err: (err as Error).message, operation }, 'answer cache unavailable: reading upstream');
+    },
+  });
+  const lifecycle: JobLifecycle = new JobLifecycle({
+    jobs,
+    accounting,
+    reads,
+    log: app.log,
+    metrics,
+    warmResults: resultTtlMs > 0,
+    staleCheckMs: config.STALE_JOB_CHECK_MS,
+    pendingSlotMaxMs: config.UPSTREAM_REQUEST_TIMEOUT_MS + 60_000,
+  });
+  app.addHook('onReady', async () => lifecycle.start());
+  app.decorate('whenIdle', () => lifecycle.idle());
   if (redis && !(await waitForRedis(redis, 2_000))) {
     app.log.warn({ redis: redactUrl(config.REDIS_URL!) }, 'redis not reachable yet: not ready until it is; reconnecting in the background');
   }
@@ -201,11 +251,17 @@ export async function buildApp(options: AppOptions): Promise<GatewayApp> {
     // API answers are data, never a page: nothing may load or frame them. The docs page sets its own.
     reply.header('content-security-policy', "default-src 'none'; frame-ancestors 'none'");
     reply.header('referrer-policy', 'no-referrer');
+    writeRateLimitFields(request, reply);
     // While draining, every response closes its connection so clients reconnect elsewhere
     // instead of reusing a socket that is about to go away.
     if (draining) reply.header('connection', 'close');
   });
   app.addHook('onResponse', async (request, reply) => {
+    // Labels stay bounded: the route pattern (never the raw URL) and the tenant id. Scrapes are not counted.
+    const route = request.routeOptions.url ?? UNMATCHED_ROUTE;
+    if (route !== METRICS_PATH) {
+      metrics.httpRequest(route, request.method, reply.statusCode, request.tenant?.id, reply.elapsedTime / 1000);
+    }
     const clientRequestId = request.headers['x-request-id'];
     request.log.info(
       {
@@ -219,6 +275,9 @@ export async function buildApp(options: AppOptions): Promise<GatewayApp> {
     );
   });
   app.addHook('onClose', async () => {
+    lifecycle.stop();
+    await lifecycle.idle();
+    await accounting.close();
     await jobs.close();
     if (redis) await closeRedis(redis);
     await ownDispatcher?.close();
@@ -230,6 +289,7 @@ export async function buildApp(options: AppOptions): Promise<GatewayApp> {
   await app.register(rateLimit, { global: false, ...(redis ? { redis, nameSpace: 'rl:' } : {}) });
 
   healthRoutes(app, { jobs, isShuttingDown: () => draining });
+  if (config.METRICS_ENABLED) metricsRoutes(app, { metrics, token: config.METRICS_TOKEN });
   registerPreflight(app, ['/v1/*', `/${APP_ID}/*`, config.FAL_PROXY_PATH], () => registry, config.PUBLIC_BASE_URL);
   await app.register(async (tenantScope) => {
     registerAuth(tenantScope, { registry: () => registry, tokens, publicBaseUrl: config.PUBLIC_BASE_URL });
@@ -255,6 +315,8 @@ export async function buildApp(options: AppOptions): Promise<GatewayApp> {
       readLimit,
       security: SECURITY,
       maxEventBytes: config.UPSTREAM_MAX_RESPONSE_BYTES,
+      onStatus: (requestId, status) => lifecycle.observe(requestId, status),
+      metrics,
     });
     queueRoutes(tenantScope, {
       upstream,
@@ -263,11 +325,22 @@ export async function buildApp(options: AppOptions): Promise<GatewayApp> {
       inputPolicy: { maxDataUriBytes: config.IMAGE_DATA_URI_MAX_BYTES },
       idempotencyTtlMs: config.IDEMPOTENCY_TTL_SECONDS * 1000,
       idempotencyPendingMs: config.UPSTREAM_REQUEST_TIMEOUT_MS + 30_000,
+      accounting,
+      lifecycle,
+      reads,
+      metrics,
       limits: {
         submit: createPolicyLimiter(tenantScope, 'submit', config.RATE_LIMIT_ON_STORE_ERROR),
         read: readLimit,
       },
     });
+  });
+  await usageRoutes(app, {
+    accounting,
+    auth: { registry: () => registry, tokens, publicBaseUrl: config.PUBLIC_BASE_URL },
+    readLimit: createPolicyLimiter(app, 'read', config.RATE_LIMIT_ON_STORE_ERROR),
+    adminToken: config.ADMIN_TOKEN,
+    security: SECURITY,
   });
   if (config.DOCS_ENABLED) await registerDocsUi(app);
   if (config.PLAYGROUND_ENABLED ?? config.NODE_ENV !== 'production') await app.register(playgroundRoutes);

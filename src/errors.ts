@@ -14,6 +14,7 @@ export const errors = {
     401,
     'A valid API key is required: send "Authorization: Bearer <key>", "Authorization: Key <key>" or "x-api-key: <key>"',
   ),
+  MetricsUnauthorized: define('UNAUTHORIZED', 401, 'GET /metrics requires "Authorization: Bearer <METRICS_TOKEN>"'),
   RequestNotFound: define('REQUEST_NOT_FOUND', 404, 'Request not found'),
   OriginNotAllowed: define(
     'ORIGIN_NOT_ALLOWED',
@@ -24,6 +25,16 @@ export const errors = {
   TokensDisabled: define('TOKENS_DISABLED', 501, 'Browser tokens are not enabled on this gateway: the operator must set TOKEN_SECRET'),
   RouteNotFound: define('ROUTE_NOT_FOUND', 404, 'Route %s %s not found; see /docs for the available routes'),
   RateLimited: define('RATE_LIMITED', 429, 'Rate limit exceeded for %s requests (%s). Retry in %s.'),
+  QuotaExceeded: define(
+    'QUOTA_EXCEEDED',
+    429,
+    'Image quota exhausted: %s images per %s, and this submit would go over it. It resets at %s (see Retry-After).',
+  ),
+  ConcurrencyExceeded: define(
+    'CONCURRENCY_EXCEEDED',
+    429,
+    'Too many jobs in flight: %s of %s allowed are queued or running. Submit again when one has finished (see Retry-After).',
+  ),
   ProxyTargetNotAllowed: define(
     'PROXY_TARGET_NOT_ALLOWED',
     400,

@@ -1,18 +1,20 @@
 import closeWithGrace from 'close-with-grace';
 import { buildApp } from './app.js';
 import { ConfigError, parseConfig } from './config.js';
-import { loadTenantsFile, TenantsFileError } from './tenants/tenants-file.js';
+import { attachTenantsReloader, readTenantsSnapshot } from './tenants/reload.js';
+import { TenantsFileError } from './tenants/tenants-file.js';
 
 /**
  * The only entry point that listens. Configuration problems end start-up with one line per
- * problem and exit code 1, never a stack trace.
+ * problem and exit code 1, never a stack trace. SIGHUP reloads the tenants file (so does a change
+ * to it with TENANTS_WATCH); SIGTERM and SIGINT shut down gracefully.
  */
 async function main(): Promise<void> {
   let config;
-  let tenants;
+  let snapshot;
   try {
     config = parseConfig(process.env);
-    tenants = await loadTenantsFile(config.TENANTS_FILE);
+    snapshot = await readTenantsSnapshot(config.TENANTS_FILE);
   } catch (err) {
     if (err instanceof ConfigError || err instanceof TenantsFileError) {
       process.stderr.write(`fal-gateway: ${err.message}\n`);
@@ -21,13 +23,17 @@ async function main(): Promise<void> {
     throw err;
   }
 
+  const { tenants } = snapshot;
   const app = await buildApp({ config, tenants });
+  const reloader = attachTenantsReloader(app, { file: config.TENANTS_FILE, watch: config.TENANTS_WATCH, appliedDigest: snapshot.digest });
+  process.on('SIGHUP', () => void reloader.reload('signal'));
   if (tenants.length === 0) app.log.warn({ file: config.TENANTS_FILE }, 'the tenants file lists no tenant: every call will be 401');
   if (!config.PUBLIC_BASE_URL && config.NODE_ENV === 'production') {
     app.log.warn('PUBLIC_BASE_URL is not set: rewritten queue URLs take their origin from each request\'s Host header; set it in production');
   }
 
-  closeWithGrace({ delay: config.SHUTDOWN_GRACE_MS }, async ({ signal, err }) => {
+  // SIGHUP reloads the tenants file: it must not also start a shutdown.
+  closeWithGrace({ delay: config.SHUTDOWN_GRACE_MS, skip: ['SIGHUP'] }, async ({ signal, err }) => {
     if (err) app.log.error({ err }, 'shutting down after an error');
     else app.log.info({ signal }, 'shutting down: finishing in-flight requests');
     app.startDraining();
@@ -40,6 +46,10 @@ async function main(): Promise<void> {
   app.log.info(
     { tenants: tenants.length, upstream: config.UPSTREAM_BASE_URL, docs: config.DOCS_ENABLED ? '/docs' : 'off' },
     'fal gateway ready',
+  );
+  app.log.info(
+    { file: config.TENANTS_FILE, watch: config.TENANTS_WATCH },
+    config.TENANTS_WATCH ? 'tenants file reloads when it changes and on SIGHUP' : 'tenants file reloads on SIGHUP',
   );
 }
 

@@ -26,6 +26,7 @@ describe('authentication and tenant isolation', () => {
   ];
 
   it.each(unauthenticated)('401s %s on every tenant route without calling upstream', async (_name, headers) => {
+    await stack.app.whenIdle();
     const before = upstreamCalls(stack).length;
     const id = jobOfA.request_id;
     const calls: Array<[string, string, string?]> = [
@@ -44,6 +45,7 @@ describe('authentication and tenant isolation', () => {
       expect(payload.error_type).toBe('unauthorized');
       expect(payload.detail).toContain('Authorization: Bearer <key>');
     }
+    await stack.app.whenIdle();
     expect(upstreamCalls(stack).length).toBe(before);
   });
 
@@ -53,6 +55,7 @@ describe('authentication and tenant isolation', () => {
   });
 
   it("hides another tenant's job: status, result and cancel are 404 without an upstream call", async () => {
+    await stack.app.whenIdle();
     const before = upstreamCalls(stack).length;
     for (const [method, url] of [
       ['GET', jobOfA.status_url],
@@ -64,6 +67,7 @@ describe('authentication and tenant isolation', () => {
       expect(res.status, `${method} ${url}`).toBe(404);
       expect(await res.json()).toEqual({ detail: 'Request not found', error_type: 'request_not_found' });
     }
+    await stack.app.whenIdle();
     expect(upstreamCalls(stack).length).toBe(before);
     // The owner still sees it, and the other tenant's failed cancel did nothing.
     const own = await fetch(jobOfA.status_url, { headers: stack.bearer('team-a') });
@@ -72,10 +76,12 @@ describe('authentication and tenant isolation', () => {
   });
 
   it('answers an unknown request id exactly like a foreign one', async () => {
+    await stack.app.whenIdle();
     const before = upstreamCalls(stack).length;
     const res = await fetch(`${stack.url}/v1/requests/00000000-0000-4000-8000-000000000000/status`, { headers: stack.bearer('team-a') });
     expect(res.status).toBe(404);
     expect(await res.json()).toEqual({ detail: 'Request not found', error_type: 'request_not_found' });
+    await stack.app.whenIdle();
     expect(upstreamCalls(stack).length).toBe(before);
   });
 

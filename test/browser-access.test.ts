@@ -46,6 +46,8 @@ describe('browser access: CORS per tenant and short-lived tokens', () => {
     expect(allowed.headers.get('access-control-allow-origin')).toBe(APP);
     expect(allowed.headers.get('access-control-expose-headers')).toContain('x-request-id');
 
+    await stack.app.whenIdle();
+
     const before = upstreamCalls(stack).length;
     for (const [tenant, origin] of [
       ['team-a', 'https://evil.example'],
@@ -56,6 +58,7 @@ describe('browser access: CORS per tenant and short-lived tokens', () => {
       expect(res.headers.get('access-control-allow-origin')).toBeNull();
       expect(((await res.json()) as { error_type: string }).error_type).toBe('origin_not_allowed');
     }
+    await stack.app.whenIdle();
     expect(upstreamCalls(stack).length).toBe(before);
   });
 

@@ -74,8 +74,10 @@ describe('@fal-ai/client through the gateway', () => {
   });
 
   it('validates proxied input like any other: 422 before anything is queued', async () => {
+    await stack.app.whenIdle();
     const before = upstreamCalls(stack).length;
     await expect(client('team-a').queue.submit(MODEL_ID, { input: { ...SEED_REQUEST, strength: 3 } })).rejects.toMatchObject({ status: 422 });
+    await stack.app.whenIdle();
     expect(upstreamCalls(stack).length).toBe(before);
   });
 
@@ -91,6 +93,7 @@ describe('@fal-ai/client through the gateway', () => {
     const proxy = `${stack.url}/api/fal/proxy`;
     const anonymous = await fetch(proxy, { method: 'POST', headers: { 'x-fal-target-url': `https://queue.fal.run/${MODEL_ID}`, 'content-type': 'application/json' }, body: JSON.stringify(SEED_REQUEST) });
     expect(anonymous.status).toBe(401);
+    await stack.app.whenIdle();
     const before = upstreamCalls(stack).length;
     for (const [method, target] of [
       ['POST', 'https://queue.fal.run/fal-ai/flux-pro/v1.1'],
@@ -113,6 +116,7 @@ describe('@fal-ai/client through the gateway', () => {
       expect(res.status, `${method} ${target}`).toBe(400);
       expect(((await res.json()) as { error_type: string }).error_type).toBe('proxy_target_not_allowed');
     }
+    await stack.app.whenIdle();
     expect(upstreamCalls(stack).length).toBe(before);
   });
 

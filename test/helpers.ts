@@ -3,7 +3,7 @@ import { parseConfig } from '../src/config.js';
 import { newKey } from '../src/cli/key.js';
 import { startSimulator, type Simulator, type SimulatorOptions } from '../src/simulator/index.js';
 import { digestKey } from '../src/tenants/registry.js';
-import type { RateLimitPolicy, Tenant } from '../src/tenants/tenants-file.js';
+import type { Quota, RateLimitPolicy, Tenant } from '../src/tenants/tenants-file.js';
 
 export { SEED_REQUEST } from '../src/model.js';
 
@@ -16,6 +16,8 @@ export interface TenantSpec {
   read?: RateLimitPolicy;
   imageHosts?: string[];
   allowedOrigins?: string[];
+  quota?: Quota;
+  maxConcurrentJobs?: number;
 }
 
 export interface Stack {
@@ -54,7 +56,12 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
     return {
       id: spec.id,
       keyDigests: [digestKey(keys[spec.id]!)],
-      limits: { submit: spec.submit ?? GENEROUS, read: spec.read ?? GENEROUS },
+      limits: {
+        submit: spec.submit ?? GENEROUS,
+        read: spec.read ?? GENEROUS,
+        ...(spec.quota ? { quota: spec.quota } : {}),
+        ...(spec.maxConcurrentJobs !== undefined ? { maxConcurrentJobs: spec.maxConcurrentJobs } : {}),
+      },
       ...(spec.imageHosts ? { imageHosts: spec.imageHosts } : {}),
       ...(spec.allowedOrigins ? { allowedOrigins: spec.allowedOrigins } : {}),
     };

@@ -14,7 +14,8 @@ describe('queue flow end to end', () => {
   const finishJobs = () => clock.advance(10_000);
 
   beforeAll(async () => {
-    stack = await startStack({ sim: { urlBase: 'https://queue.fal.run', now: clock.now } });
+    // The upstream's clock is driven by hand, so each poll must reach it: no status reuse here.
+    stack = await startStack({ sim: { urlBase: 'https://queue.fal.run', now: clock.now }, env: { STATUS_CACHE_MS: '0' } });
   });
   afterAll(() => stack.close());
 

@@ -27,6 +27,8 @@ describe('per-tenant rate limits', () => {
     }
     expect(statuses).toEqual([200, 200, 200]);
 
+    await stack.app.whenIdle();
+
     const before = upstreamCalls(stack).length;
     const limited = await submit(stack, 'team-a');
     expect(limited.status).toBe(429);
@@ -36,6 +38,7 @@ describe('per-tenant rate limits', () => {
     const body = (await limited.json()) as { detail: string; error_type: string };
     expect(body.error_type).toBe('rate_limited');
     expect(body.detail).toMatch(/submit requests \(3 per 1 minute\)/);
+    await stack.app.whenIdle();
     expect(upstreamCalls(stack).length).toBe(before);
 
     // team-b's budget is its own.

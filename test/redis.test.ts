@@ -95,7 +95,7 @@ describe.skipIf(!redisAvailable)(`two replicas sharing one Redis${skipReason}`, 
       const ttl = await client.pttl(job);
       expect(ttl).toBeGreaterThan(86_000_000);
       expect(ttl).toBeLessThanOrEqual(86_400_000);
-      expect(await client.get(job)).toMatch(/^team-[ab]$/);
+      expect(await client.hget(job, 't')).toMatch(/^team-[ab]$/);
     } finally {
       await client.quit();
     }

@@ -47,6 +47,9 @@ describe('secrets never leave the gateway', () => {
       UPSTREAM_READ_RETRIES: '1',
       CIRCUIT_BREAKER_THRESHOLD: '3',
       CIRCUIT_BREAKER_COOLDOWN_MS: '60000',
+      // Upstream failures are played on reads of one job: every read must reach the upstream.
+      STATUS_CACHE_MS: '0',
+      RESULT_CACHE_TTL_SECONDS: '0',
     });
     app = await buildApp({
       config,

@@ -14,9 +14,15 @@ class BreakableStore implements JobStore {
   available() {
     return true;
   }
-  async record(id: string, tenant: string) {
+  async record(id: string, tenant: string, images?: number) {
     if (this.broken.record) throw new Error('store down');
-    return this.inner.record(id, tenant);
+    return this.inner.record(id, tenant, images);
+  }
+  job(id: string) {
+    return this.inner.job(id);
+  }
+  mark(...args: Parameters<JobStore['mark']>) {
+    return this.inner.mark(...args);
   }
   async ownerOf(id: string) {
     if (this.broken.ownerOf) throw new Error('store down');
@@ -68,12 +74,14 @@ describe('when the job store fails', () => {
     const ok = await fetch(`${stack.url}/v1/image-to-image`, { method: 'POST', headers: { ...json, ...stack.bearer('team-a') }, body: JSON.stringify(SEED_REQUEST) });
     const { status_url } = (await ok.json()) as { status_url: string };
     store.broken.ownerOf = true;
+    await stack.app.whenIdle();
     const before = upstreamCalls(stack).length;
     for (const tenant of ['team-a', 'team-b']) {
       const res = await fetch(status_url, { headers: stack.bearer(tenant) });
       expect(res.status).toBe(503);
       expect(((await res.json()) as { error_type: string }).error_type).toBe('store_unavailable');
     }
+    await stack.app.whenIdle();
     expect(upstreamCalls(stack).length).toBe(before);
     store.broken.ownerOf = false;
     expect((await fetch(status_url, { headers: stack.bearer('team-a') })).status).toBeLessThan(300);

@@ -64,6 +64,7 @@ function form(fields: Record<string, string>, ...files: FileSpec[]): FormData {
 }
 
 async function post(stack: Stack, body: FormData | string, options: { path?: string; headers?: Record<string, string> } = {}): Promise<Answer> {
+  await stack.app.whenIdle();
   const before = upstreamCalls(stack).length;
   const res = await fetch(`${stack.url}${options.path ?? SUBMIT}`, {
     method: 'POST',
@@ -339,6 +340,7 @@ describe('multipart submit: rejected, nothing sent upstream', () => {
   });
 
   it('without a key: 401 before any part is read (the body need not even finish), nothing upstream', async () => {
+    await stack.app.whenIdle();
     const before = upstreamCalls(stack).length;
     const answer = await post(stack, form(SEED_PARTS, { bytes: PNG }), { headers: {} });
     expect(answer.status).toBe(401);
@@ -361,6 +363,7 @@ describe('multipart submit: rejected, nothing sent upstream', () => {
     expect(res.status).toBe(401);
     await res.body?.cancel();
     controller.abort();
+    await stack.app.whenIdle();
     expect(upstreamCalls(stack).length).toBe(before);
   });
 });
@@ -439,6 +442,8 @@ describe.skipIf(!hasChromium)(`Swagger UI${chromiumSkipReason}`, () => {
       const picker = op.locator('input[type=file]');
       await picker.waitFor();
       await picker.setInputFiles({ name: 'dog.jpg', mimeType: 'image/jpeg', buffer: JPEG });
+
+      await stack.app.whenIdle();
 
       const before = upstreamCalls(stack).length;
       await op.locator('.execute').click();

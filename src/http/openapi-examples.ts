@@ -36,6 +36,7 @@ const OPERATION_EXAMPLES: Record<string, Record<string, unknown>> = {
   getStatus: { 429: READ_LIMITED },
   getResult: { 400: { detail: 'Request is still in progress' }, 429: READ_LIMITED },
   cancel: { 400: { status: 'ALREADY_COMPLETED' }, 429: READ_LIMITED },
+  getMetrics: { 401: { detail: 'GET /metrics requires "Authorization: Bearer <METRICS_TOKEN>"', error_type: 'unauthorized' } },
 };
 
 type Operation = { operationId?: string; responses?: Record<string, { content?: Record<string, { example?: unknown; schema?: { $ref?: string } }> }> };

@@ -3,6 +3,22 @@ export type IdempotencyRecord =
   | { state: 'pending'; fingerprint: string }
   | { state: 'done'; fingerprint: string; statusCode: number; body: Record<string, unknown> };
 
+/** What the gateway remembers of a job it queued. */
+export interface JobRecord {
+  tenantId: string;
+  /** Epoch ms of the submit: the UTC day and month its images were charged to. */
+  submittedAt: number;
+  /** num_images requested (charged against the tenant's quota). */
+  images: number;
+  /** A cancel of this job was accepted upstream. */
+  cancelled: boolean;
+  /** Its end was observed and accounted (usage, concurrency slot). */
+  settled: boolean;
+}
+
+/** Marks that are set at most once per job, across replicas: the first caller wins. */
+export type JobMark = 'cancelled' | 'settled';
+
 /**
  * Which tenant owns which upstream request id. The gateway answers a request-id route only for
  * the tenant recorded here; everything else is a 404 without an upstream call.
@@ -12,10 +28,17 @@ export interface JobStore {
   readonly kind: 'memory' | 'redis';
   /** Cheap, local check (no round trip) that the store can be written now: checked before a paid submit. */
   available(): boolean;
-  /** Records that `tenantId` submitted `requestId`; kept for the store's TTL. */
-  record(requestId: string, tenantId: string): Promise<void>;
+  /** Records that `tenantId` submitted `requestId` (for `images` images, now); kept for the store's TTL. */
+  record(requestId: string, tenantId: string, images?: number): Promise<void>;
   /** The owning tenant id, or undefined when unknown or expired. Rejects when the store is down. */
   ownerOf(requestId: string): Promise<string | undefined>;
+  /** Everything recorded about a job, or undefined when unknown or expired. */
+  job(requestId: string): Promise<JobRecord | undefined>;
+  /**
+   * Sets a mark on a known job. True only for the first caller (atomic across replicas), so a
+   * job's end is accounted once however many pollers see it; false when already set or unknown.
+   */
+  mark(requestId: string, mark: JobMark): Promise<boolean>;
   /**
    * Claims `key` for a submit in flight (kept `ttlMs`) unless it is already claimed or done:
    * returns the existing record then, undefined when the claim is new. Atomic across replicas.

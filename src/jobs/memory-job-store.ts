@@ -1,8 +1,14 @@
-import type { IdempotencyRecord, JobStore, JobStoreOptions } from './job-store.js';
+import type { IdempotencyRecord, JobMark, JobRecord, JobStore, JobStoreOptions } from './job-store.js';
 
+const CANCELLED = 1;
+const SETTLED = 2;
+
+/** Kept small on purpose (a few hundred thousand of them may be live): expiry is derived from submittedAt. */
 interface Entry {
   tenantId: string;
-  expiresAt: number;
+  submittedAt: number;
+  images: number;
+  marks: number;
 }
 
 /**
@@ -24,21 +30,45 @@ export class MemoryJobStore implements JobStore {
     return true;
   }
 
-  async record(requestId: string, tenantId: string): Promise<void> {
+  async record(requestId: string, tenantId: string, images = 0): Promise<void> {
     const now = this.now();
     this.entries.delete(requestId);
-    this.entries.set(requestId, { tenantId, expiresAt: now + this.options.ttlMs });
+    this.entries.set(requestId, { tenantId, submittedAt: now, images, marks: 0 });
     this.sweep(now);
   }
 
   async ownerOf(requestId: string): Promise<string | undefined> {
+    return this.live(requestId)?.tenantId;
+  }
+
+  async job(requestId: string): Promise<JobRecord | undefined> {
+    const entry = this.live(requestId);
+    if (!entry) return undefined;
+    return {
+      tenantId: entry.tenantId,
+      submittedAt: entry.submittedAt,
+      images: entry.images,
+      cancelled: (entry.marks & CANCELLED) !== 0,
+      settled: (entry.marks & SETTLED) !== 0,
+    };
+  }
+
+  async mark(requestId: string, mark: JobMark): Promise<boolean> {
+    const entry = this.live(requestId);
+    const bit = mark === 'cancelled' ? CANCELLED : SETTLED;
+    if (!entry || (entry.marks & bit) !== 0) return false;
+    entry.marks |= bit;
+    return true;
+  }
+
+  private live(requestId: string): Entry | undefined {
     const entry = this.entries.get(requestId);
     if (!entry) return undefined;
-    if (entry.expiresAt <= this.now()) {
+    if (entry.submittedAt + this.options.ttlMs <= this.now()) {
       this.entries.delete(requestId);
       return undefined;
     }
-    return entry.tenantId;
+    return entry;
   }
 
   async claimIdempotencyKey(key: string, fingerprint: string, ttlMs: number): Promise<IdempotencyRecord | undefined> {
@@ -85,9 +115,10 @@ export class MemoryJobStore implements JobStore {
     let evicted = 0;
     for (const [id, entry] of this.entries) {
       const over = this.entries.size > this.options.maxEntries;
-      if (!over && entry.expiresAt > now) break;
+      const expired = entry.submittedAt + this.options.ttlMs <= now;
+      if (!over && !expired) break;
       this.entries.delete(id);
-      if (over && entry.expiresAt > now) evicted++;
+      if (over && !expired) evicted++;
     }
     if (evicted > 0) this.options.onEvict?.(evicted);
   }

@@ -1,9 +1,15 @@
 import type { Redis } from 'ioredis';
-import type { IdempotencyRecord, JobStore } from './job-store.js';
+import type { IdempotencyRecord, JobMark, JobRecord, JobStore } from './job-store.js';
+
+/** Sets a field only on a job that exists (never recreating an expired one without TTL): 1 first set, 0 already set, -1 unknown. */
+const MARK_SCRIPT = `if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+return redis.call('HSETNX', KEYS[1], ARGV[1], '1')`;
+
+const FIELDS = { tenant: 't', at: 'at', images: 'n', cancelled: 'c', settled: 's' } as const;
 
 /**
- * Job ownership in Redis, shared by every replica: one key per request id holding the tenant
- * id, expiring with the same TTL as the memory store. The connection belongs to the app.
+ * Jobs in Redis, shared by every replica: one hash per request id (tenant, submit time, images,
+ * marks), expiring with the same TTL as the memory store. The connection belongs to the app.
  */
 export class RedisJobStore implements JobStore {
   readonly kind = 'redis' as const;
@@ -17,12 +23,39 @@ export class RedisJobStore implements JobStore {
     return this.redis.status === 'ready';
   }
 
-  async record(requestId: string, tenantId: string): Promise<void> {
-    await this.redis.set(`job:${requestId}`, tenantId, 'PX', this.ttlMs);
+  async record(requestId: string, tenantId: string, images = 0): Promise<void> {
+    const key = `job:${requestId}`;
+    await this.redis
+      .multi()
+      .hset(key, FIELDS.tenant, tenantId, FIELDS.at, Date.now(), FIELDS.images, images)
+      .pexpire(key, this.ttlMs)
+      .exec()
+      .then((results) => {
+        const failed = results?.find(([err]) => err);
+        if (failed) throw failed[0];
+      });
   }
 
   async ownerOf(requestId: string): Promise<string | undefined> {
-    return (await this.redis.get(`job:${requestId}`)) ?? undefined;
+    return (await this.redis.hget(`job:${requestId}`, FIELDS.tenant)) ?? undefined;
+  }
+
+  async job(requestId: string): Promise<JobRecord | undefined> {
+    const [tenantId, at, images, cancelled, settled] = await this.redis.hmget(
+      `job:${requestId}`,
+      FIELDS.tenant,
+      FIELDS.at,
+      FIELDS.images,
+      FIELDS.cancelled,
+      FIELDS.settled,
+    );
+    if (!tenantId) return undefined;
+    return { tenantId, submittedAt: Number(at), images: Number(images ?? 0), cancelled: cancelled === '1', settled: settled === '1' };
+  }
+
+  async mark(requestId: string, mark: JobMark): Promise<boolean> {
+    const result = await this.redis.eval(MARK_SCRIPT, 1, `job:${requestId}`, FIELDS[mark]);
+    return result === 1;
   }
 
   async claimIdempotencyKey(key: string, fingerprint: string, ttlMs: number): Promise<IdempotencyRecord | undefined> {

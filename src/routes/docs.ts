@@ -30,7 +30,7 @@ export async function registerOpenApi(app: FastifyInstance, version: string): Pr
         { name: 'Image to image', description: 'The gateway\'s own routes.' },
         { name: 'fal-compatible', description: 'The same operations on fal\'s queue paths.' },
         { name: 'Browser access', description: 'Short-lived tokens for frontends that must not hold a key.' },
-        { name: 'Operations', description: 'Health checks for load balancers and orchestrators.' },
+        { name: 'Operations', description: 'Health checks for load balancers and orchestrators, Prometheus metrics, and usage per tenant.' },
       ],
       components: {
         securitySchemes: {

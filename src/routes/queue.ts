@@ -6,6 +6,7 @@ import { ErrorEnvelope } from '../schemas/error.js';
 import { ModelInput } from '../schemas/model-input.js';
 import { CancelResponse, ModelOutput, QueueStatus, SubmitResponse } from '../schemas/queue.js';
 import { RequestIdParams, StatusQuery, SubmitHeaders } from '../schemas/requests.js';
+import type { JobReads } from '../jobs/job-reads.js';
 import { assertOwned as checkOwner } from './ownership.js';
 import { submit, type SubmitDeps } from './submit.js';
 import { rewriteQueueUrls } from '../upstream/queue-urls.js';
@@ -13,6 +14,18 @@ import { relay } from '../upstream/relay.js';
 
 export interface QueueRouteDeps extends SubmitDeps {
   limits: { submit: onRequestHookHandler; read: onRequestHookHandler };
+  reads: JobReads;
+}
+
+/**
+ * Seconds a client polling a job that is not done may wait before asking again: about a second
+ * while it runs, more the further back it is in the queue (at most 10).
+ */
+export function pollHint(status: Record<string, unknown>): number | undefined {
+  if (status.status === 'IN_PROGRESS') return 1;
+  if (status.status !== 'IN_QUEUE') return undefined;
+  const position = typeof status.queue_position === 'number' && status.queue_position > 0 ? status.queue_position : 0;
+  return Math.min(10, 1 + Math.floor(position / 2));
 }
 
 export const SECURITY: Array<Record<string, string[]>> = [{ bearerAuth: [] }, { apiKeyHeader: [] }, { falKey: [] }];
@@ -84,7 +97,8 @@ export function queueRoutes(app: FastifyInstance, deps: QueueRouteDeps): void {
           operationId: id('getStatus'),
           tags,
           summary: fal ? 'Status (fal path)' : 'Status of a job',
-          description: '202 while IN_QUEUE or IN_PROGRESS, 200 once COMPLETED. Counts against the `read` limit.',
+          description:
+            '202 while IN_QUEUE or IN_PROGRESS (with a `Retry-After` hint in seconds), 200 once COMPLETED. Concurrent polls of one job share one upstream call, a status is reused for `STATUS_CACHE_MS`, and a COMPLETED status is kept for `RESULT_CACHE_TTL_SECONDS`. Counts against the `read` limit.',
           security: SECURITY,
           params: RequestIdParams,
           querystring: StatusQuery,
@@ -99,8 +113,12 @@ export function queueRoutes(app: FastifyInstance, deps: QueueRouteDeps): void {
         const { request_id: requestId } = request.params;
         await assertOwned(request, requestId);
         const logs = request.query.logs === '1' || request.query.logs === 'true';
-        const upstream = await deps.upstream.status(requestId, logs);
-        return relay(reply, upstream, (b) => rewriteQueueUrls(b, base(request), requestId));
+        const upstream = await deps.reads.status(requestId, logs);
+        return relay(reply, upstream, (b) => {
+          const hint = upstream.statusCode === 202 ? pollHint(b) : undefined;
+          if (hint !== undefined) reply.header('retry-after', String(hint));
+          rewriteQueueUrls(b, base(request), requestId);
+        });
       },
     );
 
@@ -113,7 +131,7 @@ export function queueRoutes(app: FastifyInstance, deps: QueueRouteDeps): void {
           tags,
           summary: fal ? 'Result (fal path)' : 'Result of a job',
           description:
-            'The model\'s own status code and body: 200 with the images once COMPLETED; 400 while the job is still running or after it was cancelled; 422 when the model rejected the input. Counts against the `read` limit.',
+            'The model\'s own status code and body: 200 with the images once COMPLETED; 400 while the job is still running or after it was cancelled; 422 when the model rejected the input. A final answer (200, 422) is kept by the gateway for `RESULT_CACHE_TTL_SECONDS`, so it stays available after fal drops it. Counts against the `read` limit.',
           security: SECURITY,
           params: RequestIdParams,
           response: {
@@ -126,7 +144,7 @@ export function queueRoutes(app: FastifyInstance, deps: QueueRouteDeps): void {
       async (request, reply) => {
         const { request_id: requestId } = request.params;
         await assertOwned(request, requestId);
-        return relay(reply, await deps.upstream.result(requestId));
+        return relay(reply, await deps.reads.result(requestId));
       },
     );
 
@@ -153,7 +171,12 @@ export function queueRoutes(app: FastifyInstance, deps: QueueRouteDeps): void {
         const { request_id: requestId } = request.params;
         await assertOwned(request, requestId);
         const upstream = await deps.upstream.cancel(requestId);
-        if (upstream.statusCode === 202) request.log.info({ requestId }, 'job cancelled');
+        if (upstream.statusCode === 202) {
+          request.log.info({ requestId }, 'job cancelled');
+          await deps.lifecycle
+            .cancelled(requestId)
+            .catch((err: unknown) => request.log.error({ err: (err as Error).message, requestId }, 'a cancelled job\'s images could not be given back'));
+        }
         return relay(reply, upstream);
       },
     );

@@ -1,7 +1,8 @@
-import { once } from 'node:events';
+import type { ServerResponse } from 'node:http';
 import type { FastifyInstance, onRequestHookHandler } from 'fastify';
 import type { ZodTypeProvider } from 'fastify-type-provider-zod';
 import { z } from 'zod';
+import { errors } from '../errors.js';
 import { publicBaseUrl } from '../http/public-url.js';
 import type { JobStore } from '../jobs/job-store.js';
 import { APP_ID } from '../model.js';
@@ -9,9 +10,8 @@ import { ErrorEnvelope } from '../schemas/error.js';
 import { RequestIdParams, StatusQuery } from '../schemas/requests.js';
 import type { UpstreamClient } from '../upstream/client.js';
 import { pickRelayedHeaders } from '../upstream/headers.js';
-import { rewriteQueueUrls } from '../upstream/queue-urls.js';
 import { relay } from '../upstream/relay.js';
-import { SseRewriter } from '../upstream/sse-rewriter.js';
+import { StatusStreamHub, type StatusSink } from '../upstream/stream-hub.js';
 import { assertOwned } from './ownership.js';
 
 export interface StreamRouteDeps {
@@ -22,17 +22,29 @@ export interface StreamRouteDeps {
   security: Array<Record<string, string[]>>;
   /** Largest single event accepted from upstream (bytes). */
   maxEventBytes: number;
+  /** Called once per upstream status event (not per client), with the status before URL rewriting. */
+  onStatus?: (requestId: string, status: Record<string, unknown>) => void;
+  /** Counts status streams opened upstream ('miss') and joined ('shared'). */
+  metrics?: { cache(kind: 'status', outcome: 'hit' | 'miss' | 'shared'): void };
 }
 
 /**
  * GET .../status/stream: fal's status stream (server-sent events), relayed event by event with
- * the queue URL fields pointing at the gateway. One read of the tenant's budget per stream. When
- * the client goes away, the upstream stream is closed too.
+ * the queue URL fields pointing at the gateway. One read of the tenant's budget per stream.
+ * Clients watching the same job share one upstream stream (StatusStreamHub); when the last of
+ * them goes away, the upstream stream is closed too.
  */
 export function streamRoutes(app: FastifyInstance, deps: StreamRouteDeps): void {
   const api = app.withTypeProvider<ZodTypeProvider>();
   // Hijacked responses are invisible to Fastify's close: end them, so shutdown never waits on a stream.
   const open = new Set<() => void>();
+  const hub = new StatusStreamHub({
+    upstream: deps.upstream,
+    maxEventBytes: deps.maxEventBytes,
+    ...(deps.onStatus ? { onStatus: deps.onStatus } : {}),
+    ...(deps.metrics ? { metrics: deps.metrics } : {}),
+    log: app.log,
+  });
   app.addHook('preClose', async () => {
     for (const stop of [...open]) stop();
   });
@@ -66,74 +78,70 @@ export function streamRoutes(app: FastifyInstance, deps: StreamRouteDeps): void 
         const { request_id: requestId } = request.params;
         await assertOwned(deps.jobs, request, requestId);
         const logs = request.query.logs === '1' || request.query.logs === 'true';
-        // Registered before waiting on upstream, so a client that leaves (or a shutdown) while the
-        // stream is opening still closes the upstream side.
-        const abort = new AbortController();
-        const stopOpening = () => abort.abort();
-        request.raw.once('close', stopOpening);
-        open.add(stopOpening);
-        let opened;
-        try {
-          opened = await deps.upstream.openStatusStream(requestId, logs, abort.signal);
-        } finally {
-          open.delete(stopOpening);
-        }
-        if ('response' in opened) return relay(reply, opened.response);
-        const body = opened.stream as AsyncIterable<Buffer> & { destroy?: () => void };
-        if (abort.signal.aborted || request.raw.destroyed) {
-          body.destroy?.();
-          return reply.hijack();
-        }
-
-        const base = publicBaseUrl(request, deps.publicBaseUrl);
-        const rewriter = new SseRewriter((data) => {
-          try {
-            const status = JSON.parse(data) as Record<string, unknown>;
-            rewriteQueueUrls(status, base, requestId);
-            return JSON.stringify(status);
-          } catch {
-            return data;
-          }
-        }, deps.maxEventBytes);
-        reply.hijack();
         const res = reply.raw;
-        res.writeHead(200, {
-          // Headers already set on the reply (CORS, rate limits) go out with the hijacked stream.
-          ...(reply.getHeaders() as Record<string, string>),
-          ...pickRelayedHeaders(opened.headers),
-          'content-type': 'text/event-stream; charset=utf-8',
-          'cache-control': 'no-cache',
-          'x-accel-buffering': 'no',
-          'x-request-id': request.id,
-          'x-content-type-options': 'nosniff',
-          'content-security-policy': "default-src 'none'; frame-ancestors 'none'",
-          'referrer-policy': 'no-referrer',
-          // A stream's connection is not reused: it closes with the stream.
-          connection: 'close',
+        // Registered before waiting on upstream, so a client that leaves (or a shutdown) while the
+        // stream is opening still lets go of it.
+        const leave = new AbortController();
+        let clientGone = false;
+        let hijacked = false;
+        res.once('close', () => {
+          clientGone = true;
+          leave.abort();
         });
         const stop = () => {
-          abort.abort();
+          leave.abort();
+          if (!hijacked) return;
           if (!res.writableEnded) res.end();
           res.socket?.destroy();
         };
         open.add(stop);
-        res.on('close', () => abort.abort());
-        const send = async (text: string) => {
-          // Backpressure: a client that stops reading must not make the gateway buffer without bound.
-          if (text && !res.write(deps.upstream.scrubText(text))) await once(res, 'drain', { signal: abort.signal });
-        };
         try {
-          for await (const chunk of body) await send(rewriter.push(chunk));
-          await send(rewriter.flush());
-        } catch (err) {
-          if (!abort.signal.aborted) request.log.warn({ err: (err as Error).message, requestId }, 'upstream status stream failed');
+          const joined = await hub.join(requestId, logs, leave.signal);
+          if (joined.kind === 'response') return relay(reply, joined.response);
+          if (joined.kind === 'left' || leave.signal.aborted) {
+            if (clientGone) return reply.hijack();
+            // Shutting down while the stream was opening: the client reconnects elsewhere.
+            throw new errors.UpstreamUnavailable();
+          }
+          reply.hijack();
+          hijacked = true;
+          res.writeHead(200, {
+            // Headers already set on the reply (CORS, rate limits) go out with the hijacked stream.
+            ...(reply.getHeaders() as Record<string, string>),
+            ...pickRelayedHeaders(joined.headers),
+            'content-type': 'text/event-stream; charset=utf-8',
+            'cache-control': 'no-cache',
+            'x-accel-buffering': 'no',
+            'x-request-id': request.id,
+            'x-content-type-options': 'nosniff',
+            'content-security-policy': "default-src 'none'; frame-ancestors 'none'",
+            'referrer-policy': 'no-referrer',
+            // A stream's connection is not reused: it closes with the stream.
+            connection: 'close',
+          });
+          await joined.attach(responseSink(res), publicBaseUrl(request, deps.publicBaseUrl));
         } finally {
-          // Release the upstream connection even when the loop ended early (client gone).
-          body.destroy?.();
           open.delete(stop);
-          if (!res.writableEnded) res.end();
+          if (hijacked && !res.writableEnded && !res.destroyed) res.end();
         }
       },
     );
   }
+}
+
+/** A hijacked response as a hub subscriber; nothing is written once it has ended or closed. */
+function responseSink(res: ServerResponse): StatusSink {
+  const writable = () => !res.writableEnded && !res.destroyed;
+  return {
+    write: (text) => {
+      if (writable()) res.write(text);
+    },
+    get buffered() {
+      return res.writableLength;
+    },
+    end: () => {
+      if (writable()) res.end();
+    },
+    drop: () => res.destroy(),
+  };
 }

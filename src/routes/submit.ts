@@ -2,7 +2,11 @@ import { createHash } from 'node:crypto';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { errors, errorTypeOf, RequestValidationError } from '../errors.js';
 import { publicBaseUrl } from '../http/public-url.js';
+import type { AccountingStore } from '../accounting/accounting-store.js';
+import type { JobLifecycle } from '../jobs/lifecycle.js';
 import type { JobStore } from '../jobs/job-store.js';
+import type { GatewayMetrics } from '../metrics.js';
+import { admit } from '../tenants/admission.js';
 import type { ModelInput } from '../schemas/model-input.js';
 import { REQUEST_ID_PATTERN } from '../schemas/requests.js';
 import { tenantOf } from '../tenants/auth.js';
@@ -21,6 +25,9 @@ export interface SubmitDeps {
   idempotencyTtlMs: number;
   /** How long a claimed key waits for its submit before another attempt may take it over. */
   idempotencyPendingMs: number;
+  accounting: AccountingStore;
+  lifecycle: JobLifecycle;
+  metrics?: GatewayMetrics;
 }
 
 const sha256 = (text: string) => createHash('sha256').update(text).digest('hex');
@@ -105,22 +112,35 @@ export async function submit(deps: SubmitDeps, request: FastifyRequest, input: M
   }
 }
 
-/** Queues the job upstream once. Returns the upstream answer (URLs not yet rewritten) and how to send it. */
+/**
+ * Queues the job upstream once, after admitting it (quota, concurrency). Returns the upstream
+ * answer (URLs not yet rewritten) and how to send it. Whatever happens, the admission is settled:
+ * given back when nothing was queued, kept (images charged) when a job may exist.
+ */
 async function queue(deps: SubmitDeps, request: FastifyRequest, input: ModelInput, reply: FastifyReply, base: string): Promise<Queued> {
+  const tenant = tenantOf(request);
+  const images = input.num_images ?? 1;
+  const admission = await admit(request, tenant, images, deps.accounting, deps.metrics);
   let upstream;
   try {
     upstream = await deps.upstream.submit(JSON.stringify(input), pickForwardedHeaders(request.headers));
   } catch (err) {
-    if (nothingWasSent(err)) throw err;
+    if (nothingWasSent(err)) {
+      await admission.notQueued();
+      throw err;
+    }
+    await admission.unknown();
     request.log.error({ err }, 'submit sent upstream without a usable answer: the job may exist');
     throw new errors.SubmitOutcomeUnknown((err as Error).message, { cause: err });
   }
   if (upstream.statusCode === 404 || upstream.statusCode === 405) {
+    await admission.notQueued();
     request.log.error({ upstreamStatus: upstream.statusCode }, 'upstream does not serve the model path');
     throw new errors.UpstreamMisconfigured(upstream.statusCode);
   }
   const answer = upstream;
   if (answer.statusCode < 200 || answer.statusCode >= 300) {
+    await admission.notQueued();
     return { statusCode: answer.statusCode, body: {}, send: () => relay(reply, answer) };
   }
   let body: Record<string, unknown>;
@@ -131,15 +151,19 @@ async function queue(deps: SubmitDeps, request: FastifyRequest, input: ModelInpu
   }
   const requestId = body.request_id;
   if (typeof requestId !== 'string' || !REQUEST_ID_PATTERN.test(requestId)) {
+    await admission.unknown();
     request.log.error({ upstreamStatus: answer.statusCode }, 'upstream accepted a submit without a usable request_id');
     throw new errors.SubmitOutcomeUnknown('the upstream answered without a usable request_id');
   }
   try {
-    await deps.jobs.record(requestId, tenantOf(request).id);
+    await deps.jobs.record(requestId, tenant.id, images);
   } catch (err) {
+    await admission.unknown();
     request.log.error({ err, requestId }, 'job queued upstream but its ownership could not be recorded');
     throw new errors.OwnershipNotRecorded(requestId);
   }
+  await admission.queued(requestId);
+  await deps.lifecycle.submitted(tenant.id, requestId, images);
   request.log.info({ requestId }, 'job submitted');
   const stored = structuredClone(body);
   return {

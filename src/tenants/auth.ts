@@ -1,4 +1,4 @@
-import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { errors } from '../errors.js';
 import { checkOrigin } from '../http/cors.js';
 import type { TenantRegistry } from './registry.js';
@@ -45,9 +45,19 @@ export function tenantOf(request: FastifyRequest): Tenant {
  * (rate limits, body parsing, validation) is spent on unauthenticated callers.
  */
 export function registerAuth(app: FastifyInstance, options: AuthOptions): void {
+  decorateAuth(app);
+  app.addHook('onRequest', tenantAuthentication(options));
+}
+
+/** Declares the request fields authentication fills (once per instance tree). */
+export function decorateAuth(app: FastifyInstance): void {
   if (!app.hasRequestDecorator('tenant')) app.decorateRequest('tenant', null);
   if (!app.hasRequestDecorator('credential')) app.decorateRequest('credential', null);
-  app.addHook('onRequest', async (request, reply) => {
+}
+
+/** The tenant authentication step as a hook: 401 unless a key or token names a tenant. */
+export function tenantAuthentication(options: AuthOptions) {
+  return async function authenticate(request: FastifyRequest, reply: FastifyReply): Promise<void> {
     const presented = presentedKey(request.headers);
     let tenant: Tenant | undefined;
     let credential: 'key' | 'token' = 'key';
@@ -68,5 +78,5 @@ export function registerAuth(app: FastifyInstance, options: AuthOptions): void {
     request.tenant = tenant;
     request.credential = credential;
     request.log = request.log.child({ tenant: tenant.id, ...(credential === 'token' ? { credential } : {}) });
-  });
+  };
 }

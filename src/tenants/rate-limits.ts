@@ -1,8 +1,9 @@
 import '@fastify/rate-limit';
 import { format as formatDuration } from '@lukeed/ms';
-import type { FastifyInstance, FastifyRequest, onRequestHookHandler } from 'fastify';
+import type { FastifyInstance, FastifyReply, FastifyRequest, onRequestHookHandler } from 'fastify';
 import { errors } from '../errors.js';
 import { tenantOf } from './auth.js';
+import { reportPolicy } from './ratelimit-fields.js';
 import type { Tenant } from './tenants-file.js';
 
 export type PolicyName = 'submit' | 'read';
@@ -15,6 +16,7 @@ const isOwnError = (err: unknown) => typeof (err as { code?: unknown })?.code ==
  * own limits, so status, result and cancel draw from one `read` budget, in memory or in Redis.
  * Runs as an onRequest hook after authentication. When the counter store cannot answer, the
  * request goes through (`open`) or gets a 503 (`closed`), and the store's trouble is logged.
+ * Rejections and store failures are counted in `app.metrics`.
  */
 export function createPolicyLimiter(app: FastifyInstance, policy: PolicyName, onStoreError: StoreErrorPolicy): onRequestHookHandler {
   const limitsOf = (request: FastifyRequest): Tenant['limits'][PolicyName] => tenantOf(request).limits[policy];
@@ -27,11 +29,31 @@ export function createPolicyLimiter(app: FastifyInstance, policy: PolicyName, on
       return new errors.RateLimited(policy, `${max} per ${formatDuration(timeWindowMs, true)}`, context.after);
     },
   });
+  // The same state in the IETF RateLimit fields, read back from the x-ratelimit-* headers just set.
+  const report = (request: FastifyRequest, reply: FastifyReply) => {
+    const remaining = Number(reply.getHeader('x-ratelimit-remaining'));
+    const reset = Number(reply.getHeader('x-ratelimit-reset'));
+    if (!Number.isFinite(remaining)) return;
+    const { max, timeWindowMs } = limitsOf(request);
+    reportPolicy(request, {
+      name: policy,
+      quota: max,
+      remaining,
+      windowSeconds: Math.ceil(timeWindowMs / 1000),
+      ...(Number.isFinite(reset) ? { resetSeconds: reset } : {}),
+    });
+  };
   return async function rateLimit(this: FastifyInstance, request, reply) {
     try {
       await limiter.call(this, request, reply);
+      report(request, reply);
     } catch (err) {
-      if (isOwnError(err)) throw err;
+      if (isOwnError(err)) {
+        report(request, reply);
+        if ((err as { code: string }).code === 'FGW_RATE_LIMITED') app.metrics.rejected(tenantOf(request).id, policy);
+        throw err;
+      }
+      app.metrics.storeError('rate_limit', 'incr');
       request.log.warn({ err: (err as Error).message, policy, onStoreError }, 'rate-limit store unavailable');
       if (onStoreError === 'closed') throw new errors.RateLimitUnavailable({ cause: err });
     }

@@ -182,6 +182,11 @@ export async function loadTenantsFile(file: string): Promise<Tenant[]> {
   } catch (err) {
     throw new TenantsFileError(file, [`cannot be read: ${(err as NodeJS.ErrnoException).code ?? String(err)}`]);
   }
+  return parseTenantsText(text, file);
+}
+
+/** Parses the file's text (JSON), validates it and applies defaults. */
+export function parseTenantsText(text: string, file: string): Tenant[] {
   let json: unknown;
   try {
     json = JSON.parse(text);

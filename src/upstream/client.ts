@@ -1,5 +1,6 @@
 import type { Dispatcher } from 'undici';
 import { errors } from '../errors.js';
+import type { UpstreamOperation } from '../metrics.js';
 import { upstreamPaths } from '../model.js';
 import type { CircuitBreaker } from './circuit-breaker.js';
 import { mapTransportError } from './error-mapping.js';
@@ -19,6 +20,37 @@ export interface UpstreamClientOptions {
   breaker?: CircuitBreaker;
   userAgent?: string;
   onRetry?: (info: { path: string; attempt: number; delayMs: number; reason: string }) => void;
+  /** Called once per upstream attempt (retries included), for metrics. */
+  onCall?: (info: UpstreamCallInfo) => void;
+}
+
+export interface UpstreamCallInfo {
+  operation: UpstreamOperation;
+  /** HTTP status class ('2xx', '4xx', '5xx', ...) or an error kind: timeout, connection, circuit_open, too_large, error. */
+  outcome: string;
+  seconds: number;
+}
+
+/** A bounded label for an answered call: its status class. */
+export function statusClass(statusCode: number): string {
+  return statusCode >= 100 && statusCode <= 599 ? `${Math.floor(statusCode / 100)}xx` : 'other';
+}
+
+/** A bounded label for a failed call: the kind of failure. */
+export function errorKind(err: unknown): string {
+  switch ((err as { code?: unknown } | null)?.code) {
+    case 'FGW_UPSTREAM_CIRCUIT_OPEN':
+      return 'circuit_open';
+    case 'FGW_UPSTREAM_TIMEOUT':
+      return 'timeout';
+    case 'FGW_UPSTREAM_UNAVAILABLE':
+    case 'FGW_UPSTREAM_CONNECTION_ERROR':
+      return 'connection';
+    case 'FGW_UPSTREAM_RESPONSE_TOO_LARGE':
+      return 'too_large';
+    default:
+      return 'error';
+  }
 }
 
 export interface UpstreamResponse {
@@ -54,19 +86,19 @@ export class UpstreamClient {
   }
 
   submit(body: string, headers: Record<string, string>): Promise<UpstreamResponse> {
-    return this.call('POST', upstreamPaths.submit(), headers, body);
+    return this.call('submit', 'POST', upstreamPaths.submit(), headers, body);
   }
 
   status(requestId: string, logs: boolean): Promise<UpstreamResponse> {
-    return this.read(`${upstreamPaths.status(requestId)}?logs=${logs ? 1 : 0}`);
+    return this.read('status', `${upstreamPaths.status(requestId)}?logs=${logs ? 1 : 0}`);
   }
 
   result(requestId: string): Promise<UpstreamResponse> {
-    return this.read(upstreamPaths.result(requestId));
+    return this.read('result', upstreamPaths.result(requestId));
   }
 
   cancel(requestId: string): Promise<UpstreamResponse> {
-    return this.call('PUT', upstreamPaths.cancel(requestId), {});
+    return this.call('cancel', 'PUT', upstreamPaths.cancel(requestId), {});
   }
 
   /**
@@ -79,7 +111,13 @@ export class UpstreamClient {
     logs: boolean,
     signal: AbortSignal,
   ): Promise<{ stream: AsyncIterable<Buffer>; headers: Dispatcher.ResponseData['headers'] } | { response: UpstreamResponse }> {
-    this.options.breaker?.before();
+    const started = performance.now();
+    try {
+      this.options.breaker?.before();
+    } catch (err) {
+      this.reportCall('stream', errorKind(err), started);
+      throw err;
+    }
     let response: Dispatcher.ResponseData;
     try {
       response = await (this.options.streamDispatcher ?? this.options.dispatcher).request({
@@ -92,8 +130,11 @@ export class UpstreamClient {
     } catch (err) {
       const mapped = mapTransportError(err);
       if (isRetryableError(mapped)) this.options.breaker?.failure();
+      this.reportCall('stream', errorKind(mapped), started);
       throw mapped;
     }
+    // Timed to the answer's head: the stream itself lasts as long as the job.
+    this.reportCall('stream', statusClass(response.statusCode), started);
     if (response.statusCode >= 500) this.options.breaker?.failure();
     else this.options.breaker?.success();
     if (response.statusCode !== 200) {
@@ -112,19 +153,23 @@ export class UpstreamClient {
     return { stream: response.body as AsyncIterable<Buffer>, headers: this.scrubHeaders(response.headers) };
   }
 
+  private reportCall(operation: UpstreamOperation, outcome: string, started: number): void {
+    this.options.onCall?.({ operation, outcome, seconds: (performance.now() - started) / 1000 });
+  }
+
   /** Removes the upstream token from a piece of text (defence in depth, as for bodies). */
   scrubText(text: string): string {
     return text.includes(this.options.token) ? text.split(this.options.token).join('[redacted]') : text;
   }
 
-  private async read(path: string): Promise<UpstreamResponse> {
+  private async read(operation: 'status' | 'result', path: string): Promise<UpstreamResponse> {
     const policy = this.options.readRetry;
     const deadline = Date.now() + policy.deadlineMs;
     for (let attempt = 0; ; attempt++) {
       let response: UpstreamResponse | undefined;
       let error: unknown;
       try {
-        response = await this.call('GET', path, {});
+        response = await this.call(operation, 'GET', path, {});
       } catch (err) {
         error = err;
       }
@@ -139,17 +184,30 @@ export class UpstreamClient {
     }
   }
 
-  /** One upstream call through the circuit breaker. */
-  private async call(method: Method, path: string, extra: Record<string, string>, body?: string): Promise<UpstreamResponse> {
+  /** One upstream call through the circuit breaker, reported to `onCall`. */
+  private async call(
+    operation: UpstreamOperation,
+    method: Method,
+    path: string,
+    extra: Record<string, string>,
+    body?: string,
+  ): Promise<UpstreamResponse> {
     const breaker = this.options.breaker;
-    breaker?.before();
+    const started = performance.now();
     let response: UpstreamResponse;
     try {
-      response = await this.send(method, path, extra, body);
+      breaker?.before();
+      try {
+        response = await this.send(method, path, extra, body);
+      } catch (err) {
+        if (isRetryableError(err)) breaker?.failure();
+        throw err;
+      }
     } catch (err) {
-      if (isRetryableError(err)) breaker?.failure();
+      this.reportCall(operation, errorKind(err), started);
       throw err;
     }
+    this.reportCall(operation, statusClass(response.statusCode), started);
     if (response.statusCode >= 500) breaker?.failure();
     else breaker?.success();
     return response;

@@ -63,5 +63,41 @@ export function jobStoreContract(name: string, make: (ttlMs: number) => Promise<
       expect(await store.ownerOf('req-1')).toBeUndefined();
       await cleanup?.();
     });
+
+    it('remembers what a job was submitted for, and sets each mark once', async () => {
+      const { store, cleanup } = await make(60_000);
+      const before = Date.now() - 5_000;
+      await store.record('req-m', 'team-a', 3);
+      const job = await store.job('req-m');
+      expect(job).toMatchObject({ tenantId: 'team-a', images: 3, cancelled: false, settled: false });
+      expect(job!.submittedAt).toBeGreaterThan(0);
+      if (store.kind === 'redis') expect(job!.submittedAt).toBeGreaterThanOrEqual(before);
+      expect(await store.mark('req-m', 'cancelled')).toBe(true);
+      expect(await store.mark('req-m', 'cancelled')).toBe(false);
+      expect(await store.mark('req-m', 'settled')).toBe(true);
+      expect(await store.mark('req-m', 'settled')).toBe(false);
+      expect(await store.job('req-m')).toMatchObject({ cancelled: true, settled: true, images: 3 });
+      expect(await store.job('req-unknown')).toBeUndefined();
+      expect(await store.mark('req-unknown', 'settled')).toBe(false);
+      expect(await store.job('req-unknown')).toBeUndefined();
+      await cleanup?.();
+    });
+
+    it('lets only one of many concurrent callers set a mark', async () => {
+      const { store, cleanup } = await make(60_000);
+      await store.record('req-race', 'team-a', 1);
+      const wins = await Promise.all(Array.from({ length: 20 }, () => store.mark('req-race', 'settled')));
+      expect(wins.filter(Boolean)).toHaveLength(1);
+      await cleanup?.();
+    });
+
+    it('does not bring back an expired job by marking it', async () => {
+      const { store, advance, cleanup } = await make(300);
+      await store.record('req-x', 'team-a', 1);
+      await advance(400);
+      expect(await store.mark('req-x', 'settled')).toBe(false);
+      expect(await store.job('req-x')).toBeUndefined();
+      await cleanup?.();
+    });
   });
 }

@@ -1,0 +1,150 @@
+import type { UpstreamClient, UpstreamResponse } from '../upstream/client.js';
+import { pickRelayedHeaders } from '../upstream/headers.js';
+import type { AnswerCache, CachedAnswer } from './answer-cache.js';
+
+export type CacheOutcome = 'hit' | 'miss' | 'shared';
+
+export interface JobReadsOptions {
+  upstream: UpstreamClient;
+  /** Final answers (COMPLETED status, result): memory or Redis. */
+  cache: AnswerCache;
+  /** How long any status answer is reused locally (ms); 0: every read not in flight goes upstream. */
+  statusTtlMs: number;
+  /** Largest result body kept in `cache` (bytes). */
+  maxResultBytes: number;
+  now?: () => number;
+  /** Each status object fetched from upstream (not from a cache), once per upstream call. */
+  onStatus?: (requestId: string, status: Record<string, unknown>) => void;
+  onLookup?: (kind: 'status' | 'result', outcome: CacheOutcome) => void;
+  onCacheError?: (operation: 'get' | 'set', err: unknown) => void;
+}
+
+/** Result codes that are final: the images, or the model's verdict on the input. */
+const FINAL_RESULT = new Set([200, 422]);
+
+/**
+ * Status and result reads with as few upstream calls as correctness allows. Concurrent reads of
+ * the same thing share one upstream call (single flight); any status is reused for a short
+ * while (clients poll every few hundred milliseconds); a COMPLETED status and a final result
+ * never change, so they are kept for the retention period and served without asking fal again,
+ * even after fal has dropped them.
+ */
+export class JobReads {
+  private readonly fresh = new Map<string, { response: UpstreamResponse; expiresAt: number }>();
+  private readonly inFlight = new Map<string, Promise<UpstreamResponse>>();
+  private readonly now: () => number;
+
+  constructor(private readonly options: JobReadsOptions) {
+    this.now = options.now ?? Date.now;
+  }
+
+  status(requestId: string, logs: boolean): Promise<UpstreamResponse> {
+    const key = `status:${requestId}:${logs ? 1 : 0}`;
+    const now = this.now();
+    const fresh = this.fresh.get(key);
+    if (fresh && fresh.expiresAt > now) {
+      this.options.onLookup?.('status', 'hit');
+      return Promise.resolve(fresh.response);
+    }
+    return this.shared(key, 'status', async () => {
+      const kept = await this.cached(key);
+      this.options.onLookup?.('status', kept ? 'hit' : 'miss');
+      const response = kept ?? (await this.fetchStatus(requestId, logs, key));
+      this.remember(key, response);
+      return response;
+    });
+  }
+
+  result(requestId: string): Promise<UpstreamResponse> {
+    const key = `result:${requestId}`;
+    return this.shared(key, 'result', async () => {
+      const kept = await this.cached(key);
+      this.options.onLookup?.('result', kept ? 'hit' : 'miss');
+      if (kept) return kept;
+      const response = await this.options.upstream.result(requestId);
+      if (FINAL_RESULT.has(response.statusCode) && response.body.length <= this.options.maxResultBytes) {
+        await this.keep(key, response);
+      }
+      return response;
+    });
+  }
+
+  /** Drops the short-lived status copies of a job whose state just changed (e.g. cancelled). */
+  forget(requestId: string): void {
+    this.fresh.delete(`status:${requestId}:0`);
+    this.fresh.delete(`status:${requestId}:1`);
+  }
+
+  private async fetchStatus(requestId: string, logs: boolean, key: string): Promise<UpstreamResponse> {
+    const response = await this.options.upstream.status(requestId, logs);
+    if (response.statusCode !== 200 && response.statusCode !== 202) return response;
+    let status: Record<string, unknown> | undefined;
+    try {
+      const parsed: unknown = JSON.parse(response.body.toString('utf8'));
+      if (parsed && typeof parsed === 'object' && !Array.isArray(parsed)) status = parsed as Record<string, unknown>;
+    } catch {
+      // Not a status object: relayed (and rejected) as it is, never cached.
+    }
+    if (!status) return response;
+    if (status.status === 'COMPLETED') await this.keep(key, response);
+    this.options.onStatus?.(requestId, status);
+    return response;
+  }
+
+  /** Runs `load` once for every concurrent caller of `key`. */
+  private shared(key: string, kind: 'status' | 'result', load: () => Promise<UpstreamResponse>): Promise<UpstreamResponse> {
+    const pending = this.inFlight.get(key);
+    if (pending) {
+      this.options.onLookup?.(kind, 'shared');
+      return pending;
+    }
+    const promise = load().finally(() => this.inFlight.delete(key));
+    this.inFlight.set(key, promise);
+    return promise;
+  }
+
+  private remember(key: string, response: UpstreamResponse): void {
+    const ttl = this.options.statusTtlMs;
+    if (ttl <= 0 || (response.statusCode !== 200 && response.statusCode !== 202)) return;
+    const now = this.now();
+    this.fresh.delete(key);
+    this.fresh.set(key, { response, expiresAt: now + ttl });
+    // Same TTL for every entry: insertion order is expiry order, so expired ones leave from the front.
+    for (const [oldest, entry] of this.fresh) {
+      if (entry.expiresAt > now) break;
+      this.fresh.delete(oldest);
+    }
+  }
+
+  private async cached(key: string): Promise<UpstreamResponse | undefined> {
+    let answer: CachedAnswer | undefined;
+    try {
+      answer = await this.options.cache.get(key);
+    } catch (err) {
+      this.options.onCacheError?.('get', err);
+      return undefined;
+    }
+    if (!answer) return undefined;
+    const upstream = this.options.upstream;
+    return {
+      statusCode: answer.statusCode,
+      contentType: answer.contentType,
+      headers: answer.headers,
+      body: answer.body,
+      redact: (text) => upstream.scrubText(text),
+    };
+  }
+
+  private async keep(key: string, response: UpstreamResponse): Promise<void> {
+    try {
+      await this.options.cache.set(key, {
+        statusCode: response.statusCode,
+        contentType: response.contentType,
+        headers: pickRelayedHeaders(response.headers),
+        body: response.body,
+      });
+    } catch (err) {
+      this.options.onCacheError?.('set', err);
+    }
+  }
+}

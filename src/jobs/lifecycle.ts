@@ -1,0 +1,198 @@
+import type { FastifyBaseLogger } from 'fastify';
+import { utcDay, utcMonth, type AccountingStore, type UsageCounters } from '../accounting/accounting-store.js';
+import type { GatewayMetrics, JobOutcome } from '../metrics.js';
+import type { JobReads } from './job-reads.js';
+import type { JobStore } from './job-store.js';
+
+export interface JobLifecycleOptions {
+  jobs: JobStore;
+  accounting: AccountingStore;
+  reads: JobReads;
+  log: FastifyBaseLogger;
+  metrics?: GatewayMetrics;
+  /** Whether final results are fetched into the cache as soon as a job is seen COMPLETED. */
+  warmResults: boolean;
+  /** How often jobs holding a concurrency slot that nobody polls are checked upstream (ms); 0: never. */
+  staleCheckMs: number;
+  /** Placeholder slots (taken before a submit got its request id) older than this are abandoned (ms). */
+  pendingSlotMaxMs: number;
+  now?: () => number;
+}
+
+/** Bounds the jobs this process remembers seeing start (only those it saw running and not yet ending). */
+const MAX_SEEN = 100_000;
+export const PENDING_SLOT = 'pending:';
+
+/**
+ * Turns what the gateway observes of a job (its submit, each status fetched upstream by a poll,
+ * a stream or the stale-job check, an accepted cancel) into accounting: the tenant's daily usage,
+ * the concurrency slot it holds, quota given back on cancel, and the job metrics. A job's end is
+ * accounted exactly once across replicas (the store's `settled` mark decides who does it).
+ */
+export class JobLifecycle {
+  /** When this process first saw each running job IN_PROGRESS, for the queued/running time metrics. */
+  private readonly started = new Map<string, number>();
+  private readonly now: () => number;
+  private timer: NodeJS.Timeout | undefined;
+  /** Background work in progress (accounting a job's end, fetching its result), for idle(). */
+  private readonly pending = new Set<Promise<unknown>>();
+  private sweeping = false;
+
+  constructor(private readonly options: JobLifecycleOptions) {
+    this.now = options.now ?? Date.now;
+  }
+
+  /** Starts the background check of stale jobs (an unref'd timer). */
+  start(): void {
+    if (this.options.staleCheckMs <= 0 || this.timer) return;
+    this.timer = setInterval(() => void this.sweep(), this.options.staleCheckMs);
+    this.timer.unref();
+  }
+
+  stop(): void {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = undefined;
+  }
+
+  /** A job was queued upstream and recorded for `tenantId`. */
+  async submitted(tenantId: string, requestId: string, images: number): Promise<void> {
+    this.options.metrics?.jobSubmitted(tenantId);
+    this.options.metrics?.jobState(tenantId, 'IN_QUEUE');
+    await this.addUsage(tenantId, { submitted: 1, images });
+  }
+
+  /** A status object fetched from upstream for `requestId`. Never throws; work runs in the background. */
+  observe(requestId: string, status: Record<string, unknown>): void {
+    const state = status.status;
+    if (state === 'IN_PROGRESS') {
+      if (this.started.has(requestId)) return;
+      this.started.set(requestId, this.now());
+      if (this.started.size > MAX_SEEN) this.started.delete(this.started.keys().next().value!);
+      if (this.options.metrics) {
+        const metrics = this.options.metrics;
+        this.options.jobs.ownerOf(requestId).then(
+          (tenantId) => tenantId && metrics.jobState(tenantId, 'IN_PROGRESS'),
+          () => metrics.storeError('jobs', 'owner_of'),
+        );
+      }
+    } else if (state === 'COMPLETED') {
+      this.track(
+        this.settle(requestId, status).catch((err: unknown) =>
+          this.options.log.warn({ err: (err as Error).message, requestId }, 'could not account for a finished job; the stale-job check will retry'),
+        ),
+      );
+    }
+  }
+
+  /**
+   * A cancel was accepted upstream: the job's images go back to the tenant's quota (once, however
+   * many cancels arrive), and its status is read again at once so its slot is freed promptly.
+   */
+  async cancelled(requestId: string): Promise<void> {
+    this.options.reads.forget(requestId);
+    if (!(await this.options.jobs.mark(requestId, 'cancelled'))) return;
+    const job = await this.options.jobs.job(requestId);
+    if (job && job.images > 0) {
+      await this.options.accounting.refundImages({
+        tenantId: job.tenantId,
+        images: job.images,
+        day: utcDay(job.submittedAt),
+        month: utcMonth(job.submittedAt),
+      });
+    }
+    this.track(
+      this.options.reads.status(requestId, false).catch(() => {
+        // The stale-job check will look again.
+      }),
+    );
+  }
+
+  /** Accounts for a finished job once: usage, slot, metrics, and the result fetched for keeping. */
+  private async settle(requestId: string, status: Record<string, unknown>): Promise<void> {
+    const started = this.started.get(requestId);
+    this.started.delete(requestId);
+    const job = await this.options.jobs.job(requestId);
+    if (!job || job.settled) return;
+    if (!(await this.options.jobs.mark(requestId, 'settled'))) return;
+    const outcome: JobOutcome =
+      job.cancelled || status.error_type === 'request_cancelled' ? 'cancelled' : status.error ? 'failed' : 'completed';
+    const metrics = status.metrics as { inference_time?: unknown } | undefined;
+    const inference = typeof metrics?.inference_time === 'number' && metrics.inference_time >= 0 ? metrics.inference_time : 0;
+    const now = this.now();
+    await Promise.all([
+      this.addUsage(job.tenantId, { [outcome]: 1, ...(inference > 0 ? { inferenceSeconds: inference } : {}) }),
+      this.options.accounting.releaseSlot(job.tenantId, requestId).catch((err: unknown) => {
+        this.options.metrics?.storeError('accounting', 'release_slot');
+        throw err;
+      }),
+    ]);
+    if (this.options.metrics) {
+      this.options.metrics.jobState(job.tenantId, 'COMPLETED');
+      this.options.metrics.jobFinished(
+        job.tenantId,
+        outcome,
+        started !== undefined ? (started - job.submittedAt) / 1000 : undefined,
+        started !== undefined ? (now - started) / 1000 : undefined,
+      );
+    }
+    if (this.options.warmResults && outcome !== 'cancelled') {
+      // Kept now, the result outlives fal's retention even if the client comes for it later.
+      this.track(
+        this.options.reads.result(requestId).catch(() => {
+          // Only a miss later: the client's own read asks upstream again.
+        }),
+      );
+    }
+  }
+
+  /** Resolves once the background work started so far (and any it starts) has finished. */
+  async idle(): Promise<void> {
+    while (this.pending.size > 0) await Promise.allSettled([...this.pending]);
+  }
+
+  private track(work: Promise<unknown>): void {
+    this.pending.add(work);
+    void work.finally(() => this.pending.delete(work));
+  }
+
+  /** Checks upstream the jobs whose slot nobody has refreshed lately; finished ones are settled by observe(). */
+  async sweep(): Promise<void> {
+    if (this.sweeping) return;
+    this.sweeping = true;
+    try {
+      const now = this.now();
+      const stale = await this.options.accounting.staleSlots(this.options.staleCheckMs, now, 100);
+      for (const { tenantId, slotId } of stale) {
+        if (slotId.startsWith(PENDING_SLOT)) {
+          // A submit that never finished recording (the process died mid-way): nothing to poll.
+          if (now - Number(slotId.slice(PENDING_SLOT.length).split(':')[0]) > this.options.pendingSlotMaxMs) {
+            await this.options.accounting.releaseSlot(tenantId, slotId);
+          }
+          continue;
+        }
+        const job = await this.options.jobs.job(slotId);
+        if (!job || job.settled) {
+          // Forgotten (TTL) or already accounted: the slot has nothing left to wait for.
+          await this.options.accounting.releaseSlot(tenantId, slotId);
+          continue;
+        }
+        const response = await this.options.reads.status(slotId, false).catch(() => undefined);
+        if (response?.statusCode === 404) await this.options.accounting.releaseSlot(tenantId, slotId);
+      }
+    } catch (err) {
+      this.options.metrics?.storeError('accounting', 'stale_slots');
+      this.options.log.warn({ err: (err as Error).message }, 'stale-job check failed');
+    } finally {
+      this.sweeping = false;
+    }
+  }
+
+  private async addUsage(tenantId: string, delta: Partial<UsageCounters>): Promise<void> {
+    try {
+      await this.options.accounting.addUsage(tenantId, this.now(), delta);
+    } catch (err) {
+      this.options.metrics?.storeError('accounting', 'add_usage');
+      this.options.log.error({ err: (err as Error).message, tenantId, delta }, 'usage could not be recorded');
+    }
+  }
+}

@@ -1,0 +1,248 @@
+/**
+ * Prometheus metrics for the gateway.
+ *
+ * `GatewayMetrics` owns a private prom-client `Registry` (never the global
+ * one), so several gateway instances in one process keep separate counters.
+ * Every metric is prefixed `fal_gateway_`. Label values are kept to bounded
+ * sets: routes are route patterns (or `unmatched`), tenants are tenant ids (or
+ * `anonymous`), statuses are numeric codes; request ids and raw URLs never
+ * become labels.
+ */
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    /** The gateway's metrics, decorated on the root instance and inherited by every plugin. */
+    metrics: GatewayMetrics;
+  }
+}
+
+export const METRICS_PREFIX = 'fal_gateway_';
+
+/** How a job ended, as observed by the gateway. */
+export type JobOutcome = 'completed' | 'failed' | 'cancelled';
+
+/** The upstream queue operations the gateway performs. */
+export type UpstreamOperation = 'submit' | 'status' | 'result' | 'cancel' | 'stream';
+
+/** Job states the gateway can observe upstream. */
+export type ObservedJobState = 'IN_QUEUE' | 'IN_PROGRESS' | 'COMPLETED';
+
+/** Stores whose failures are counted. */
+export type MetricsStore = 'jobs' | 'rate_limit' | 'accounting' | 'cache';
+
+/** Circuit breaker states. */
+export type CircuitStateName = 'closed' | 'open' | 'half_open';
+
+/** Label used for requests without an authenticated tenant. */
+export const ANONYMOUS_TENANT = 'anonymous';
+
+/** Label used for requests that matched no route. */
+export const UNMATCHED_ROUTE = 'unmatched';
+
+const CIRCUIT_STATE_VALUE: Record<CircuitStateName, number> = { closed: 0, half_open: 1, open: 2 };
+
+/** Latency buckets (seconds) for gateway requests and upstream calls. */
+const LATENCY_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
+
+/** Buckets (seconds) for image-job queue and run times: half a second to ten minutes. */
+const JOB_BUCKETS = [0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600];
+
+export interface GatewayMetricsOptions {
+  /** Collect the default Node.js process metrics (default true). */
+  defaultMetrics?: boolean;
+  /** Version reported by `fal_gateway_build_info` (default `unknown`). */
+  version?: string;
+}
+
+export class GatewayMetrics {
+  readonly registry: Registry;
+  readonly contentType: string;
+
+  private readonly httpRequests: Counter<'route' | 'method' | 'status' | 'tenant'>;
+  private readonly httpDuration: Histogram<'route' | 'method' | 'tenant'>;
+  private readonly upstreamCalls: Counter<'operation' | 'outcome'>;
+  private readonly upstreamDuration: Histogram<'operation'>;
+  private readonly rejections: Counter<'tenant' | 'policy'>;
+  private readonly jobsSubmitted: Counter<'tenant'>;
+  private readonly jobsObserved: Counter<'tenant' | 'state'>;
+  private readonly jobsFinished: Counter<'tenant' | 'outcome'>;
+  private readonly jobQueued: Histogram<'tenant'>;
+  private readonly jobRunning: Histogram<'tenant'>;
+  private readonly storeErrors: Counter<'store' | 'operation'>;
+  private readonly circuit: Gauge;
+  private readonly cacheLookups: Counter<'kind' | 'outcome'>;
+  private readonly concurrent: Gauge<'tenant'>;
+
+  constructor(options: GatewayMetricsOptions = {}) {
+    const registry = new Registry();
+    this.registry = registry;
+    this.contentType = registry.contentType;
+    if (options.defaultMetrics ?? true) {
+      collectDefaultMetrics({ register: registry, prefix: METRICS_PREFIX });
+    }
+    const registers = [registry];
+    const name = (suffix: string): string => `${METRICS_PREFIX}${suffix}`;
+
+    this.httpRequests = new Counter({
+      name: name('http_requests_total'),
+      help: 'HTTP requests answered by the gateway.',
+      labelNames: ['route', 'method', 'status', 'tenant'] as const,
+      registers,
+    });
+    this.httpDuration = new Histogram({
+      name: name('http_request_duration_seconds'),
+      help: 'Time to answer an HTTP request, in seconds.',
+      labelNames: ['route', 'method', 'tenant'] as const,
+      buckets: LATENCY_BUCKETS,
+      registers,
+    });
+    this.upstreamCalls = new Counter({
+      name: name('upstream_calls_total'),
+      help: 'Calls to the upstream queue API, by operation and outcome (status class or error kind).',
+      labelNames: ['operation', 'outcome'] as const,
+      registers,
+    });
+    this.upstreamDuration = new Histogram({
+      name: name('upstream_call_duration_seconds'),
+      help: 'Duration of one upstream call attempt, in seconds.',
+      labelNames: ['operation'] as const,
+      buckets: LATENCY_BUCKETS,
+      registers,
+    });
+    this.rejections = new Counter({
+      name: name('rejections_total'),
+      help: 'Requests rejected by a tenant policy (rate limit, quota, concurrency).',
+      labelNames: ['tenant', 'policy'] as const,
+      registers,
+    });
+    this.jobsSubmitted = new Counter({
+      name: name('jobs_submitted_total'),
+      help: 'Jobs accepted upstream.',
+      labelNames: ['tenant'] as const,
+      registers,
+    });
+    this.jobsObserved = new Counter({
+      name: name('jobs_observed_total'),
+      help: 'Job states observed for the first time for a job.',
+      labelNames: ['tenant', 'state'] as const,
+      registers,
+    });
+    this.jobsFinished = new Counter({
+      name: name('jobs_finished_total'),
+      help: 'Jobs that reached a final outcome.',
+      labelNames: ['tenant', 'outcome'] as const,
+      registers,
+    });
+    this.jobQueued = new Histogram({
+      name: name('job_queued_seconds'),
+      help: 'Time a finished job spent queued, in seconds.',
+      labelNames: ['tenant'] as const,
+      buckets: JOB_BUCKETS,
+      registers,
+    });
+    this.jobRunning = new Histogram({
+      name: name('job_running_seconds'),
+      help: 'Time a finished job spent running, in seconds.',
+      labelNames: ['tenant'] as const,
+      buckets: JOB_BUCKETS,
+      registers,
+    });
+    this.storeErrors = new Counter({
+      name: name('store_errors_total'),
+      help: 'Failed operations against a backing store.',
+      labelNames: ['store', 'operation'] as const,
+      registers,
+    });
+    this.circuit = new Gauge({
+      name: name('circuit_state'),
+      help: 'Upstream circuit breaker state: 0 closed, 1 half_open, 2 open.',
+      registers,
+    });
+    this.cacheLookups = new Counter({
+      name: name('cache_lookups_total'),
+      help: 'Cache lookups by kind and outcome (hit, miss, shared in-flight).',
+      labelNames: ['kind', 'outcome'] as const,
+      registers,
+    });
+    this.concurrent = new Gauge({
+      name: name('concurrent_jobs'),
+      help: 'Jobs currently in flight per tenant.',
+      labelNames: ['tenant'] as const,
+      registers,
+    });
+    const buildInfo = new Gauge({
+      name: name('build_info'),
+      help: 'Gateway build information; always 1.',
+      labelNames: ['version'] as const,
+      registers,
+    });
+    buildInfo.set({ version: options.version ?? 'unknown' }, 1);
+    this.circuit.set(CIRCUIT_STATE_VALUE.closed);
+  }
+
+  /** Records one answered HTTP request. `route` must be a route pattern or `unmatched`. */
+  httpRequest(route: string, method: string, statusCode: number, tenant: string | undefined, seconds: number): void {
+    const tenantLabel = tenant ?? ANONYMOUS_TENANT;
+    this.httpRequests.inc({ route, method, status: String(statusCode), tenant: tenantLabel });
+    this.httpDuration.observe({ route, method, tenant: tenantLabel }, seconds);
+  }
+
+  /** Records one upstream call attempt. */
+  upstreamCall(operation: UpstreamOperation, outcome: string, seconds: number): void {
+    this.upstreamCalls.inc({ operation, outcome });
+    this.upstreamDuration.observe({ operation }, seconds);
+  }
+
+  /** Records a policy rejection; policy is 'submit' | 'read' | 'quota_day' | 'quota_month' | 'concurrency'. */
+  rejected(tenant: string, policy: string): void {
+    this.rejections.inc({ tenant, policy });
+  }
+
+  jobSubmitted(tenant: string): void {
+    this.jobsSubmitted.inc({ tenant });
+  }
+
+  /** Records a state the gateway observed for the first time for a job. */
+  jobState(tenant: string, state: ObservedJobState): void {
+    this.jobsObserved.inc({ tenant, state });
+  }
+
+  /** Records a job's final outcome and, when known, how long it was queued and running. */
+  jobFinished(
+    tenant: string,
+    outcome: JobOutcome,
+    queuedSeconds: number | undefined,
+    runningSeconds: number | undefined,
+  ): void {
+    this.jobsFinished.inc({ tenant, outcome });
+    if (queuedSeconds !== undefined && Number.isFinite(queuedSeconds) && queuedSeconds >= 0) {
+      this.jobQueued.observe({ tenant }, queuedSeconds);
+    }
+    if (runningSeconds !== undefined && Number.isFinite(runningSeconds) && runningSeconds >= 0) {
+      this.jobRunning.observe({ tenant }, runningSeconds);
+    }
+  }
+
+  storeError(store: MetricsStore, operation: string): void {
+    this.storeErrors.inc({ store, operation });
+  }
+
+  circuitState(state: CircuitStateName): void {
+    this.circuit.set(CIRCUIT_STATE_VALUE[state]);
+  }
+
+  cache(kind: 'status' | 'result', outcome: 'hit' | 'miss' | 'shared'): void {
+    this.cacheLookups.inc({ kind, outcome });
+  }
+
+  /** Sets the number of jobs currently in flight for a tenant. */
+  concurrentJobs(tenant: string, value: number): void {
+    this.concurrent.set({ tenant }, value);
+  }
+
+  /** The Prometheus text exposition of every metric in this registry. */
+  metricsText(): Promise<string> {
+    return this.registry.metrics();
+  }
+}

@@ -1,0 +1,117 @@
+import { randomUUID } from 'node:crypto';
+import type { FastifyRequest } from 'fastify';
+import type { AccountingStore, QuotaState, QuotaTicket } from '../accounting/accounting-store.js';
+import { errors } from '../errors.js';
+import { PENDING_SLOT } from '../jobs/lifecycle.js';
+import type { GatewayMetrics } from '../metrics.js';
+import { reportPolicy } from './ratelimit-fields.js';
+import type { Tenant } from './tenants-file.js';
+
+/** Retry-After of a concurrency refusal: about how often a running job's end is noticed. */
+const CONCURRENCY_RETRY_SECONDS = 5;
+
+/**
+ * What a submit holds before it is sent upstream: its images charged to the tenant's quota and
+ * a concurrency slot. Exactly one of `queued`, `notQueued` or `unknown` is called afterwards.
+ */
+export interface Admission {
+  /** The job exists upstream as `requestId`: the slot now follows it until it ends. */
+  queued(requestId: string): Promise<void>;
+  /** Nothing was queued (refused upstream, or never sent): everything is given back. */
+  notQueued(): Promise<void>;
+  /** The job may exist but cannot be tracked: the slot is freed, the images stay charged. */
+  unknown(): Promise<void>;
+}
+
+const storeDown = (metrics: GatewayMetrics | undefined, operation: string) => (err: unknown) => {
+  metrics?.storeError('accounting', operation);
+  throw new errors.StoreUnavailable({ cause: err });
+};
+
+/** Length of the window that ends at `resetsAt` (a UTC day, or the UTC calendar month before it), in seconds. */
+function windowSeconds(window: QuotaState): number {
+  if (window.window === 'day') return 86_400;
+  const end = new Date(window.resetsAt);
+  return Math.round((window.resetsAt - Date.UTC(end.getUTCFullYear(), end.getUTCMonth() - 1, 1)) / 1000);
+}
+
+function quotaField(window: QuotaState, now: number) {
+  return {
+    name: `images-${window.window}`,
+    quota: window.limit,
+    remaining: window.limit - window.used,
+    resetSeconds: Math.ceil((window.resetsAt - now) / 1000),
+    windowSeconds: windowSeconds(window),
+    unit: 'images' as const,
+  };
+}
+
+/**
+ * Admits a submit of `images` images for the tenant: reserves them against its quota (atomic
+ * across replicas) and takes one of its concurrency slots, or refuses with 429 quota_exceeded /
+ * concurrency_exceeded and the time to retry. A store that cannot answer refuses the submit
+ * (503): a paid job is never queued uncounted.
+ */
+export async function admit(
+  request: FastifyRequest,
+  tenant: Tenant,
+  images: number,
+  accounting: AccountingStore,
+  metrics: GatewayMetrics | undefined,
+  now = Date.now(),
+): Promise<Admission> {
+  const caps = tenant.limits.quota;
+  let ticket: QuotaTicket | undefined;
+  if (caps) {
+    const reservation = await accounting.reserveImages(tenant.id, images, caps, now).catch(storeDown(metrics, 'reserve_images'));
+    for (const window of reservation.windows) reportPolicy(request, quotaField(window, now));
+    if (!reservation.ok) {
+      const { exceeded } = reservation;
+      metrics?.rejected(tenant.id, `quota_${exceeded.window}`);
+      reportPolicy(request, quotaField(exceeded, now));
+      throw Object.assign(
+        new errors.QuotaExceeded(exceeded.limit, exceeded.window === 'day' ? 'UTC day' : 'UTC month', new Date(exceeded.resetsAt).toISOString()),
+        { headers: { 'retry-after': String(Math.max(1, Math.ceil((exceeded.resetsAt - now) / 1000))) } },
+      );
+    }
+    ticket = reservation.ticket;
+  }
+  const refund = async () => {
+    if (ticket) await accounting.refundImages(ticket).catch(storeDown(metrics, 'refund_images'));
+  };
+
+  const max = tenant.limits.maxConcurrentJobs;
+  let slot: string | undefined;
+  if (max !== undefined) {
+    const placeholder = `${PENDING_SLOT}${now}:${randomUUID()}`;
+    const taken = await accounting.acquireSlot(tenant.id, placeholder, max, now).catch(async (err: unknown) => {
+      await refund().catch(() => undefined);
+      return storeDown(metrics, 'acquire_slot')(err);
+    });
+    reportPolicy(request, { name: 'concurrency', quota: max, remaining: max - taken.state.inUse, unit: 'concurrent-requests' });
+    if (!taken.ok) {
+      await refund();
+      metrics?.rejected(tenant.id, 'concurrency');
+      throw Object.assign(new errors.ConcurrencyExceeded(taken.state.inUse, max), {
+        headers: { 'retry-after': String(CONCURRENCY_RETRY_SECONDS) },
+      });
+    }
+    slot = placeholder;
+  }
+
+  const log = (what: string) => (err: unknown) => request.log.error({ err: (err as Error).message, tenant: tenant.id }, what);
+  return {
+    queued: async (requestId) => {
+      if (slot) await accounting.renameSlot(tenant.id, slot, requestId, Date.now()).catch(log('could not move a concurrency slot to its job'));
+    },
+    notQueued: async () => {
+      await Promise.all([
+        refund().catch(log('could not give back a quota reservation')),
+        slot ? accounting.releaseSlot(tenant.id, slot).catch(log('could not free a concurrency slot')) : undefined,
+      ]);
+    },
+    unknown: async () => {
+      if (slot) await accounting.releaseSlot(tenant.id, slot).catch(log('could not free a concurrency slot'));
+    },
+  };
+}

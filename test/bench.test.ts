@@ -1,0 +1,183 @@
+import { spawn } from 'node:child_process';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { BenchResults, LIMITS, type Phase } from '../scripts/bench-results.js';
+
+/**
+ * `npm run bench` at a tiny scale, as a real child process with real children of its own (the
+ * gateway, the baseline proxy, the memory probe) in front of the simulated upstream. It checks
+ * what the run wrote, never how fast anything was: the machines are shared.
+ */
+
+const ROOT = fileURLToPath(new URL('..', import.meta.url));
+
+interface Run {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+function runBench(env: Record<string, string>): Promise<Run> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, ['--import', 'tsx', 'scripts/bench.ts'], {
+      cwd: ROOT,
+      env: { ...process.env, ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
+    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+    child.once('error', reject);
+    child.once('close', (code) => resolve({ code, stdout, stderr }));
+  });
+}
+
+/** Pids of the direct children of `pid` (from /proc, Linux). */
+async function childrenOf(pid: number): Promise<number[]> {
+  const text = await readFile(`/proc/${pid}/task/${pid}/children`, 'utf8').catch(() => '');
+  return text.trim() === '' ? [] : text.trim().split(/\s+/).map(Number);
+}
+
+const alive = (pid: number) => {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+};
+
+const positive = (value: number) => Number.isFinite(value) && value > 0;
+
+describe('bench: a tiny run of npm run bench', () => {
+  let dir: string;
+  let run: Run;
+  let results: BenchResults;
+  let markdown: string;
+
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'bench-test-'));
+    const out = join(dir, 'latest.json');
+    run = await runBench({ BENCH_SCALE: '0.01', BENCH_OUT: out, BENCH_STRICT: '', BENCH_PROFILE: '' });
+    if (run.code !== 0) throw new Error(`the bench exited ${run.code}:\n${run.stderr}`);
+    results = BenchResults.parse(JSON.parse(await readFile(out, 'utf8')));
+    markdown = await readFile(join(dir, 'latest.md'), 'utf8');
+  }, 90_000);
+
+  afterAll(async () => {
+    if (dir) await rm(dir, { recursive: true, force: true });
+  });
+
+  const phases = (): Array<[string, Phase, number]> => [
+    ['submit baseline', results.submit.baseline, results.settings.submit.requests],
+    ['submit gateway', results.submit.gateway, results.settings.submit.requests],
+    ['status baseline', results.status.baseline, results.settings.status.requests],
+    ['status gateway', results.status.gateway, results.settings.status.requests],
+  ];
+
+  it('answers every request of every phase, with no error, non-2xx or wrong body', () => {
+    for (const [name, phase, requests] of phases()) {
+      expect({ name, requests: phase.requests, errors: phase.errors, timeouts: phase.timeouts, non2xx: phase.non2xx, badBodies: phase.badBodies }).toEqual({
+        name,
+        requests,
+        errors: 0,
+        timeouts: 0,
+        non2xx: 0,
+        badBodies: 0,
+      });
+    }
+  });
+
+  it('reports every figure as a positive finite number', () => {
+    for (const [name, phase] of phases()) {
+      const figures = {
+        seconds: phase.seconds,
+        requestsPerSecond: phase.requestsPerSecond,
+        latencyP50Ms: phase.latencyP50Ms,
+        latencyP99Ms: phase.latencyP99Ms,
+        cpuMs: phase.cpuMs,
+        cpuMsPerRequest: phase.cpuMsPerRequest,
+        rssMiB: phase.rssMiB,
+      };
+      for (const [figure, value] of Object.entries(figures)) expect(positive(value), `${name} ${figure} = ${value}`).toBe(true);
+    }
+    const others = {
+      'submit ratio cpu': results.submit.ratio.cpuPerRequest,
+      'submit ratio req/s': results.submit.ratio.requestsPerSecond,
+      'submit ratio p99': results.submit.ratio.latencyP99,
+      'status ratio cpu': results.status.ratio.cpuPerRequest,
+      'status ratio req/s': results.status.ratio.requestsPerSecond,
+      'status ratio p99': results.status.ratio.latencyP99,
+      'upstream status calls': results.upstream.statusCalls,
+      'upstream calls per 1,000 reads': results.upstream.callsPer1000Reads,
+      'upstream calls per job per second': results.upstream.callsPerJobPerSecond,
+      'heap per tracked job': results.memory.heapBytesPerJob,
+      'RSS per 100,000 jobs': results.memory.rssBytesPer100kJobs,
+    };
+    for (const [figure, value] of Object.entries(others)) expect(positive(value), `${figure} = ${value}`).toBe(true);
+    expect(Number.isFinite(results.gatewayHeap.heapBytesPerSubmittedJob)).toBe(true);
+    expect(results.upstream.statusReads).toBe(results.settings.status.requests);
+    expect(results.memory.jobs).toBe(100_000);
+  });
+
+  it('checked the status bodies of both targets whole: every job, IN_QUEUE, its id, its status_url', () => {
+    expect(results.checks.gatewayStatusBodies).toEqual({ checked: 10, ok: 10 });
+    expect(results.checks.baselineStatusBodies).toEqual({ checked: 10, ok: 10 });
+  });
+
+  it('judges each target from its own figure and limit', () => {
+    expect(results.targets.map((t) => [t.name, t.limit])).toEqual([
+      ['gateway CPU per submit vs baseline', LIMITS.submitCpuRatio],
+      ['gateway CPU per status read vs baseline', LIMITS.statusCpuRatio],
+      ['upstream status calls per job per second', LIMITS.upstreamCallsPerJobPerSecond],
+      ['heap per tracked job', LIMITS.heapBytesPerJob],
+    ]);
+    const [submitCpu, statusCpu, upstream, heap] = results.targets;
+    expect(submitCpu!.value).toBe(results.submit.ratio.cpuPerRequest);
+    expect(statusCpu!.value).toBe(results.status.ratio.cpuPerRequest);
+    expect(upstream!.value).toBe(results.upstream.callsPerJobPerSecond);
+    expect(heap!.value).toBe(results.memory.heapBytesPerJob);
+    for (const t of results.targets) expect(t.pass, t.name).toBe(t.value <= t.limit);
+  });
+
+  it('prints the table and writes the same figures as Markdown beside the JSON', () => {
+    expect(run.stdout).toContain('gateway/baseline');
+    expect(markdown).toContain('| path | target | req/s | p50 ms | p99 ms | CPU ms/req | errors | non-2xx/bad |');
+    expect(markdown).toContain(`BENCH_SCALE=${results.scale}`);
+    for (const t of results.targets) expect(markdown).toContain(`| ${t.name} |`);
+  });
+});
+
+describe('bench: interrupted', () => {
+  it('takes its child processes down with it', { timeout: 60_000 }, async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'bench-test-'));
+    try {
+      const child = spawn(process.execPath, ['--import', 'tsx', 'scripts/bench.ts'], {
+        cwd: ROOT,
+        env: { ...process.env, BENCH_SCALE: '0.01', BENCH_OUT: join(dir, 'latest.json') },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      const closed = new Promise<number | null>((resolve) => child.once('close', (code) => resolve(code)));
+      // Both targets are up once the first load phase starts.
+      await new Promise<void>((resolve, reject) => {
+        let seen = '';
+        child.stdout.on('data', (chunk: Buffer) => {
+          seen += chunk.toString();
+          if (seen.includes('submit: baseline')) resolve();
+        });
+        child.once('close', () => reject(new Error(`the bench ended before its first phase:\n${seen}`)));
+      });
+      const targets = await childrenOf(child.pid!);
+      expect(targets.length, 'gateway and baseline processes').toBeGreaterThanOrEqual(2);
+      child.kill('SIGINT');
+      expect(await closed).toBe(130);
+      await expect.poll(() => targets.filter(alive), { timeout: 5_000 }).toEqual([]);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
