@@ -1,0 +1,271 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { utcDay } from '../src/accounting/accounting-store.js';
+import { manualClock } from '../src/simulator/index.js';
+import { json, SEED_REQUEST, startStack, upstreamCalls, waitForCompletion, type Stack } from './helpers.js';
+import { startFaultyUpstream } from './support/faulty-upstream.js';
+import { redisAvailable, REDIS_URL, skipReason, uniquePrefix } from './support/redis.js';
+
+const ADMIN_TOKEN = 'admin-'.padEnd(48, 'x');
+
+type Usage = {
+  from: string;
+  to: string;
+  tenants: Array<{
+    tenant_id: string;
+    totals: Record<string, number>;
+    days: Array<Record<string, number | string>>;
+    quota?: { day?: { limit: number; used: number; remaining: number; resets_at: string } };
+    concurrency?: { limit: number; in_use: number };
+  }>;
+};
+
+const post = (stack: Stack, tenant: string, images = 1, url = stack.url) =>
+  fetch(`${url}/v1/image-to-image`, { method: 'POST', headers: { ...json, ...stack.bearer(tenant) }, body: JSON.stringify({ ...SEED_REQUEST, num_images: images }) });
+
+const usage = async (stack: Stack, headers: Record<string, string>, query = '') => {
+  const res = await fetch(`${stack.url}/v1/usage${query}`, { headers });
+  return { res, body: (await res.json()) as Usage };
+};
+
+const nextUtcMidnight = () => {
+  const now = new Date();
+  return Date.UTC(now.getUTCFullYear(), now.getUTCMonth(), now.getUTCDate() + 1);
+};
+
+describe('image quota', () => {
+  let stack: Stack;
+  beforeAll(async () => {
+    stack = await startStack({
+      tenants: [{ id: 'team-a', quota: { imagesPerDay: 4 } }, { id: 'team-b' }],
+      sim: { queueMs: 600_000 },
+      env: { ADMIN_TOKEN },
+    });
+  });
+  afterAll(() => stack.close());
+
+  it('reserves num_images per submit, refuses the one that would go over with 429 quota_exceeded, and gives images back on cancel', async () => {
+    const first = await post(stack, 'team-a', 3);
+    expect(first.status).toBe(200);
+    expect(first.headers.get('ratelimit-policy')).toContain('"images-day";q=4;w=86400;qu="images"');
+    expect(first.headers.get('ratelimit')).toMatch(/"images-day";r=1;t=\d+/);
+    expect(first.headers.get('ratelimit')).toMatch(/"submit";r=\d+;t=\d+/);
+    const job = (await first.json()) as { cancel_url: string };
+
+    const posts = upstreamCalls(stack).filter((c) => c.method === 'POST').length;
+    const over = await post(stack, 'team-a', 2);
+    expect(over.status).toBe(429);
+    const body = (await over.json()) as { error_type: string; detail: string };
+    expect(body.error_type).toBe('quota_exceeded');
+    expect(body.detail).toContain('4 images per UTC day');
+    expect(body.detail).toContain(new Date(nextUtcMidnight()).toISOString());
+    const retryAfter = Number(over.headers.get('retry-after'));
+    expect(retryAfter).toBeGreaterThan(0);
+    expect(retryAfter).toBeLessThanOrEqual(86_400);
+    expect(over.headers.get('ratelimit')).toContain('"images-day";r=1');
+    // Refused before anything was sent: no paid job.
+    expect(upstreamCalls(stack).filter((c) => c.method === 'POST').length).toBe(posts);
+
+    // Another tenant has no quota and is unaffected.
+    expect((await post(stack, 'team-b', 4)).status).toBe(200);
+
+    // The cancel gives the 3 images back, once however often it is sent.
+    expect((await fetch(job.cancel_url, { method: 'PUT', headers: stack.bearer('team-a') })).status).toBe(202);
+    await fetch(job.cancel_url, { method: 'PUT', headers: stack.bearer('team-a') });
+    const { body: mine } = await usage(stack, stack.bearer('team-a'));
+    expect(mine.tenants[0]!.quota!.day).toMatchObject({ limit: 4, used: 0, remaining: 4 });
+    expect((await post(stack, 'team-a', 4)).status).toBe(200);
+    expect((await post(stack, 'team-a', 1)).status).toBe(429);
+  });
+
+  it('gives images back when the upstream refuses the job', async () => {
+    const upstream = await startFaultyUpstream();
+    upstream.setHandler((_req, res) => res.writeHead(503, { 'content-type': 'application/json' }).end(JSON.stringify({ detail: 'no runners', error_type: 'runner_scheduling_failure' })));
+    const failing = await startStack({ tenants: [{ id: 'team-a', quota: { imagesPerDay: 2 } }], env: { UPSTREAM_BASE_URL: upstream.url } });
+    try {
+      for (let i = 0; i < 3; i++) expect((await post(failing, 'team-a', 2)).status).toBe(503);
+      // Each failed submit gave its 2 images back, so the quota never ran out.
+      expect(upstream.requests.filter((r) => r.method === 'POST')).toHaveLength(3);
+      const { body } = await usage(failing, failing.bearer('team-a'));
+      expect(body.tenants[0]!.quota!.day).toMatchObject({ used: 0, remaining: 2 });
+      expect(body.tenants[0]!.totals.submitted).toBe(0);
+    } finally {
+      await failing.close();
+      await upstream.close();
+    }
+  });
+});
+
+describe('concurrent jobs', () => {
+  const clock = manualClock(Date.now());
+  let stack: Stack;
+  beforeAll(async () => {
+    stack = await startStack({
+      tenants: [{ id: 'team-a', maxConcurrentJobs: 2 }, { id: 'team-b' }],
+      sim: { queueMs: 1_000, runMs: 1_000, now: clock.now },
+      env: { STATUS_CACHE_MS: '0', STALE_JOB_CHECK_MS: '0' },
+    });
+  });
+  afterAll(() => stack.close());
+
+  it('holds a slot from submit until the gateway sees the job end, and refuses more with 429 concurrency_exceeded', async () => {
+    const a = (await (await post(stack, 'team-a')).json()) as { status_url: string };
+    const second = await post(stack, 'team-a');
+    expect(second.status).toBe(200);
+    expect(second.headers.get('ratelimit')).toContain('"concurrency";r=0');
+    expect(second.headers.get('ratelimit-policy')).toContain('"concurrency";q=2;qu="concurrent-requests"');
+    const third = await post(stack, 'team-a');
+    expect(third.status).toBe(429);
+    expect(((await third.json()) as { error_type: string }).error_type).toBe('concurrency_exceeded');
+    expect(third.headers.get('retry-after')).toBe('5');
+    expect((await post(stack, 'team-b')).status).toBe(200);
+
+    // The first job ends; a poll sees it, and its slot is free for the next submit.
+    clock.advance(2_500);
+    await waitForCompletion(a.status_url, stack.bearer('team-a'));
+    await stack.app.whenIdle();
+    const { body } = await usage(stack, stack.bearer('team-a'));
+    expect(body.tenants[0]!.concurrency).toEqual({ limit: 2, in_use: 1 });
+    expect((await post(stack, 'team-a')).status).toBe(200);
+    expect((await post(stack, 'team-a')).status).toBe(429);
+  });
+});
+
+describe('jobs nobody polls', () => {
+  let stack: Stack;
+  beforeAll(async () => {
+    stack = await startStack({
+      tenants: [{ id: 'team-a', maxConcurrentJobs: 1 }],
+      sim: { queueMs: 20, runMs: 20 },
+      env: { STALE_JOB_CHECK_MS: '100' },
+    });
+  });
+  afterAll(() => stack.close());
+
+  it('frees the slot of a finished job through the background check', async () => {
+    expect((await post(stack, 'team-a')).status).toBe(200);
+    expect((await post(stack, 'team-a')).status).toBe(429);
+    // No client polls: the gateway checks the job itself and frees its slot.
+    const deadline = Date.now() + 5_000;
+    let status = 429;
+    while (status === 429 && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 50));
+      status = (await post(stack, 'team-a')).status;
+    }
+    expect(status).toBe(200);
+    const statusReads = upstreamCalls(stack).filter((c) => c.method === 'GET' && c.path.includes('/status'));
+    expect(statusReads.length).toBeGreaterThan(0);
+  });
+});
+
+describe('usage', () => {
+  const clock = manualClock(Date.now());
+  let stack: Stack;
+  beforeAll(async () => {
+    stack = await startStack({ sim: { queueMs: 10, runMs: 10, now: clock.now }, env: { ADMIN_TOKEN } });
+  });
+  afterAll(() => stack.close());
+
+  it('counts jobs, images, outcomes and inference seconds per tenant and UTC day', async () => {
+    const ok = (await (await post(stack, 'team-a', 2)).json()) as { status_url: string };
+    const cancelled = (await (await post(stack, 'team-a', 3)).json()) as { cancel_url: string; status_url: string };
+    expect((await fetch(cancelled.cancel_url, { method: 'PUT', headers: stack.bearer('team-a') })).status).toBe(202);
+    await post(stack, 'team-b', 4);
+    clock.advance(100);
+    const done = await waitForCompletion(ok.status_url, stack.bearer('team-a'));
+    await waitForCompletion(cancelled.status_url, stack.bearer('team-a'));
+    // Polled twice more: a job's end is counted once.
+    await waitForCompletion(ok.status_url, stack.bearer('team-a'));
+    await stack.app.whenIdle();
+
+    const inference = [done.body].reduce((sum, b) => sum + ((b as { metrics?: { inference_time?: number } }).metrics?.inference_time ?? 0), 0);
+    const { res, body } = await usage(stack, stack.bearer('team-a'));
+    expect(res.status).toBe(200);
+    const today = utcDay(Date.now());
+    expect(body.to).toBe(today);
+    expect(body.from).toBe(`${today.slice(0, 8)}01`);
+    expect(body.tenants).toHaveLength(1);
+    const mine = body.tenants[0]!;
+    expect(mine.tenant_id).toBe('team-a');
+    expect(mine.totals).toMatchObject({ submitted: 2, images: 2 + 3, completed: 1, failed: 0, cancelled: 1 });
+    expect(mine.totals.inference_seconds).toBeGreaterThan(0);
+    expect(mine.totals.inference_seconds).toBeGreaterThanOrEqual(Math.round(inference * 1000) / 1000 - 0.002);
+    expect(mine.days).toEqual([{ day: today, ...mine.totals }]);
+    expect(mine.quota).toBeUndefined();
+
+    // A tenant cannot read another's usage; the admin token reads everyone's.
+    expect((await usage(stack, stack.bearer('team-a'), '?tenant=team-b')).res.status).toBe(422);
+    const admin = await usage(stack, { authorization: `Bearer ${ADMIN_TOKEN}` });
+    expect(admin.res.status).toBe(200);
+    expect(admin.body.tenants.map((t) => t.tenant_id)).toEqual(['team-a', 'team-b']);
+    expect(admin.body.tenants[1]!.totals).toMatchObject({ submitted: 1, images: 4 });
+    const one = await usage(stack, { authorization: `Bearer ${ADMIN_TOKEN}` }, '?tenant=team-b');
+    expect(one.body.tenants.map((t) => t.tenant_id)).toEqual(['team-b']);
+  });
+
+  it('counts a job that ends with an error as failed, with its inference time', async () => {
+    const upstream = await startFaultyUpstream();
+    upstream.setHandler((req, res) => {
+      const id = '7a3e0c2b-failed-job';
+      const send = (code: number, body: unknown) => res.writeHead(code, { 'content-type': 'application/json' }).end(JSON.stringify(body));
+      if (req.method === 'POST') return send(200, { status: 'IN_QUEUE', request_id: id, queue_position: 0 });
+      if (req.url?.includes('/status')) {
+        return send(200, { status: 'COMPLETED', request_id: id, logs: null, metrics: { inference_time: 1.25 }, error: 'Unprocessable Entity', error_type: 'validation_error' });
+      }
+      return send(422, { detail: [{ loc: ['body', 'image_url'], msg: 'could not load the image', type: 'value_error' }] });
+    });
+    const failing = await startStack({ env: { UPSTREAM_BASE_URL: upstream.url } });
+    try {
+      const job = (await (await post(failing, 'team-a', 2)).json()) as { status_url: string; response_url: string };
+      expect((await fetch(job.status_url, { headers: failing.bearer('team-a') })).status).toBe(200);
+      await failing.app.whenIdle();
+      const { body } = await usage(failing, failing.bearer('team-a'));
+      expect(body.tenants[0]!.totals).toEqual({ submitted: 1, images: 2, completed: 0, failed: 1, cancelled: 0, inference_seconds: 1.25 });
+      // The model's verdict is final, so it is kept like a result.
+      expect((await fetch(job.response_url, { headers: failing.bearer('team-a') })).status).toBe(422);
+      expect(upstream.requests.filter((r) => r.method === 'GET' && !r.url.includes('/status'))).toHaveLength(1);
+    } finally {
+      await failing.close();
+      await upstream.close();
+    }
+  });
+
+  it('validates the range and refuses unknown callers', async () => {
+    const h = stack.bearer('team-a');
+    expect((await usage(stack, h, '?from=2026-02-30')).res.status).toBe(422);
+    expect((await usage(stack, h, '?from=2026-11-02&to=2026-11-01')).res.status).toBe(422);
+    expect((await usage(stack, h, '?from=2024-01-01&to=2026-01-01')).res.status).toBe(422);
+    const empty = await usage(stack, h, '?from=2020-01-01&to=2020-01-31');
+    expect(empty.res.status).toBe(200);
+    expect(empty.body.tenants[0]!.totals.submitted).toBe(0);
+    expect((await usage(stack, {})).res.status).toBe(401);
+    expect((await usage(stack, { authorization: `Bearer ${ADMIN_TOKEN}x` })).res.status).toBe(401);
+  });
+});
+
+describe.skipIf(!redisAvailable)(`quotas across replicas${skipReason}`, () => {
+  let stack: Stack;
+  let other: { url: string };
+  beforeAll(async () => {
+    stack = await startStack({
+      tenants: [{ id: 'team-a', quota: { imagesPerDay: 10 } }, { id: 'team-c', maxConcurrentJobs: 3 }],
+      sim: { queueMs: 600_000 },
+      env: { REDIS_URL, REDIS_KEY_PREFIX: uniquePrefix() },
+    });
+    other = await stack.addReplica();
+  });
+  afterAll(() => stack.close());
+
+  it('lets exactly the quota through when two replicas take submits at once', async () => {
+    const answers = await Promise.all(Array.from({ length: 30 }, (_, i) => post(stack, 'team-a', 1, i % 2 ? other.url : stack.url)));
+    const codes = answers.map((r) => r.status);
+    expect(codes.filter((c) => c === 200)).toHaveLength(10);
+    expect(codes.filter((c) => c === 429)).toHaveLength(20);
+    expect(upstreamCalls(stack).filter((c) => c.method === 'POST')).toHaveLength(10);
+  });
+
+  it('holds exactly maxConcurrentJobs slots when two replicas take submits at once', async () => {
+    const answers = await Promise.all(Array.from({ length: 12 }, (_, i) => post(stack, 'team-c', 1, i % 2 ? other.url : stack.url)));
+    expect(answers.filter((r) => r.status === 200)).toHaveLength(3);
+    expect(answers.filter((r) => r.status === 429)).toHaveLength(9);
+  });
+});
