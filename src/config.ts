@@ -116,7 +116,7 @@ const schema = z.object({
     .url({ protocol: /^rediss?$/, error: 'must be a redis:// or rediss:// URL' })
     .optional()
     .describe(
-      'Redis shared by all replicas (rate-limit counters, job ownership), e.g. redis://127.0.0.1:6379/0; rediss:// for TLS. Unset: in-memory, per replica.',
+      'Redis shared by all replicas (rate-limit counters, jobs, quotas, concurrency slots, usage, kept results), e.g. redis://127.0.0.1:6379/0; rediss:// for TLS. Unset: in-memory, per replica.',
     ),
   REDIS_KEY_PREFIX: z
     .string()

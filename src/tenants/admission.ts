@@ -89,6 +89,7 @@ export async function admit(
       return storeDown(metrics, 'acquire_slot')(err);
     });
     reportPolicy(request, { name: 'concurrency', quota: max, remaining: max - taken.state.inUse, unit: 'concurrent-requests' });
+    metrics?.concurrentJobs(tenant.id, taken.state.inUse);
     if (!taken.ok) {
       await refund();
       metrics?.rejected(tenant.id, 'concurrency');
@@ -100,18 +101,20 @@ export async function admit(
   }
 
   const log = (what: string) => (err: unknown) => request.log.error({ err: (err as Error).message, tenant: tenant.id }, what);
+  const freeSlot = async () => {
+    if (!slot) return;
+    await accounting
+      .releaseSlot(tenant.id, slot)
+      .then(async () => metrics?.concurrentJobs(tenant.id, await accounting.slotsInUse(tenant.id)))
+      .catch(log('could not free a concurrency slot'));
+  };
   return {
     queued: async (requestId) => {
       if (slot) await accounting.renameSlot(tenant.id, slot, requestId, Date.now()).catch(log('could not move a concurrency slot to its job'));
     },
     notQueued: async () => {
-      await Promise.all([
-        refund().catch(log('could not give back a quota reservation')),
-        slot ? accounting.releaseSlot(tenant.id, slot).catch(log('could not free a concurrency slot')) : undefined,
-      ]);
+      await Promise.all([refund().catch(log('could not give back a quota reservation')), freeSlot()]);
     },
-    unknown: async () => {
-      if (slot) await accounting.releaseSlot(tenant.id, slot).catch(log('could not free a concurrency slot'));
-    },
+    unknown: freeSlot,
   };
 }
