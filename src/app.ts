@@ -316,7 +316,6 @@ export async function buildApp(options: AppOptions): Promise<GatewayApp> {
       security: SECURITY,
       maxEventBytes: config.UPSTREAM_MAX_RESPONSE_BYTES,
       onStatus: (requestId, status) => lifecycle.observe(requestId, status),
-      metrics,
     });
     queueRoutes(tenantScope, {
       upstream,

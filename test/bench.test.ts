@@ -167,7 +167,7 @@ describe('bench: interrupted', () => {
         let seen = '';
         child.stdout.on('data', (chunk: Buffer) => {
           seen += chunk.toString();
-          if (seen.includes('submit: baseline')) resolve();
+          if (seen.includes('] submit:')) resolve();
         });
         child.once('close', () => reject(new Error(`the bench ended before its first phase:\n${seen}`)));
       });

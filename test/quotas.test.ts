@@ -249,7 +249,8 @@ describe.skipIf(!redisAvailable)(`quotas across replicas${skipReason}`, () => {
     stack = await startStack({
       tenants: [{ id: 'team-a', quota: { imagesPerDay: 10 } }, { id: 'team-c', maxConcurrentJobs: 3 }],
       sim: { queueMs: 600_000 },
-      env: { REDIS_URL, REDIS_KEY_PREFIX: uniquePrefix() },
+      // Atomicity is under test, not the timeout: a loaded test machine must not turn commands into 503s.
+      env: { REDIS_URL, REDIS_KEY_PREFIX: uniquePrefix(), REDIS_COMMAND_TIMEOUT_MS: '5000' },
     });
     other = await stack.addReplica();
   });
