@@ -60,6 +60,8 @@ process.stdout.write(`
   Swagger UI:       ${base}/docs      ("Authorize" with the key, then "Try it out")
   Playground:       ${base}/playground  (paste the key, upload an image, watch it run)
   OpenAPI:          ${base}/openapi.json
+  Metrics:          ${base}/metrics
+  Usage:            curl -s ${base}/v1/usage -H 'Authorization: Bearer ${demoKey}'
 
   Submit the seed request:
 
