@@ -245,7 +245,8 @@ export async function buildApp(options: AppOptions): Promise<GatewayApp> {
   app.setSerializerCompiler(() => (data) => JSON.stringify(data));
   registerErrorHandling(app, config.BODY_LIMIT_BYTES);
 
-  app.addHook('onSend', async (request, reply) => {
+  // Hooks on every request are plain callbacks: no promise per hook on the hot path.
+  app.addHook('onSend', (request, reply, payload, done) => {
     reply.header('x-request-id', request.id);
     reply.header('x-content-type-options', 'nosniff');
     // API answers are data, never a page: nothing may load or frame them. The docs page sets its own.
@@ -255,24 +256,30 @@ export async function buildApp(options: AppOptions): Promise<GatewayApp> {
     // While draining, every response closes its connection so clients reconnect elsewhere
     // instead of reusing a socket that is about to go away.
     if (draining) reply.header('connection', 'close');
+    done(null, payload);
   });
-  app.addHook('onResponse', async (request, reply) => {
-    // Labels stay bounded: the route pattern (never the raw URL) and the tenant id. Scrapes are not counted.
-    const route = request.routeOptions.url ?? UNMATCHED_ROUTE;
-    if (route !== METRICS_PATH) {
-      metrics.httpRequest(route, request.method, reply.statusCode, request.tenant?.id, reply.elapsedTime / 1000);
+  app.addHook('onResponse', (request, reply, done) => {
+    try {
+      // Labels stay bounded: the route pattern (never the raw URL) and the tenant id. Scrapes are not counted.
+      const route = request.routeOptions.url ?? UNMATCHED_ROUTE;
+      if (route !== METRICS_PATH) {
+        metrics.httpRequest(route, request.method, reply.statusCode, request.tenant?.id, reply.elapsedTime / 1000);
+      }
+      const clientRequestId = request.headers['x-request-id'];
+      request.log.info(
+        {
+          method: request.method,
+          url: request.url,
+          statusCode: reply.statusCode,
+          ms: Math.round(reply.elapsedTime),
+          ...(request.jobId !== undefined ? { requestId: request.jobId } : {}),
+          ...(typeof clientRequestId === 'string' && CLIENT_REQUEST_ID.test(clientRequestId) ? { clientRequestId } : {}),
+        },
+        'request',
+      );
+    } finally {
+      done();
     }
-    const clientRequestId = request.headers['x-request-id'];
-    request.log.info(
-      {
-        method: request.method,
-        url: request.url,
-        statusCode: reply.statusCode,
-        ms: Math.round(reply.elapsedTime),
-        ...(typeof clientRequestId === 'string' && CLIENT_REQUEST_ID.test(clientRequestId) ? { clientRequestId } : {}),
-      },
-      'request',
-    );
   });
   app.addHook('onClose', async () => {
     lifecycle.stop();

@@ -74,6 +74,8 @@ export class GatewayMetrics {
   private readonly cacheLookups: Counter<'kind' | 'outcome'>;
   private readonly concurrent: Gauge<'tenant'>;
 
+  private readonly httpSeries = new Map<string, { requests: { inc(): void }; duration: { observe(value: number): void } }>();
+
   constructor(options: GatewayMetricsOptions = {}) {
     const registry = new Registry();
     this.registry = registry;
@@ -183,9 +185,19 @@ export class GatewayMetrics {
 
   /** Records one answered HTTP request. `route` must be a route pattern or `unmatched`. */
   httpRequest(route: string, method: string, statusCode: number, tenant: string | undefined, seconds: number): void {
-    const tenantLabel = tenant ?? ANONYMOUS_TENANT;
-    this.httpRequests.inc({ route, method, status: String(statusCode), tenant: tenantLabel });
-    this.httpDuration.observe({ route, method, tenant: tenantLabel }, seconds);
+    // Once per request: the labelled series are looked up once per label set, not hashed every time.
+    const key = `${route}\u0000${method}\u0000${statusCode}\u0000${tenant ?? ''}`;
+    let series = this.httpSeries.get(key);
+    if (!series) {
+      const tenantLabel = tenant ?? ANONYMOUS_TENANT;
+      series = {
+        requests: this.httpRequests.labels({ route, method, status: String(statusCode), tenant: tenantLabel }),
+        duration: this.httpDuration.labels({ route, method, tenant: tenantLabel }),
+      };
+      this.httpSeries.set(key, series);
+    }
+    series.requests.inc();
+    series.duration.observe(seconds);
   }
 
   /** Records one upstream call attempt. */

@@ -111,9 +111,16 @@ export const MAX_USAGE_RANGE_DAYS = 1_000;
 
 // ---- UTC calendar -------------------------------------------------------------------------
 
+/** The last day computed, since nearly every call (one per submit) falls on the same day. */
+let lastDay = { start: 0, end: 0, day: '' };
+
 /** YYYY-MM-DD of the UTC day containing `ms`. */
 export function utcDay(ms: number): string {
-  return new Date(ms).toISOString().slice(0, 10);
+  if (ms >= lastDay.start && ms < lastDay.end) return lastDay.day;
+  const start = Math.floor(ms / DAY_MS) * DAY_MS;
+  const day = new Date(ms).toISOString().slice(0, 10);
+  lastDay = { start, end: start + DAY_MS, day };
+  return day;
 }
 
 /** YYYY-MM of the UTC month containing `ms`. */

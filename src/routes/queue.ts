@@ -1,4 +1,4 @@
-import type { FastifyInstance, FastifyRequest, onRequestHookHandler } from 'fastify';
+import type { FastifyInstance, FastifyReply, FastifyRequest, onRequestHookHandler } from 'fastify';
 import type { ZodTypeProvider } from 'fastify-type-provider-zod';
 import { publicBaseUrl } from '../http/public-url.js';
 import { APP_ID, MODEL_ID } from '../model.js';
@@ -10,7 +10,11 @@ import type { JobReads } from '../jobs/job-reads.js';
 import { assertOwned as checkOwner } from './ownership.js';
 import { submit, type SubmitDeps } from './submit.js';
 import { rewriteQueueUrls } from '../upstream/queue-urls.js';
-import { relay } from '../upstream/relay.js';
+import type { UpstreamResponse } from '../upstream/client.js';
+import { pickRelayedHeaders } from '../upstream/headers.js';
+import { parseJsonObject, relay } from '../upstream/relay.js';
+
+const JSON_TYPE = 'application/json; charset=utf-8';
 
 export interface QueueRouteDeps extends SubmitDeps {
   limits: { submit: onRequestHookHandler; read: onRequestHookHandler };
@@ -55,6 +59,8 @@ const paths = {
 
 export function queueRoutes(app: FastifyInstance, deps: QueueRouteDeps): void {
   const api = app.withTypeProvider<ZodTypeProvider>();
+  /** Status bodies as sent, per upstream answer (kept only as long as the answer itself is). */
+  const rendered = new WeakMap<UpstreamResponse, { origin: string; text: string; hint: number | undefined }>();
 
   const assertOwned = (request: FastifyRequest, requestId: string) => checkOwner(deps.jobs, request, requestId);
 
@@ -114,11 +120,21 @@ export function queueRoutes(app: FastifyInstance, deps: QueueRouteDeps): void {
         await assertOwned(request, requestId);
         const logs = request.query.logs === '1' || request.query.logs === 'true';
         const upstream = await deps.reads.status(requestId, logs);
-        return relay(reply, upstream, (b) => {
-          const hint = upstream.statusCode === 202 ? pollHint(b) : undefined;
-          if (hint !== undefined) reply.header('retry-after', String(hint));
-          rewriteQueueUrls(b, base(request), requestId);
-        });
+        if (upstream.statusCode !== 200 && upstream.statusCode !== 202) return relay(reply, upstream);
+        // A status served from the cache is the same object for every poller: render it once per origin.
+        const origin = base(request);
+        let view = rendered.get(upstream);
+        if (view?.origin !== origin) {
+          const body = parseJsonObject(upstream);
+          const hint = upstream.statusCode === 202 ? pollHint(body) : undefined;
+          rewriteQueueUrls(body, origin, requestId);
+          view = { origin, text: upstream.redact(JSON.stringify(body)), hint };
+          rendered.set(upstream, view);
+        }
+        reply.headers(pickRelayedHeaders(upstream.headers));
+        if (view.hint !== undefined) reply.header('retry-after', String(view.hint));
+        // Sent as rendered: the text is the upstream body, not an object to serialise.
+        return (reply as FastifyReply).code(upstream.statusCode).type(JSON_TYPE).send(view.text);
       },
     );
 

@@ -164,11 +164,12 @@ async function queue(deps: SubmitDeps, request: FastifyRequest, input: ModelInpu
   }
   await admission.queued(requestId);
   await deps.lifecycle.submitted(tenant.id, requestId, images);
-  request.log.info({ requestId }, 'job submitted');
-  const stored = structuredClone(body);
+  // Logged on the request's own line (one line per request), not a line of its own.
+  request.jobId = requestId;
   return {
     statusCode: answer.statusCode,
-    body: stored,
+    // Kept for an Idempotency-Key replay, before the URLs are rewritten for this caller.
+    body: request.headers['idempotency-key'] === undefined ? body : structuredClone(body),
     send: () => {
       rewriteQueueUrls(body, base, requestId, { always: true });
       return sendRewritten(reply, answer, body);

@@ -8,6 +8,8 @@ import { looksLikeToken, type TokenIssuer } from './tokens.js';
 declare module 'fastify' {
   interface FastifyRequest {
     tenant: Tenant | null;
+    /** The upstream request id a submit queued, for the request's log line. */
+    jobId: string | undefined;
     /** How the tenant proved itself: a long-lived key, or a short-lived browser token. */
     credential: 'key' | 'token' | null;
   }
@@ -33,6 +35,17 @@ export function presentedKey(headers: FastifyRequest['headers']): string | undef
   return undefined;
 }
 
+/**
+ * Adds fields to every later log line of this request. The request's pino logger is already a
+ * child made for this request alone, so the fields are set on it (cheaper than another child);
+ * a logger shared between requests (e.g. logging disabled) gets a child instead.
+ */
+function addLogBindings(request: FastifyRequest, bindings: Record<string, string>): void {
+  const log = request.log as FastifyRequest['log'] & { setBindings?: (b: Record<string, string>) => void };
+  if (typeof log.setBindings === 'function' && log !== request.server.log) log.setBindings(bindings);
+  else request.log = request.log.child(bindings);
+}
+
 /** The authenticated tenant of a request on a tenant route. */
 export function tenantOf(request: FastifyRequest): Tenant {
   if (!request.tenant) throw new errors.Unauthorized();
@@ -53,6 +66,7 @@ export function registerAuth(app: FastifyInstance, options: AuthOptions): void {
 export function decorateAuth(app: FastifyInstance): void {
   if (!app.hasRequestDecorator('tenant')) app.decorateRequest('tenant', null);
   if (!app.hasRequestDecorator('credential')) app.decorateRequest('credential', null);
+  if (!app.hasRequestDecorator('jobId')) app.decorateRequest('jobId', undefined);
 }
 
 /** The tenant authentication step as a hook: 401 unless a key or token names a tenant. */
@@ -77,6 +91,6 @@ export function tenantAuthentication(options: AuthOptions) {
     checkOrigin(request, reply, tenant, options.publicBaseUrl);
     request.tenant = tenant;
     request.credential = credential;
-    request.log = request.log.child({ tenant: tenant.id, ...(credential === 'token' ? { credential } : {}) });
+    addLogBindings(request, credential === 'token' ? { tenant: tenant.id, credential } : { tenant: tenant.id });
   };
 }

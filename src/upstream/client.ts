@@ -214,7 +214,21 @@ export class UpstreamClient {
   }
 
   private async send(method: Method, path: string, extra: Record<string, string>, body?: string): Promise<UpstreamResponse> {
-    const signal = AbortSignal.timeout(this.options.requestTimeoutMs);
+    // The total deadline, cleared as soon as the call is over: AbortSignal.timeout() would keep a
+    // timer alive for the whole timeout after every call, thousands of them under load.
+    const deadline = new AbortController();
+    const timer = setTimeout(
+      () => deadline.abort(new DOMException(`upstream call exceeded ${this.options.requestTimeoutMs} ms`, 'TimeoutError')),
+      this.options.requestTimeoutMs,
+    );
+    try {
+      return await this.exchange(method, path, extra, body, deadline.signal);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  private async exchange(method: Method, path: string, extra: Record<string, string>, body: string | undefined, signal: AbortSignal): Promise<UpstreamResponse> {
     let response: Dispatcher.ResponseData;
     try {
       response = await this.options.dispatcher.request({

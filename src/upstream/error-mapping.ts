@@ -23,7 +23,7 @@ export function mapTransportError(err: unknown): Error {
   const own = (err as { code?: unknown } | null)?.code;
   if (err instanceof Error && typeof own === 'string' && own.startsWith('FGW_')) return err;
   const code = codeOf(err);
-  // Our own total deadline (AbortSignal.timeout) surfaces as an abort.
+  // Our own total deadline (an abort with a TimeoutError) surfaces as an abort.
   const name = (err as { name?: string } | null)?.name;
   if (name === 'TimeoutError' || code === 'UND_ERR_ABORTED' || name === 'AbortError') return new errors.UpstreamTimeout({ cause: err });
   if (code && TIMEOUT.has(code)) return new errors.UpstreamTimeout({ cause: err });
