@@ -218,7 +218,7 @@ export async function buildApp(options: AppOptions): Promise<GatewayApp> {
     reads,
     log: app.log,
     metrics,
-    warmResults: resultTtlMs > 0,
+    warmResults: resultTtlMs > 0 && config.RESULT_PREFETCH,
     staleCheckMs: config.STALE_JOB_CHECK_MS,
     pendingSlotMaxMs: config.UPSTREAM_REQUEST_TIMEOUT_MS + 60_000,
   });

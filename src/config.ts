@@ -160,6 +160,9 @@ const schema = z.object({
   RESULT_CACHE_TTL_SECONDS: int(0, 30 * 86_400)
     .default(86_400)
     .describe('How long a COMPLETED status and a fetched result are kept (memory, or Redis with REDIS_URL), so repeated reads never go upstream and results outlive fal\'s retention (seconds). 0: not kept.'),
+  RESULT_PREFETCH: boolean
+    .default(true)
+    .describe('Fetch a job\'s result into the cache as soon as the gateway sees it COMPLETED (a few at a time), so it outlives fal\'s retention even if the client comes later; the client\'s own fetch is then served from the cache.'),
   RESULT_CACHE_MAX_ITEM_BYTES: int(1024, 64 * 1024 * 1024)
     .default(1024 * 1024)
     .describe('Largest result body kept in the result cache (bytes); larger results are always read from upstream.'),

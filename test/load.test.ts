@@ -99,7 +99,8 @@ describe('load: 2,000 submits and 20,000 status reads across 5 tenants', () => {
       tenants: TENANTS.map((id) => ({ id, submit: UNLIMITED, read: UNLIMITED })),
       // No job is forgotten upstream, and every call stays recorded (2,000 + 20,000 + checks).
       sim: { queueMs: 20, runMs: 50, maxJobs: 10_000, maxRecordedRequests: 100_000 },
-      env: { LOG_LEVEL: 'warn' },
+      // No result prefetch: this test never fetches results, and the simulator renders every image it is asked for.
+      env: { LOG_LEVEL: 'warn', RESULT_PREFETCH: 'false' },
     });
   });
   afterAll(async () => {

@@ -154,6 +154,23 @@ describe('finished jobs', () => {
   });
 });
 
+describe('without result prefetch', () => {
+  let stack: Stack;
+  beforeAll(async () => {
+    stack = await startStack({ sim: { queueMs: 10, runMs: 10 }, env: { RESULT_PREFETCH: 'false' } });
+  });
+  afterAll(() => stack.close());
+
+  it('fetches a result only when a client asks for it, then keeps it', async () => {
+    const job = await submit(stack);
+    await waitForCompletion(job.status_url, stack.bearer('team-a'));
+    await stack.app.whenIdle();
+    expect(callsFor(stack, job.request_id, '')).toBe(0);
+    for (let i = 0; i < 3; i++) expect((await fetch(job.response_url, { headers: stack.bearer('team-a') })).status).toBe(200);
+    expect(callsFor(stack, job.request_id, '')).toBe(1);
+  });
+});
+
 describe.skipIf(!redisAvailable)(`finished jobs with Redis${skipReason}`, () => {
   let stack: Stack;
   let other: { url: string };

@@ -21,6 +21,9 @@ export interface JobLifecycleOptions {
 
 /** Bounds the jobs this process remembers seeing start (only those it saw running and not yet ending). */
 const MAX_SEEN = 100_000;
+/** Results fetched ahead of their clients at once, and the most waiting their turn. */
+const PREFETCH_CONCURRENCY = 4;
+const MAX_PREFETCH_BACKLOG = 10_000;
 export const PENDING_SLOT = 'pending:';
 
 /**
@@ -36,6 +39,8 @@ export class JobLifecycle {
   private timer: NodeJS.Timeout | undefined;
   /** Background work in progress (accounting a job's end, fetching its result), for idle(). */
   private readonly pending = new Set<Promise<unknown>>();
+  private readonly prefetchQueue: string[] = [];
+  private prefetching = 0;
   private sweeping = false;
 
   constructor(private readonly options: JobLifecycleOptions) {
@@ -140,12 +145,34 @@ export class JobLifecycle {
         started !== undefined ? (now - started) / 1000 : undefined,
       );
     }
-    if (this.options.warmResults && outcome !== 'cancelled') {
-      // Kept now, the result outlives fal's retention even if the client comes for it later.
+    if (this.options.warmResults && outcome !== 'cancelled') this.prefetch(requestId);
+  }
+
+  /**
+   * Kept now, the result outlives fal's retention even if the client comes for it later. A few
+   * at a time, so prefetching never competes with clients for the upstream; past the backlog
+   * bound a job is left to its client's own read.
+   */
+  private prefetch(requestId: string): void {
+    if (this.prefetchQueue.length >= MAX_PREFETCH_BACKLOG) return;
+    this.prefetchQueue.push(requestId);
+    this.pumpPrefetch();
+  }
+
+  private pumpPrefetch(): void {
+    while (this.prefetching < PREFETCH_CONCURRENCY && this.prefetchQueue.length > 0) {
+      const next = this.prefetchQueue.shift()!;
+      this.prefetching++;
       this.track(
-        this.options.reads.result(requestId).catch(() => {
-          // Only a miss later: the client's own read asks upstream again.
-        }),
+        this.options.reads
+          .result(next)
+          .catch(() => {
+            // Only a miss later: the client's own read asks upstream again.
+          })
+          .finally(() => {
+            this.prefetching--;
+            this.pumpPrefetch();
+          }),
       );
     }
   }
