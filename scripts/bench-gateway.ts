@@ -1,8 +1,8 @@
 import { writeFile } from 'node:fs/promises';
-import pino from 'pino';
 import { buildApp } from '../src/app.js';
 import { parseConfig } from '../src/config.js';
 import { digestKey } from '../src/tenants/registry.js';
+import { createLogDestination } from '../src/log-destination.js';
 import { loadTenantsFile } from '../src/tenants/tenants-file.js';
 import { serveTarget } from './bench-ipc.js';
 
@@ -11,7 +11,7 @@ import { serveTarget } from './bench-ipc.js';
  * (parseConfig) and tenants file (loadTenantsFile), tenant keys, validation, per-tenant rate
  * limits set too high to trigger, image host checks, rewritten queue URLs, the in-memory job
  * store, browser tokens, docs, and every request logged at info to a file, the way pino writes
- * to stdout in production (asynchronously: under load lines share writes).
+ * to stdout in production (batched, asynchronously: see src/log-destination.ts).
  *
  * Environment from the bench: BENCH_UPSTREAM_URL, BENCH_UPSTREAM_TOKEN, BENCH_TENANT_ID,
  * BENCH_TENANT_KEY, BENCH_TENANTS_FILE (written here), BENCH_LOG_FILE, BENCH_PUBLIC_BASE_URL.
@@ -57,7 +57,7 @@ await serveTarget(async () => {
     TENANTS_WATCH: 'false',
   });
   const tenants = await loadTenantsFile(config.TENANTS_FILE);
-  const logStream = pino.destination({ dest: required('BENCH_LOG_FILE'), sync: false });
+  const { stream: logStream } = createLogDestination(required('BENCH_LOG_FILE'));
   const app = await buildApp({ config, tenants, logStream });
   process.once('SIGTERM', () => {
     void app.close().finally(() => process.exit(0));

@@ -1,5 +1,5 @@
 import closeWithGrace from 'close-with-grace';
-import pino from 'pino';
+import { createLogDestination } from './log-destination.js';
 import { buildApp } from './app.js';
 import { ConfigError, parseConfig } from './config.js';
 import { attachTenantsReloader, readTenantsSnapshot } from './tenants/reload.js';
@@ -25,10 +25,11 @@ async function main(): Promise<void> {
   }
 
   const { tenants } = snapshot;
-  // Log lines go to stdout asynchronously: under load many lines share one write instead of a
-  // blocking write each. Flushed before the process exits, so shutdown loses no line.
-  const stdout = pino.destination({ dest: 1, sync: false });
-  const app = await buildApp({ config, tenants, logStream: stdout });
+  // Log lines go to stdout in batches, asynchronously; flushed before the process exits.
+  const stdout = createLogDestination(1);
+  // Every exit, including a forced one after the shutdown grace period, writes what is buffered.
+  process.once('exit', () => stdout.flushSync());
+  const app = await buildApp({ config, tenants, logStream: stdout.stream });
   const reloader = attachTenantsReloader(app, { file: config.TENANTS_FILE, watch: config.TENANTS_WATCH, appliedDigest: snapshot.digest });
   process.on('SIGHUP', () => void reloader.reload('signal'));
   if (tenants.length === 0) app.log.warn({ file: config.TENANTS_FILE }, 'the tenants file lists no tenant: every call will be 401');
@@ -44,11 +45,7 @@ async function main(): Promise<void> {
     await new Promise((resolve) => setTimeout(resolve, config.SHUTDOWN_DRAIN_DELAY_MS));
     await app.close();
     app.log.info('shut down cleanly');
-    try {
-      stdout.flushSync();
-    } catch {
-      // Nothing buffered is left to lose when stdout is already gone.
-    }
+    stdout.flushSync();
   });
 
   await app.listen({ port: config.PORT, host: config.HOST });
