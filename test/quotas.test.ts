@@ -1,5 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { utcDay } from '../src/accounting/accounting-store.js';
+import type { JobMark } from '../src/jobs/job-store.js';
+import { MemoryJobStore } from '../src/jobs/memory-job-store.js';
 import { manualClock } from '../src/simulator/index.js';
 import { json, SEED_REQUEST, startStack, upstreamCalls, waitForCompletion, type Stack } from './helpers.js';
 import { startFaultyUpstream } from './support/faulty-upstream.js';
@@ -71,10 +73,38 @@ describe('image quota', () => {
     // The cancel gives the 3 images back, once however often it is sent.
     expect((await fetch(job.cancel_url, { method: 'PUT', headers: stack.bearer('team-a') })).status).toBe(202);
     await fetch(job.cancel_url, { method: 'PUT', headers: stack.bearer('team-a') });
+    // The gateway reads the job again at once and sees it ended without output.
+    await stack.app.whenIdle();
     const { body: mine } = await usage(stack, stack.bearer('team-a'));
     expect(mine.tenants[0]!.quota!.day).toMatchObject({ limit: 4, used: 0, remaining: 4 });
     expect((await post(stack, 'team-a', 4)).status).toBe(200);
     expect((await post(stack, 'team-a', 1)).status).toBe(429);
+  });
+
+  it('keeps the images of a job that finished with its output although it was cancelled', async () => {
+    const upstream = await startFaultyUpstream();
+    const id = '5b1c9a70-finished-anyway';
+    upstream.setHandler((req, res) => {
+      const send = (code: number, body: unknown) => res.writeHead(code, { 'content-type': 'application/json' }).end(JSON.stringify(body));
+      if (req.method === 'POST') return send(200, { status: 'IN_QUEUE', request_id: id, queue_position: 0 });
+      if (req.method === 'PUT') return send(202, { status: 'CANCELLATION_REQUESTED' });
+      if (req.url?.includes('/status')) return send(200, { status: 'COMPLETED', request_id: id, logs: null, metrics: { inference_time: 2 } });
+      return send(200, { images: [{ url: 'https://example.com/a.png' }], seed: 1 });
+    });
+    const running = await startStack({ tenants: [{ id: 'team-a', quota: { imagesPerDay: 4 } }], env: { UPSTREAM_BASE_URL: upstream.url } });
+    try {
+      const job = (await (await post(running, 'team-a', 3)).json()) as { cancel_url: string };
+      expect((await fetch(job.cancel_url, { method: 'PUT', headers: running.bearer('team-a') })).status).toBe(202);
+      await running.app.whenIdle();
+      const { body } = await usage(running, running.bearer('team-a'));
+      // The runner was already done: the images were made, so they stay charged.
+      expect(body.tenants[0]!.quota!.day).toMatchObject({ used: 3, remaining: 1 });
+      expect(body.tenants[0]!.totals).toMatchObject({ completed: 1, cancelled: 0 });
+      expect((await post(running, 'team-a', 2)).status).toBe(429);
+    } finally {
+      await running.close();
+      await upstream.close();
+    }
   });
 
   it('gives images back when the upstream refuses the job', async () => {
@@ -154,6 +184,49 @@ describe('jobs nobody polls', () => {
     expect(status).toBe(200);
     const statusReads = upstreamCalls(stack).filter((c) => c.method === 'GET' && c.path.includes('/status'));
     expect(statusReads.length).toBeGreaterThan(0);
+  });
+});
+
+describe('a finished job whose accounting failed once', () => {
+  /** A real memory store whose first `settled` mark fails, as a store blip would. */
+  class FlakyStore extends MemoryJobStore {
+    failures = 1;
+    override async mark(requestId: string, mark: JobMark): Promise<boolean> {
+      if (mark === 'settled' && this.failures > 0) {
+        this.failures--;
+        throw new Error('store blip');
+      }
+      return super.mark(requestId, mark);
+    }
+  }
+  let stack: Stack;
+  const store = new FlakyStore({ ttlMs: 60_000, maxEntries: 1_000 });
+  beforeAll(async () => {
+    stack = await startStack({
+      tenants: [{ id: 'team-a', maxConcurrentJobs: 1 }],
+      sim: { queueMs: 10, runMs: 10 },
+      env: { STALE_JOB_CHECK_MS: '100' },
+      app: { jobs: store },
+    });
+  });
+  afterAll(() => stack.close());
+
+  it('is settled by the background check from the kept COMPLETED status, freeing its slot', async () => {
+    const job = (await (await post(stack, 'team-a')).json()) as { status_url: string };
+    await waitForCompletion(job.status_url, stack.bearer('team-a'));
+    await stack.app.whenIdle();
+    expect(store.failures).toBe(0);
+    expect(stack.logs.some((l) => l.includes('could not account for a finished job'))).toBe(true);
+    // The status is now served from the cache; the check must still settle the job.
+    const deadline = Date.now() + 5_000;
+    let status = 429;
+    while (status === 429 && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 50));
+      status = (await post(stack, 'team-a')).status;
+    }
+    expect(status).toBe(200);
+    const { body } = await usage(stack, stack.bearer('team-a'));
+    expect(body.tenants[0]!.totals.completed).toBe(1);
   });
 });
 

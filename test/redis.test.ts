@@ -28,6 +28,26 @@ jobStoreContract(
   !redisAvailable,
 );
 
+describe.skipIf(!redisAvailable)(`jobs recorded by an earlier version${skipReason}`, () => {
+  it('still belong to their tenant: a plain job:<id> string is read when no jobs:<id> hash exists', async () => {
+    const prefix = uniquePrefix();
+    const redis = createRedis({ url: REDIS_URL, keyPrefix: prefix, commandTimeoutMs: 500 }, silent as never);
+    await waitForRedis(redis, 2_000);
+    try {
+      await redis.set('job:legacy-1', 'team-a', 'PX', 60_000);
+      const store = new RedisJobStore(redis, 60_000);
+      expect(await store.ownerOf('legacy-1')).toBe('team-a');
+      expect(await store.ownerOf('legacy-2')).toBeUndefined();
+      await store.record('new-1', 'team-b', 1);
+      expect(await store.ownerOf('new-1')).toBe('team-b');
+    } finally {
+      const keys = await redis.keys(`${prefix}*`);
+      if (keys.length) await redis.del(...keys.map((k) => k.slice(prefix.length)));
+      await redis.quit();
+    }
+  });
+});
+
 describe.skipIf(!redisAvailable)(`two replicas sharing one Redis${skipReason}`, () => {
   let stack: Stack;
   let other: { url: string; logs: string[] };
@@ -88,10 +108,10 @@ describe.skipIf(!redisAvailable)(`two replicas sharing one Redis${skipReason}`, 
     const client = inspect('');
     try {
       const keys = await client.keys(`${prefix}*`);
-      expect(keys.some((k) => k.startsWith(`${prefix}job:`))).toBe(true);
+      expect(keys.some((k) => k.startsWith(`${prefix}jobs:`))).toBe(true);
       expect(keys.some((k) => k.startsWith(`${prefix}rl:`) && k.endsWith('submit:team-a'))).toBe(true);
       expect(keys.some((k) => k.startsWith(`${prefix}rl:`) && k.endsWith('read:team-b'))).toBe(true);
-      const job = keys.find((k) => k.startsWith(`${prefix}job:`))!;
+      const job = keys.find((k) => k.startsWith(`${prefix}jobs:`))!;
       const ttl = await client.pttl(job);
       expect(ttl).toBeGreaterThan(86_000_000);
       expect(ttl).toBeLessThanOrEqual(86_400_000);

@@ -14,9 +14,9 @@ class BreakableStore implements JobStore {
   available() {
     return true;
   }
-  async record(id: string, tenant: string, images?: number) {
+  async record(...args: Parameters<JobStore['record']>) {
     if (this.broken.record) throw new Error('store down');
-    return this.inner.record(id, tenant, images);
+    return this.inner.record(...args);
   }
   job(id: string) {
     return this.inner.job(id);

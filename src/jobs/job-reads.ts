@@ -19,6 +19,9 @@ export interface JobReadsOptions {
   onCacheError?: (operation: 'get' | 'set', err: unknown) => void;
 }
 
+/** Most status answers reused at once (jobs polled within one STATUS_CACHE_MS). */
+const MAX_FRESH = 50_000;
+
 /** Result codes that are final: the images, or the model's verdict on the input. */
 const FINAL_RESULT = new Set([200, 422]);
 
@@ -46,11 +49,12 @@ export class JobReads {
       this.options.onLookup?.('status', 'hit');
       return Promise.resolve(fresh.response);
     }
-    return this.shared(key, 'status', async () => {
+    return this.shared(key, 'status', async (current) => {
       const kept = await this.cached(key);
       this.options.onLookup?.('status', kept ? 'hit' : 'miss');
       const response = kept ?? (await this.fetchStatus(requestId, logs, key));
-      this.remember(key, response);
+      // A read that began before forget() must not put its older answer back.
+      if (current()) this.remember(key, response);
       return response;
     });
   }
@@ -69,10 +73,15 @@ export class JobReads {
     });
   }
 
-  /** Drops the short-lived status copies of a job whose state just changed (e.g. cancelled). */
+  /**
+   * Drops the short-lived status copies of a job whose state just changed (e.g. cancelled), and
+   * detaches reads already in flight, so the next read asks upstream afresh.
+   */
   forget(requestId: string): void {
-    this.fresh.delete(`status:${requestId}:0`);
-    this.fresh.delete(`status:${requestId}:1`);
+    for (const key of [`status:${requestId}:0`, `status:${requestId}:1`]) {
+      this.fresh.delete(key);
+      this.inFlight.delete(key);
+    }
   }
 
   private async fetchStatus(requestId: string, logs: boolean, key: string): Promise<UpstreamResponse> {
@@ -91,14 +100,19 @@ export class JobReads {
     return response;
   }
 
-  /** Runs `load` once for every concurrent caller of `key`. */
-  private shared(key: string, kind: 'status' | 'result', load: () => Promise<UpstreamResponse>): Promise<UpstreamResponse> {
+  /** Runs `load` once for every concurrent caller of `key`; `current()` says whether it is still the read others join. */
+  private shared(key: string, kind: 'status' | 'result', load: (current: () => boolean) => Promise<UpstreamResponse>): Promise<UpstreamResponse> {
     const pending = this.inFlight.get(key);
     if (pending) {
       this.options.onLookup?.(kind, 'shared');
       return pending;
     }
-    const promise = load().finally(() => this.inFlight.delete(key));
+    const self: { promise?: Promise<UpstreamResponse> } = {};
+    const current = () => self.promise !== undefined && this.inFlight.get(key) === self.promise;
+    const promise = load(current).finally(() => {
+      if (current()) this.inFlight.delete(key);
+    });
+    self.promise = promise;
     this.inFlight.set(key, promise);
     return promise;
   }
@@ -109,9 +123,10 @@ export class JobReads {
     const now = this.now();
     this.fresh.delete(key);
     this.fresh.set(key, { response, expiresAt: now + ttl });
-    // Same TTL for every entry: insertion order is expiry order, so expired ones leave from the front.
+    // Same TTL for every entry: insertion order is expiry order, so expired ones (and, past the
+    // bound, the oldest) leave from the front.
     for (const [oldest, entry] of this.fresh) {
-      if (entry.expiresAt > now) break;
+      if (entry.expiresAt > now && this.fresh.size <= MAX_FRESH) break;
       this.fresh.delete(oldest);
     }
   }

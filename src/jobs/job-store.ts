@@ -8,13 +8,17 @@ export interface JobRecord {
   tenantId: string;
   /** Epoch ms of the submit: the UTC day and month its images were charged to. */
   submittedAt: number;
-  /** num_images requested (charged against the tenant's quota). */
+  /** num_images requested. */
   images: number;
+  /** The quota windows those images were charged to at submit (none when the tenant had no quota). */
+  charged: ChargedWindow[];
   /** A cancel of this job was accepted upstream. */
   cancelled: boolean;
   /** Its end was observed and accounted (usage, concurrency slot). */
   settled: boolean;
 }
+
+export type ChargedWindow = 'day' | 'month';
 
 /** Marks that are set at most once per job, across replicas: the first caller wins. */
 export type JobMark = 'cancelled' | 'settled';
@@ -28,8 +32,11 @@ export interface JobStore {
   readonly kind: 'memory' | 'redis';
   /** Cheap, local check (no round trip) that the store can be written now: checked before a paid submit. */
   available(): boolean;
-  /** Records that `tenantId` submitted `requestId` (for `images` images, now); kept for the store's TTL. */
-  record(requestId: string, tenantId: string, images?: number): Promise<void>;
+  /**
+   * Records that `tenantId` submitted `requestId` now, for `images` images charged to the
+   * `charged` quota windows; kept for the store's TTL.
+   */
+  record(requestId: string, tenantId: string, images?: number, charged?: readonly ChargedWindow[]): Promise<void>;
   /** The owning tenant id, or undefined when unknown or expired. Rejects when the store is down. */
   ownerOf(requestId: string): Promise<string | undefined>;
   /** Everything recorded about a job, or undefined when unknown or expired. */

@@ -26,6 +26,15 @@ const PREFETCH_CONCURRENCY = 4;
 const MAX_PREFETCH_BACKLOG = 10_000;
 export const PENDING_SLOT = 'pending:';
 
+function parseStatus(body: Buffer): Record<string, unknown> | undefined {
+  try {
+    const value: unknown = JSON.parse(body.toString('utf8'));
+    return value && typeof value === 'object' && !Array.isArray(value) ? (value as Record<string, unknown>) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 /**
  * Turns what the gateway observes of a job (its submit, each status fetched upstream by a poll,
  * a stream or the stale-job check, an accepted cancel) into accounting: the tenant's daily usage,
@@ -50,13 +59,15 @@ export class JobLifecycle {
   /** Starts the background check of stale jobs (an unref'd timer). */
   start(): void {
     if (this.options.staleCheckMs <= 0 || this.timer) return;
-    this.timer = setInterval(() => void this.sweep(), this.options.staleCheckMs);
+    this.timer = setInterval(() => this.track(this.sweep()), this.options.staleCheckMs);
     this.timer.unref();
   }
 
+  /** Stops the background check and drops results waiting to be prefetched (shutdown). */
   stop(): void {
     if (this.timer) clearInterval(this.timer);
     this.timer = undefined;
+    this.prefetchQueue.length = 0;
   }
 
   /** A job was queued upstream and recorded for `tenantId`. */
@@ -90,21 +101,13 @@ export class JobLifecycle {
   }
 
   /**
-   * A cancel was accepted upstream: the job's images go back to the tenant's quota (once, however
-   * many cancels arrive), and its status is read again at once so its slot is freed promptly.
+   * A cancel was accepted upstream. The job is marked (once, however many cancels arrive) and its
+   * status is read again at once, so a job removed from the queue is settled, its slot freed and
+   * its images given back promptly. A running job may still finish: it is settled when it does.
    */
   async cancelled(requestId: string): Promise<void> {
     this.options.reads.forget(requestId);
-    if (!(await this.options.jobs.mark(requestId, 'cancelled'))) return;
-    const job = await this.options.jobs.job(requestId);
-    if (job && job.images > 0) {
-      await this.options.accounting.refundImages({
-        tenantId: job.tenantId,
-        images: job.images,
-        day: utcDay(job.submittedAt),
-        month: utcMonth(job.submittedAt),
-      });
-    }
+    await this.options.jobs.mark(requestId, 'cancelled');
     this.track(
       this.options.reads.status(requestId, false).catch(() => {
         // The stale-job check will look again.
@@ -119,12 +122,21 @@ export class JobLifecycle {
     const job = await this.options.jobs.job(requestId);
     if (!job || job.settled) return;
     if (!(await this.options.jobs.mark(requestId, 'settled'))) return;
-    const outcome: JobOutcome =
-      job.cancelled || status.error_type === 'request_cancelled' ? 'cancelled' : status.error ? 'failed' : 'completed';
+    // A cancel only counts when it took effect: a job that finished with its images anyway is completed (and paid for).
+    const failed = status.error !== undefined && status.error !== null;
+    const outcome: JobOutcome = failed && (job.cancelled || status.error_type === 'request_cancelled') ? 'cancelled' : failed ? 'failed' : 'completed';
     const metrics = status.metrics as { inference_time?: unknown } | undefined;
     const inference = typeof metrics?.inference_time === 'number' && metrics.inference_time >= 0 ? metrics.inference_time : 0;
     const now = this.now();
     await Promise.all([
+      outcome === 'cancelled' && job.images > 0 && job.charged.length > 0
+        ? this.options.accounting
+            .refundImages({ tenantId: job.tenantId, images: job.images, day: utcDay(job.submittedAt), month: utcMonth(job.submittedAt), charged: job.charged })
+            .catch((err: unknown) => {
+              this.options.metrics?.storeError('accounting', 'refund_images');
+              this.options.log.error({ err: (err as Error).message, requestId, images: job.images }, 'a cancelled job\'s images could not be given back');
+            })
+        : undefined,
       this.addUsage(job.tenantId, { [outcome]: 1, ...(inference > 0 ? { inferenceSeconds: inference } : {}) }),
       this.options.accounting.releaseSlot(job.tenantId, requestId).then(
         async (held) => {
@@ -209,7 +221,13 @@ export class JobLifecycle {
           continue;
         }
         const response = await this.options.reads.status(slotId, false).catch(() => undefined);
-        if (response?.statusCode === 404) await this.options.accounting.releaseSlot(tenantId, slotId);
+        if (response?.statusCode === 404) {
+          await this.options.accounting.releaseSlot(tenantId, slotId);
+          continue;
+        }
+        // A COMPLETED answer may come from the cache (its first settle failed): settle from it.
+        const status = response?.statusCode === 200 ? parseStatus(response.body) : undefined;
+        if (status?.status === 'COMPLETED') await this.settle(slotId, status);
       }
     } catch (err) {
       this.options.metrics?.storeError('accounting', 'stale_slots');

@@ -1,7 +1,9 @@
-import type { IdempotencyRecord, JobMark, JobRecord, JobStore, JobStoreOptions } from './job-store.js';
+import type { ChargedWindow, IdempotencyRecord, JobMark, JobRecord, JobStore, JobStoreOptions } from './job-store.js';
 
 const CANCELLED = 1;
 const SETTLED = 2;
+const CHARGED_DAY = 4;
+const CHARGED_MONTH = 8;
 
 /** Kept small on purpose (a few hundred thousand of them may be live): expiry is derived from submittedAt. */
 interface Entry {
@@ -30,10 +32,11 @@ export class MemoryJobStore implements JobStore {
     return true;
   }
 
-  async record(requestId: string, tenantId: string, images = 0): Promise<void> {
+  async record(requestId: string, tenantId: string, images = 0, charged: readonly ChargedWindow[] = []): Promise<void> {
     const now = this.now();
+    const marks = (charged.includes('day') ? CHARGED_DAY : 0) | (charged.includes('month') ? CHARGED_MONTH : 0);
     this.entries.delete(requestId);
-    this.entries.set(requestId, { tenantId, submittedAt: now, images, marks: 0 });
+    this.entries.set(requestId, { tenantId, submittedAt: now, images, marks });
     this.sweep(now);
   }
 
@@ -48,6 +51,7 @@ export class MemoryJobStore implements JobStore {
       tenantId: entry.tenantId,
       submittedAt: entry.submittedAt,
       images: entry.images,
+      charged: [...((entry.marks & CHARGED_DAY) !== 0 ? ['day' as const] : []), ...((entry.marks & CHARGED_MONTH) !== 0 ? ['month' as const] : [])],
       cancelled: (entry.marks & CANCELLED) !== 0,
       settled: (entry.marks & SETTLED) !== 0,
     };

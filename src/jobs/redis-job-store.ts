@@ -1,11 +1,15 @@
 import type { Redis } from 'ioredis';
-import type { IdempotencyRecord, JobMark, JobRecord, JobStore } from './job-store.js';
+import type { ChargedWindow, IdempotencyRecord, JobMark, JobRecord, JobStore } from './job-store.js';
 
 /** Sets a field only on a job that exists (never recreating an expired one without TTL): 1 first set, 0 already set, -1 unknown. */
 const MARK_SCRIPT = `if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
 return redis.call('HSETNX', KEYS[1], ARGV[1], '1')`;
 
-const FIELDS = { tenant: 't', at: 'at', images: 'n', cancelled: 'c', settled: 's' } as const;
+const FIELDS = { tenant: 't', at: 'at', images: 'n', charged: 'q', cancelled: 'c', settled: 's' } as const;
+
+/** Jobs are hashes under `jobs:`; `job:` held a plain tenant id in earlier versions and is still read. */
+const KEY = (requestId: string) => `jobs:${requestId}`;
+const LEGACY_KEY = (requestId: string) => `job:${requestId}`;
 
 /**
  * Jobs in Redis, shared by every replica: one hash per request id (tenant, submit time, images,
@@ -23,11 +27,11 @@ export class RedisJobStore implements JobStore {
     return this.redis.status === 'ready';
   }
 
-  async record(requestId: string, tenantId: string, images = 0): Promise<void> {
-    const key = `job:${requestId}`;
+  async record(requestId: string, tenantId: string, images = 0, charged: readonly ChargedWindow[] = []): Promise<void> {
+    const key = KEY(requestId);
     await this.redis
       .multi()
-      .hset(key, FIELDS.tenant, tenantId, FIELDS.at, Date.now(), FIELDS.images, images)
+      .hset(key, FIELDS.tenant, tenantId, FIELDS.at, Date.now(), FIELDS.images, images, FIELDS.charged, charged.join(','))
       .pexpire(key, this.ttlMs)
       .exec()
       .then((results) => {
@@ -37,24 +41,35 @@ export class RedisJobStore implements JobStore {
   }
 
   async ownerOf(requestId: string): Promise<string | undefined> {
-    return (await this.redis.hget(`job:${requestId}`, FIELDS.tenant)) ?? undefined;
+    const owner = await this.redis.hget(KEY(requestId), FIELDS.tenant);
+    if (owner !== null) return owner;
+    // A job recorded by an earlier version (a plain string): still its owner's until it expires.
+    return (await this.redis.get(LEGACY_KEY(requestId))) ?? undefined;
   }
 
   async job(requestId: string): Promise<JobRecord | undefined> {
-    const [tenantId, at, images, cancelled, settled] = await this.redis.hmget(
-      `job:${requestId}`,
+    const [tenantId, at, images, charged, cancelled, settled] = await this.redis.hmget(
+      KEY(requestId),
       FIELDS.tenant,
       FIELDS.at,
       FIELDS.images,
+      FIELDS.charged,
       FIELDS.cancelled,
       FIELDS.settled,
     );
     if (!tenantId) return undefined;
-    return { tenantId, submittedAt: Number(at), images: Number(images ?? 0), cancelled: cancelled === '1', settled: settled === '1' };
+    return {
+      tenantId,
+      submittedAt: Number(at),
+      images: Number(images ?? 0),
+      charged: (charged ?? '').split(',').filter((w): w is ChargedWindow => w === 'day' || w === 'month'),
+      cancelled: cancelled === '1',
+      settled: settled === '1',
+    };
   }
 
   async mark(requestId: string, mark: JobMark): Promise<boolean> {
-    const result = await this.redis.eval(MARK_SCRIPT, 1, `job:${requestId}`, FIELDS[mark]);
+    const result = await this.redis.eval(MARK_SCRIPT, 1, KEY(requestId), FIELDS[mark]);
     return result === 1;
   }
 

@@ -13,6 +13,7 @@ import { pickRelayedHeaders } from '../upstream/headers.js';
 import { relay } from '../upstream/relay.js';
 import { StatusStreamHub, type StatusSink } from '../upstream/stream-hub.js';
 import { assertOwned } from './ownership.js';
+import { writeRateLimitFields } from '../tenants/ratelimit-fields.js';
 
 export interface StreamRouteDeps {
   upstream: UpstreamClient;
@@ -103,6 +104,8 @@ export function streamRoutes(app: FastifyInstance, deps: StreamRouteDeps): void 
             // Shutting down while the stream was opening: the client reconnects elsewhere.
             throw new errors.UpstreamUnavailable();
           }
+          // A hijacked reply skips onSend: the RateLimit fields are added here instead.
+          writeRateLimitFields(request, reply);
           reply.hijack();
           hijacked = true;
           res.writeHead(200, {

@@ -156,7 +156,7 @@ async function queue(deps: SubmitDeps, request: FastifyRequest, input: ModelInpu
     throw new errors.SubmitOutcomeUnknown('the upstream answered without a usable request_id');
   }
   try {
-    await deps.jobs.record(requestId, tenant.id, images);
+    await deps.jobs.record(requestId, tenant.id, images, admission.charged);
   } catch (err) {
     await admission.unknown();
     request.log.error({ err, requestId }, 'job queued upstream but its ownership could not be recorded');

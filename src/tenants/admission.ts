@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { FastifyRequest } from 'fastify';
-import type { AccountingStore, QuotaState, QuotaTicket } from '../accounting/accounting-store.js';
+import type { AccountingStore, QuotaState, QuotaTicket, QuotaWindow } from '../accounting/accounting-store.js';
 import { errors } from '../errors.js';
 import { PENDING_SLOT } from '../jobs/lifecycle.js';
 import type { GatewayMetrics } from '../metrics.js';
@@ -15,6 +15,8 @@ const CONCURRENCY_RETRY_SECONDS = 5;
  * a concurrency slot. Exactly one of `queued`, `notQueued` or `unknown` is called afterwards.
  */
 export interface Admission {
+  /** The quota windows the images were charged to (empty without a quota). */
+  readonly charged: QuotaWindow[];
   /** The job exists upstream as `requestId`: the slot now follows it until it ends. */
   queued(requestId: string): Promise<void>;
   /** Nothing was queued (refused upstream, or never sent): everything is given back. */
@@ -109,6 +111,7 @@ export async function admit(
       .catch(log('could not free a concurrency slot'));
   };
   return {
+    charged: ticket ? (ticket.charged ?? ['day', 'month']) : [],
     queued: async (requestId) => {
       if (slot) await accounting.renameSlot(tenant.id, slot, requestId, Date.now()).catch(log('could not move a concurrency slot to its job'));
     },

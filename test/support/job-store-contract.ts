@@ -67,9 +67,11 @@ export function jobStoreContract(name: string, make: (ttlMs: number) => Promise<
     it('remembers what a job was submitted for, and sets each mark once', async () => {
       const { store, cleanup } = await make(60_000);
       const before = Date.now() - 5_000;
-      await store.record('req-m', 'team-a', 3);
+      await store.record('req-m', 'team-a', 3, ['day']);
+      await store.record('req-n', 'team-a', 2);
       const job = await store.job('req-m');
-      expect(job).toMatchObject({ tenantId: 'team-a', images: 3, cancelled: false, settled: false });
+      expect(job).toMatchObject({ tenantId: 'team-a', images: 3, charged: ['day'], cancelled: false, settled: false });
+      expect(await store.job('req-n')).toMatchObject({ images: 2, charged: [] });
       expect(job!.submittedAt).toBeGreaterThan(0);
       if (store.kind === 'redis') expect(job!.submittedAt).toBeGreaterThanOrEqual(before);
       expect(await store.mark('req-m', 'cancelled')).toBe(true);
