@@ -1,13 +1,20 @@
 import { writeFile } from 'node:fs/promises';
-import { buildApp } from '../src/app.js';
-import { parseConfig } from '../src/config.js';
-import { digestKey } from '../src/tenants/registry.js';
-import { createLogDestination } from '../src/log-destination.js';
-import { loadTenantsFile } from '../src/tenants/tenants-file.js';
 import { serveTarget } from './bench-ipc.js';
 
+/*
+ * The gateway's code is loaded from dist/, as `npm start` and the Docker image run it: compiled
+ * by tsc, run by plain Node. (This script itself runs under tsx, which would otherwise compile
+ * src/ on the fly with its own helpers in every function; the bench builds dist/ first.)
+ */
+const dist = (module: string) => new URL(`../dist/${module}.js`, import.meta.url).href;
+const { buildApp } = (await import(dist('app'))) as typeof import('../src/app.js');
+const { parseConfig } = (await import(dist('config'))) as typeof import('../src/config.js');
+const { digestKey } = (await import(dist('tenants/registry'))) as typeof import('../src/tenants/registry.js');
+const { createLogDestination } = (await import(dist('log-destination'))) as typeof import('../src/log-destination.js');
+const { loadTenantsFile } = (await import(dist('tenants/tenants-file'))) as typeof import('../src/tenants/tenants-file.js');
+
 /**
- * The gateway as the benchmark measures it, in a process of its own: the real configuration
+ * The gateway as the benchmark measures it, in a process of its own, built as it ships: the real configuration
  * (parseConfig) and tenants file (loadTenantsFile), tenant keys, validation, per-tenant rate
  * limits set too high to trigger, image host checks, rewritten queue URLs, the in-memory job
  * store, browser tokens, docs, and every request logged at info to a file, the way pino writes

@@ -1,10 +1,13 @@
+import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { createRequire } from 'node:module';
 import { rmSync } from 'node:fs';
 import { mkdir, mkdtemp, readFile, writeFile } from 'node:fs/promises';
 import { cpus, tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
 import { request } from 'undici';
 import { newKey } from '../src/cli/key.js';
 import { APP_ID, MODEL_ID, SEED_REQUEST } from '../src/model.js';
@@ -30,6 +33,17 @@ const out = (text: string) => process.stdout.write(`${text}\n`);
 const started = performance.now();
 /** A progress line, with the seconds since the bench started. */
 const step = (text: string) => out(`[${((performance.now() - started) / 1000).toFixed(1).padStart(5)} s] ${text}`);
+
+/** Compiles the gateway into dist/ (`npm run build`): the bench measures the code that ships. */
+async function buildGateway(): Promise<void> {
+  const tsc = createRequire(import.meta.url).resolve('typescript/bin/tsc');
+  try {
+    await promisify(execFile)(process.execPath, [tsc, '-p', 'tsconfig.build.json'], { cwd: ROOT });
+  } catch (err) {
+    const { stdout = '' } = err as { stdout?: string };
+    throw new Error(`the build failed (npm run build):\n${stdout}`, { cause: err });
+  }
+}
 
 function parseScale(raw: string | undefined): number {
   const scale = Number(raw ?? '1');
@@ -215,6 +229,8 @@ async function run(): Promise<BenchResults> {
   const children: BenchChild[] = [];
   try {
     out(`fal-gateway bench: scale ${scale}, ${settings.submit.requests} submits and ${settings.status.requests} status reads per target`);
+    step('building the gateway (npm run build)...');
+    await buildGateway();
     sim = await startSimulator({
       token: upstreamToken,
       queueMs: settings.simulator.queueMs,

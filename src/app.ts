@@ -33,7 +33,7 @@ import { playgroundRoutes } from './routes/playground.js';
 import { registerMultipartSubmit } from './http/multipart.js';
 import { registerAuth } from './tenants/auth.js';
 import { createPolicyLimiter } from './tenants/rate-limits.js';
-import { writeRateLimitFields } from './tenants/ratelimit-fields.js';
+import { decorateRateLimitFields, writeRateLimitFields } from './tenants/ratelimit-fields.js';
 import { TenantRegistry } from './tenants/registry.js';
 import type { Tenant } from './tenants/tenants-file.js';
 import { CircuitBreaker } from './upstream/circuit-breaker.js';
@@ -92,6 +92,18 @@ export interface GatewayApp extends FastifyInstance {
 }
 
 const CLIENT_REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
+
+/** The one log line each request gets. */
+interface RequestLine {
+  method: string;
+  url: string;
+  statusCode: number;
+  ms: number;
+  /** The upstream job a submit queued. */
+  requestId?: string;
+  /** The caller's own x-request-id, for correlation. */
+  clientRequestId?: string;
+}
 
 /** A hop count trusts that many proxies nearest to the gateway. */
 function trustProxyOption(value: Config['TRUST_PROXY']): boolean | string | ((addr: string, hop: number) => boolean) {
@@ -245,6 +257,7 @@ export async function buildApp(options: AppOptions): Promise<GatewayApp> {
   app.setSerializerCompiler(() => (data) => JSON.stringify(data));
   registerErrorHandling(app, config.BODY_LIMIT_BYTES);
 
+  decorateRateLimitFields(app);
   // Hooks on every request are plain callbacks: no promise per hook on the hot path.
   app.addHook('onSend', (request, reply, payload, done) => {
     reply.header('x-request-id', request.id);
@@ -265,18 +278,11 @@ export async function buildApp(options: AppOptions): Promise<GatewayApp> {
       if (route !== METRICS_PATH) {
         metrics.httpRequest(route, request.method, reply.statusCode, request.tenant?.id, reply.elapsedTime / 1000);
       }
+      const line: RequestLine = { method: request.method, url: request.url, statusCode: reply.statusCode, ms: Math.round(reply.elapsedTime) };
+      if (request.jobId !== undefined) line.requestId = request.jobId;
       const clientRequestId = request.headers['x-request-id'];
-      request.log.info(
-        {
-          method: request.method,
-          url: request.url,
-          statusCode: reply.statusCode,
-          ms: Math.round(reply.elapsedTime),
-          ...(request.jobId !== undefined ? { requestId: request.jobId } : {}),
-          ...(typeof clientRequestId === 'string' && CLIENT_REQUEST_ID.test(clientRequestId) ? { clientRequestId } : {}),
-        },
-        'request',
-      );
+      if (typeof clientRequestId === 'string' && CLIENT_REQUEST_ID.test(clientRequestId)) line.clientRequestId = clientRequestId;
+      request.log.info(line, 'request');
     } finally {
       done();
     }

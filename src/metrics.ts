@@ -74,7 +74,11 @@ export class GatewayMetrics {
   private readonly cacheLookups: Counter<'kind' | 'outcome'>;
   private readonly concurrent: Gauge<'tenant'>;
 
+  // Labelled series on the hot path are looked up once per label set: prom-client would
+  // otherwise sort and hash the labels on every call.
   private readonly httpSeries = new Map<string, { requests: { inc(): void }; duration: { observe(value: number): void } }>();
+  private readonly upstreamSeries = new Map<string, { calls: { inc(): void }; duration: { observe(value: number): void } }>();
+  private readonly counterSeries = new Map<string, { inc(): void }>();
 
   constructor(options: GatewayMetricsOptions = {}) {
     const registry = new Registry();
@@ -202,8 +206,24 @@ export class GatewayMetrics {
 
   /** Records one upstream call attempt. */
   upstreamCall(operation: UpstreamOperation, outcome: string, seconds: number): void {
-    this.upstreamCalls.inc({ operation, outcome });
-    this.upstreamDuration.observe({ operation }, seconds);
+    const key = `${operation}\u0000${outcome}`;
+    let series = this.upstreamSeries.get(key);
+    if (!series) {
+      series = { calls: this.upstreamCalls.labels({ operation, outcome }), duration: this.upstreamDuration.labels({ operation }) };
+      this.upstreamSeries.set(key, series);
+    }
+    series.calls.inc();
+    series.duration.observe(seconds);
+  }
+
+  /** `counter`'s series for these label values (`key` names the counter and the values), made once. */
+  private counterSeriesOf<L extends string>(key: string, counter: Counter<L>, labels: Partial<Record<L, string>>): { inc(): void } {
+    let series = this.counterSeries.get(key);
+    if (!series) {
+      series = counter.labels(labels);
+      this.counterSeries.set(key, series);
+    }
+    return series;
   }
 
   /** Records a policy rejection; policy is 'submit' | 'read' | 'quota_day' | 'quota_month' | 'concurrency'. */
@@ -212,12 +232,12 @@ export class GatewayMetrics {
   }
 
   jobSubmitted(tenant: string): void {
-    this.jobsSubmitted.inc({ tenant });
+    this.counterSeriesOf(`submitted\u0000${tenant}`, this.jobsSubmitted, { tenant }).inc();
   }
 
   /** Records a state the gateway observed for the first time for a job. */
   jobState(tenant: string, state: ObservedJobState): void {
-    this.jobsObserved.inc({ tenant, state });
+    this.counterSeriesOf(`observed\u0000${tenant}\u0000${state}`, this.jobsObserved, { tenant, state }).inc();
   }
 
   /** Records a job's final outcome and, when known, how long it was queued and running. */
@@ -245,7 +265,7 @@ export class GatewayMetrics {
   }
 
   cache(kind: 'status' | 'result', outcome: 'hit' | 'miss' | 'shared'): void {
-    this.cacheLookups.inc({ kind, outcome });
+    this.counterSeriesOf(`cache\u0000${kind}\u0000${outcome}`, this.cacheLookups, { kind, outcome }).inc();
   }
 
   /** Sets the number of jobs currently in flight for a tenant. */

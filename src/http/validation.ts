@@ -110,11 +110,40 @@ export function capEntries(entries: FalValidationEntry[], location: string): Fal
   ];
 }
 
+/** The fields an object schema declares, to check headers by (every other header is not the schema's business). */
+function declaredKeys(schema: z.ZodType): string[] | undefined {
+  const shape = (schema as unknown as SchemaNode).def.shape;
+  return shape ? Object.keys(shape) : undefined;
+}
+
+/**
+ * Validates with zod and answers in fal's dialect. The common, valid case parses once without
+ * `reportInput` (zod's compiled fast path); only a failure is parsed again with the inputs kept,
+ * to tell a missing field from a wrong one.
+ *
+ * Headers are checked, never replaced: only the headers the schema declares are parsed, and the
+ * request keeps its own. (A replaced `request.headers` would make Fastify merge a copy of every
+ * header on each later read.) Header schemas therefore must not transform or default values.
+ */
 export const validatorCompiler: FastifySchemaCompiler<z.ZodType> = ({ schema, httpPart }) => {
   const location = LOCATION[httpPart ?? 'body'] ?? httpPart ?? 'body';
+  const fail = (data: unknown) => {
+    const detailed = schema.safeParse(data, { reportInput: true });
+    const issues = detailed.success ? [] : detailed.error.issues;
+    return { error: new RequestValidationError(capEntries(toFalEntries(issues, location, schema), location)) };
+  };
+  const keys = httpPart === 'headers' ? declaredKeys(schema) : undefined;
+  if (keys) {
+    return (data: unknown) => {
+      const all = (data ?? {}) as Record<string, unknown>;
+      const declared: Record<string, unknown> = {};
+      for (const key of keys) if (all[key] !== undefined) declared[key] = all[key];
+      // Valid: no `value`, so Fastify leaves request.headers as they came.
+      return schema.safeParse(declared).success ? {} : fail(declared);
+    };
+  }
   return (data: unknown) => {
-    const result = schema.safeParse(data, { reportInput: true });
-    if (result.success) return { value: result.data };
-    return { error: new RequestValidationError(capEntries(toFalEntries(result.error.issues, location, schema), location)) };
+    const result = schema.safeParse(data);
+    return result.success ? { value: result.data } : fail(data);
   };
 };

@@ -16,7 +16,7 @@ const CONCURRENCY_RETRY_SECONDS = 5;
  */
 export interface Admission {
   /** The quota windows the images were charged to (empty without a quota). */
-  readonly charged: QuotaWindow[];
+  readonly charged: readonly QuotaWindow[];
   /** The job exists upstream as `requestId`: the slot now follows it until it ends. */
   queued(requestId: string): Promise<void>;
   /** Nothing was queued (refused upstream, or never sent): everything is given back. */
@@ -24,6 +24,14 @@ export interface Admission {
   /** The job may exist but cannot be tracked: the slot is freed, the images stay charged. */
   unknown(): Promise<void>;
 }
+
+/** A tenant without a quota or a concurrency limit holds nothing: one shared admission, no store call. */
+const NOTHING_HELD: Admission = Object.freeze({
+  charged: Object.freeze([]),
+  queued: async () => undefined,
+  notQueued: async () => undefined,
+  unknown: async () => undefined,
+});
 
 const storeDown = (metrics: GatewayMetrics | undefined, operation: string) => (err: unknown) => {
   metrics?.storeError('accounting', operation);
@@ -63,6 +71,8 @@ export async function admit(
   now = Date.now(),
 ): Promise<Admission> {
   const caps = tenant.limits.quota;
+  const max = tenant.limits.maxConcurrentJobs;
+  if (!caps && max === undefined) return NOTHING_HELD;
   let ticket: QuotaTicket | undefined;
   if (caps) {
     const reservation = await accounting.reserveImages(tenant.id, images, caps, now).catch(storeDown(metrics, 'reserve_images'));
@@ -82,7 +92,6 @@ export async function admit(
     if (ticket) await accounting.refundImages(ticket).catch(storeDown(metrics, 'refund_images'));
   };
 
-  const max = tenant.limits.maxConcurrentJobs;
   let slot: string | undefined;
   if (max !== undefined) {
     const placeholder = `${PENDING_SLOT}${now}:${randomUUID()}`;

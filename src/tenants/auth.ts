@@ -1,4 +1,4 @@
-import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { FastifyInstance, FastifyReply, FastifyRequest, onRequestHookHandler } from 'fastify';
 import { errors } from '../errors.js';
 import { checkOrigin } from '../http/cors.js';
 import type { TenantRegistry } from './registry.js';
@@ -59,7 +59,7 @@ export function tenantOf(request: FastifyRequest): Tenant {
  */
 export function registerAuth(app: FastifyInstance, options: AuthOptions): void {
   decorateAuth(app);
-  app.addHook('onRequest', tenantAuthentication(options));
+  app.addHook('onRequest', authenticationHook(options));
 }
 
 /** Declares the request fields authentication fills (once per instance tree). */
@@ -69,28 +69,64 @@ export function decorateAuth(app: FastifyInstance): void {
   if (!app.hasRequestDecorator('jobId')) app.decorateRequest('jobId', undefined);
 }
 
-/** The tenant authentication step as a hook: 401 unless a key or token names a tenant. */
+/** Settles who the caller is: 401 without a tenant, 403 from an origin the tenant does not allow. */
+function accept(request: FastifyRequest, reply: FastifyReply, tenant: Tenant | undefined, credential: 'key' | 'token', publicBaseUrl: string | undefined): void {
+  if (!tenant) {
+    reply.header('www-authenticate', 'Bearer realm="fal-gateway"');
+    throw new errors.Unauthorized();
+  }
+  checkOrigin(request, reply, tenant, publicBaseUrl);
+  request.tenant = tenant;
+  request.credential = credential;
+  addLogBindings(request, credential === 'token' ? { tenant: tenant.id, credential } : { tenant: tenant.id });
+}
+
+/** A browser token's tenant, once its signature and claims check out. */
+async function tenantOfToken(token: string, options: AuthOptions & { tokens: TokenIssuer }): Promise<Tenant | undefined> {
+  const tenantId = await options.tokens.verify(token);
+  const tenant = tenantId === undefined ? undefined : options.registry().findById(tenantId);
+  // A tenant whose keys were all removed is disabled: its tokens stop working too.
+  return tenant && tenant.keyDigests.length > 0 ? tenant : undefined;
+}
+
+/** The tenant authentication step as a function: 401 unless a key or token names a tenant. */
 export function tenantAuthentication(options: AuthOptions) {
   return async function authenticate(request: FastifyRequest, reply: FastifyReply): Promise<void> {
     const presented = presentedKey(request.headers);
-    let tenant: Tenant | undefined;
-    let credential: 'key' | 'token' = 'key';
     if (presented !== undefined && options.tokens && looksLikeToken(presented)) {
-      const tenantId = await options.tokens.verify(presented);
-      tenant = tenantId === undefined ? undefined : options.registry().findById(tenantId);
-      // A tenant whose keys were all removed is disabled: its tokens stop working too.
-      if (tenant && tenant.keyDigests.length === 0) tenant = undefined;
-      credential = 'token';
-    } else if (presented !== undefined) {
-      tenant = options.registry().findByKey(presented);
+      accept(request, reply, await tenantOfToken(presented, { ...options, tokens: options.tokens }), 'token', options.publicBaseUrl);
+      return;
     }
-    if (!tenant) {
-      reply.header('www-authenticate', 'Bearer realm="fal-gateway"');
-      throw new errors.Unauthorized();
+    accept(request, reply, presented === undefined ? undefined : options.registry().findByKey(presented), 'key', options.publicBaseUrl);
+  };
+}
+
+/**
+ * The same step as an onRequest hook. A key is checked synchronously (a digest and a lookup),
+ * so the common case costs no promise; only a browser token's signature check is awaited.
+ */
+function authenticationHook(options: AuthOptions): onRequestHookHandler {
+  const tokens = options.tokens ? { ...options, tokens: options.tokens } : undefined;
+  return function authenticate(request, reply, done) {
+    const presented = presentedKey(request.headers);
+    if (presented !== undefined && tokens && looksLikeToken(presented)) {
+      tenantOfToken(presented, tokens).then((tenant) => {
+        try {
+          accept(request, reply, tenant, 'token', options.publicBaseUrl);
+        } catch (err) {
+          done(err as Error);
+          return;
+        }
+        done();
+      }, done);
+      return;
     }
-    checkOrigin(request, reply, tenant, options.publicBaseUrl);
-    request.tenant = tenant;
-    request.credential = credential;
-    addLogBindings(request, credential === 'token' ? { tenant: tenant.id, credential } : { tenant: tenant.id });
+    try {
+      accept(request, reply, presented === undefined ? undefined : options.registry().findByKey(presented), 'key', options.publicBaseUrl);
+    } catch (err) {
+      done(err as Error);
+      return;
+    }
+    done();
   };
 }

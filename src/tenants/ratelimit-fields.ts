@@ -1,4 +1,4 @@
-import type { FastifyReply, FastifyRequest } from 'fastify';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 
 /**
  * The IETF RateLimit header fields (draft-ietf-httpapi-ratelimit-headers-10): `RateLimit-Policy`
@@ -17,20 +17,29 @@ export interface PolicyField {
   unit?: 'requests' | 'images' | 'concurrent-requests';
 }
 
-const fields = new WeakMap<FastifyRequest, PolicyField[]>();
+declare module 'fastify' {
+  interface FastifyRequest {
+    /** The policies reported for this request's answer (see reportPolicy). */
+    rateLimitFields: PolicyField[] | null;
+  }
+}
+
+/** Declares the request field the policies are kept in (on the root instance, before any route). */
+export function decorateRateLimitFields(app: FastifyInstance): void {
+  if (!app.hasRequestDecorator('rateLimitFields')) app.decorateRequest('rateLimitFields', null);
+}
 
 /** Adds (or replaces, by name) a policy's state for this request's answer. */
 export function reportPolicy(request: FastifyRequest, field: PolicyField): void {
-  const list = fields.get(request) ?? [];
+  const list = (request.rateLimitFields ??= []);
   const at = list.findIndex((f) => f.name === field.name);
   if (at >= 0) list[at] = field;
   else list.push(field);
-  fields.set(request, list);
 }
 
 /** Writes the two fields onto the reply (an onSend step); nothing when no policy was reported. */
 export function writeRateLimitFields(request: FastifyRequest, reply: FastifyReply): void {
-  const list = fields.get(request);
+  const list = request.rateLimitFields;
   if (!list || list.length === 0) return;
   reply.header(
     'ratelimit-policy',

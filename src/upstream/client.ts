@@ -76,6 +76,7 @@ export class UpstreamClient {
   private readonly basePath: string;
   private readonly authorization: string;
   private readonly tokenBytes: Buffer;
+  private readonly userAgent: string;
 
   constructor(private readonly options: UpstreamClientOptions) {
     const base = new URL(options.baseUrl);
@@ -83,6 +84,7 @@ export class UpstreamClient {
     this.basePath = base.pathname.replace(/\/+$/, '');
     this.authorization = `${options.authScheme} ${options.token}`;
     this.tokenBytes = Buffer.from(options.token);
+    this.userAgent = options.userAgent ?? 'fal-gateway';
   }
 
   submit(body: string, headers: Record<string, string>): Promise<UpstreamResponse> {
@@ -213,48 +215,40 @@ export class UpstreamClient {
     return response;
   }
 
-  private async send(method: Method, path: string, extra: Record<string, string>, body?: string): Promise<UpstreamResponse> {
-    // The total deadline, cleared as soon as the call is over: AbortSignal.timeout() would keep a
-    // timer alive for the whole timeout after every call, thousands of them under load.
-    const deadline = new AbortController();
-    const timer = setTimeout(
-      () => deadline.abort(new DOMException(`upstream call exceeded ${this.options.requestTimeoutMs} ms`, 'TimeoutError')),
-      this.options.requestTimeoutMs,
-    );
-    try {
-      return await this.exchange(method, path, extra, body, deadline.signal);
-    } finally {
-      clearTimeout(timer);
-    }
+  /**
+   * One exchange, its answer read whole. undici's `dispatch` with a handler that collects the
+   * body: no response stream, no async iterator and no AbortSignal per call (each costs more
+   * than the rest of the call on the gateway's side). The total deadline is one timer, cleared
+   * as soon as the answer is in.
+   */
+  private send(method: Method, path: string, extra: Record<string, string>, body?: string): Promise<UpstreamResponse> {
+    return new Promise<UpstreamResponse>((resolve, reject) => {
+      const exchange = new BufferedExchange(this.options.maxResponseBytes, this.options.requestTimeoutMs, (err, answer) => {
+        if (err) reject(mapTransportError(err));
+        else resolve(this.answer(answer!));
+      });
+      const headers: Record<string, string> = {
+        ...extra,
+        accept: 'application/json',
+        'user-agent': this.userAgent,
+        authorization: this.authorization,
+      };
+      if (body !== undefined) headers['content-type'] = 'application/json';
+      try {
+        this.options.dispatcher.dispatch({ origin: this.origin, path: this.basePath + path, method, headers, body: body ?? null }, exchange);
+      } catch (err) {
+        exchange.fail(err as Error);
+      }
+    });
   }
 
-  private async exchange(method: Method, path: string, extra: Record<string, string>, body: string | undefined, signal: AbortSignal): Promise<UpstreamResponse> {
-    let response: Dispatcher.ResponseData;
-    try {
-      response = await this.options.dispatcher.request({
-        origin: this.origin,
-        path: this.basePath + path,
-        method,
-        headers: {
-          ...extra,
-          accept: 'application/json',
-          'user-agent': this.options.userAgent ?? 'fal-gateway',
-          authorization: this.authorization,
-          ...(body !== undefined ? { 'content-type': 'application/json' } : {}),
-        },
-        body,
-        signal,
-      });
-    } catch (err) {
-      throw mapTransportError(err);
-    }
-    const payload = await this.readBody(response);
-    const contentType = response.headers['content-type'];
+  private answer({ statusCode, headers, body }: BufferedAnswer): UpstreamResponse {
+    const contentType = headers['content-type'];
     return {
-      statusCode: response.statusCode,
-      headers: this.scrubHeaders(response.headers),
+      statusCode,
+      headers: this.scrubHeaders(headers),
       contentType: typeof contentType === 'string' ? contentType : undefined,
-      body: this.scrub(payload),
+      body: this.scrub(body),
       redact: (text) => this.scrubText(text),
     };
   }
@@ -290,11 +284,93 @@ export class UpstreamClient {
   }
 
   private scrubHeaders(headers: Dispatcher.ResponseData['headers']): Dispatcher.ResponseData['headers'] {
-    const clean: Dispatcher.ResponseData['headers'] = {};
-    for (const [name, value] of Object.entries(headers)) {
-      const leaks = Array.isArray(value) ? value.some((v) => v.includes(this.options.token)) : value?.includes(this.options.token);
-      if (!leaks) clean[name] = value;
+    const token = this.options.token;
+    const leaks = (value: string | string[] | undefined) => (Array.isArray(value) ? value.some((v) => v.includes(token)) : value?.includes(token) === true);
+    let clean: Dispatcher.ResponseData['headers'] | undefined;
+    for (const name in headers) {
+      if (!leaks(headers[name])) continue;
+      clean ??= { ...headers };
+      delete clean[name];
     }
-    return clean;
+    return clean ?? headers;
+  }
+
+}
+
+interface BufferedAnswer {
+  statusCode: number;
+  headers: Record<string, string | string[] | undefined>;
+  body: Buffer;
+}
+
+/**
+ * undici dispatch handler that reads an answer whole, within a byte limit and a total deadline,
+ * and reports exactly once: the answer, or the error that ended the exchange.
+ */
+class BufferedExchange implements Dispatcher.DispatchHandler {
+  private controller: Dispatcher.DispatchController | undefined;
+  private statusCode = 0;
+  private headers: Record<string, string | string[] | undefined> = {};
+  private chunks: Buffer[] = [];
+  private size = 0;
+  private done = false;
+  private readonly timer: NodeJS.Timeout;
+
+  constructor(
+    private readonly limit: number,
+    timeoutMs: number,
+    private readonly report: (err: Error | undefined, answer?: BufferedAnswer) => void,
+  ) {
+    this.timer = setTimeout(() => this.fail(new DOMException(`upstream call exceeded ${timeoutMs} ms`, 'TimeoutError')), timeoutMs);
+  }
+
+  /** Ends the exchange with `err` (and aborts it, if it is under way). */
+  fail(err: Error): void {
+    if (this.done) return;
+    this.finish(err);
+    this.controller?.abort(err);
+  }
+
+  onRequestStart(controller: Dispatcher.DispatchController): void {
+    this.controller = controller;
+    // Ended before a connection was free (the deadline): abort it as it starts.
+    if (this.done) controller.abort(new DOMException('upstream call abandoned', 'AbortError'));
+  }
+
+  onResponseStart(_controller: Dispatcher.DispatchController, statusCode: number, headers: Record<string, string | string[] | undefined>): void {
+    this.statusCode = statusCode;
+    this.headers = headers;
+    this.chunks = [];
+    this.size = 0;
+    const declared = Number(headers['content-length']);
+    if (Number.isFinite(declared) && declared > this.limit) this.fail(new errors.UpstreamResponseTooLarge(this.limit));
+  }
+
+  onResponseData(_controller: Dispatcher.DispatchController, chunk: Buffer): void {
+    if (this.done) return;
+    this.size += chunk.length;
+    if (this.size > this.limit) {
+      this.fail(new errors.UpstreamResponseTooLarge(this.limit));
+      return;
+    }
+    this.chunks.push(chunk);
+  }
+
+  onResponseEnd(): void {
+    if (this.done) return;
+    const { chunks, size } = this;
+    this.finish(undefined, { statusCode: this.statusCode, headers: this.headers, body: chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size) });
+  }
+
+  onResponseError(_controller: Dispatcher.DispatchController, err: Error): void {
+    this.finish(err);
+  }
+
+  private finish(err: Error | undefined, answer?: BufferedAnswer): void {
+    if (this.done) return;
+    this.done = true;
+    clearTimeout(this.timer);
+    this.chunks = [];
+    this.report(err, answer);
   }
 }
