@@ -30,6 +30,8 @@ const Comparison = z.object({
   gateway: Phase,
   /** gateway / baseline. */
   ratio: z.object({ cpuPerRequest: z.number(), requestsPerSecond: z.number(), latencyP99: z.number() }),
+  /** The CPU ratio of each round (gateway round / the baseline round next to it): the run's own noise. */
+  cpuRatioByRound: z.array(z.number()),
 });
 export type Comparison = z.infer<typeof Comparison>;
 
@@ -128,6 +130,12 @@ function phaseRows(path: string, c: Comparison): string[][] {
   ];
 }
 
+/** "1.52x to 1.80x": the lowest and highest round ratio. */
+function roundSpread(c: Comparison): string {
+  if (c.cpuRatioByRound.length === 0) return 'no rounds';
+  return `${fixed(Math.min(...c.cpuRatioByRound), 2)}x to ${fixed(Math.max(...c.cpuRatioByRound), 2)}x`;
+}
+
 const HEADER = ['path', 'target', 'req/s', 'p50 ms', 'p99 ms', 'CPU ms/req', 'errors', 'non-2xx/bad'];
 
 /** 2.69x, 165 B, 2.81 /job/s. */
@@ -159,6 +167,7 @@ export function renderText(r: BenchResults): string {
   return [
     ...lines,
     '',
+    `CPU ratio by round: submit ${roundSpread(r.submit)}, status ${roundSpread(r.status)} (${r.settings.submit.rounds} rounds each)`,
     `upstream status calls: ${fixed(r.upstream.callsPer1000Reads, 1)} per 1,000 reads, ${fixed(r.upstream.callsPerJobPerSecond, 2)} per job per second (${r.upstream.jobs} jobs, ${fixed(r.upstream.seconds, 1)} s)`,
     `memory: ${fixed(r.memory.heapBytesPerJob, 0)} B heap per tracked job, ${fixed(r.memory.rssBytesPer100kJobs / 2 ** 20, 1)} MiB RSS per 100,000 jobs; whole gateway ${fixed(r.gatewayHeap.heapBytesPerSubmittedJob, 0)} B heap per submitted job`,
     ...(r.profiles ? [renderProfile('submit', r.profiles.submit), renderProfile('status', r.profiles.status)] : []),
@@ -184,6 +193,8 @@ export function renderMarkdown(r: BenchResults): string {
       ['target', 'limit', 'measured', 'result'],
       r.targets.map((t) => [t.name, `<= ${withUnit(t.limit, t.unit, t.unit === 'B' ? 0 : 1)}`, withUnit(t.value, t.unit), t.pass ? 'pass' : '**fail**']),
     ),
+    '',
+    `Gateway/baseline CPU per request, round by round (each gateway round against the baseline round next to it): submit ${r.submit.cpuRatioByRound.map((x) => `${fixed(x, 2)}x`).join(', ')}; status ${r.status.cpuRatioByRound.map((x) => `${fixed(x, 2)}x`).join(', ')}.`,
     '',
     `Upstream status calls during the gateway's status phase: ${fixed(r.upstream.callsPer1000Reads, 1)} per 1,000 reads. ` +
       `Memory per tracked job: ${r.memory.measured.join('; ')}; ${fixed(r.memory.rssBytesPer100kJobs / 2 ** 20, 1)} MiB RSS per 100,000 jobs.`,

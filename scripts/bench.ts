@@ -57,7 +57,7 @@ const SUBMIT_CONNECTIONS = 50;
 const STATUS_CONNECTIONS = 100;
 const STATUS_JOBS = 10;
 /** Measured requests are split into rounds, the targets taking turns (see comparePath). */
-const ROUNDS = 3;
+const ROUNDS = 5;
 const perRound = (total: number) => Math.ceil(total / ROUNDS);
 const settings = {
   submit: { requests: ROUNDS * perRound(counted(45_000, 150)), rounds: ROUNDS, warmup: counted(3_000, 50), connections: SUBMIT_CONNECTIONS },
@@ -89,6 +89,8 @@ const cpuMsBetween = (before: { cpu: { user: number; system: number } }, after: 
 
 interface Measured {
   phase: Phase;
+  /** CPU ms per request of each measured round, in order. */
+  roundCpuMsPerRequest: number[];
   /** Heap growth over the measured rounds, after full collections (outside the CPU windows). */
   heapGrowth: number;
 }
@@ -106,20 +108,22 @@ async function comparePath(
   around: { before?: (target: Target) => void; after?: (target: Target) => void } = {},
 ): Promise<{ baseline: Measured; gateway: Measured }> {
   const order = [targets.baseline, targets.gateway];
-  const state = new Map<Target, { runs: LoadRun[]; cpuMs: number; rssMiB: number; heapBefore: number }>();
+  const state = new Map<Target, { runs: LoadRun[]; cpuMs: number; rounds: number[]; rssMiB: number; heapBefore: number }>();
   for (const target of order) {
     await drive(spec(target, warmup));
-    state.set(target, { runs: [], cpuMs: 0, rssMiB: 0, heapBefore: (await target.child.usage({ gc: true })).memory.heapUsed });
+    state.set(target, { runs: [], cpuMs: 0, rounds: [], rssMiB: 0, heapBefore: (await target.child.usage({ gc: true })).memory.heapUsed });
   }
   for (let round = 0; round < ROUNDS; round++) {
     for (const target of round % 2 === 0 ? order : [...order].reverse()) {
       const own = state.get(target)!;
       const before = await target.child.usage();
       around.before?.(target);
-      own.runs.push(await drive(spec(target, requests / ROUNDS)));
+      const run = await drive(spec(target, requests / ROUNDS));
+      own.runs.push(run);
       const after = await target.child.usage();
       around.after?.(target);
       own.cpuMs += cpuMsBetween(before, after);
+      own.rounds.push(cpuMsBetween(before, after) / Math.max(1, run.latencies.length));
       own.rssMiB = after.memory.rss / 2 ** 20;
     }
   }
@@ -129,21 +133,24 @@ async function comparePath(
     const heapAfter = (await target.child.usage({ gc: true })).memory.heapUsed;
     return {
       phase: { ...load, cpuMs: own.cpuMs, cpuMsPerRequest: own.cpuMs / load.requests, rssMiB: own.rssMiB },
+      roundCpuMsPerRequest: own.rounds,
       heapGrowth: heapAfter - own.heapBefore,
     };
   };
   return { baseline: await measured(targets.baseline), gateway: await measured(targets.gateway) };
 }
 
-function compare(baseline: Phase, gateway: Phase): Comparison {
+function compare(baseline: Measured, gateway: Measured): Comparison {
   return {
-    baseline,
-    gateway,
+    baseline: baseline.phase,
+    gateway: gateway.phase,
     ratio: {
-      cpuPerRequest: gateway.cpuMsPerRequest / baseline.cpuMsPerRequest,
-      requestsPerSecond: gateway.requestsPerSecond / baseline.requestsPerSecond,
-      latencyP99: gateway.latencyP99Ms / baseline.latencyP99Ms,
+      cpuPerRequest: gateway.phase.cpuMsPerRequest / baseline.phase.cpuMsPerRequest,
+      requestsPerSecond: gateway.phase.requestsPerSecond / baseline.phase.requestsPerSecond,
+      latencyP99: gateway.phase.latencyP99Ms / baseline.phase.latencyP99Ms,
     },
+    // Each gateway round against the baseline round run next to it: how far the machine moved the ratio.
+    cpuRatioByRound: gateway.roundCpuMsPerRequest.map((ms, i) => ms / baseline.roundCpuMsPerRequest[i]!),
   };
 }
 
@@ -315,8 +322,8 @@ async function run(): Promise<BenchResults> {
       platform: `${process.platform} ${process.arch}`,
       scale,
       settings,
-      submit: compare(submit.baseline.phase, submit.gateway.phase),
-      status: compare(status.baseline.phase, statusGateway),
+      submit: compare(submit.baseline, submit.gateway),
+      status: compare(status.baseline, status.gateway),
       upstream: {
         statusReads: statusGateway.requests,
         statusCalls,

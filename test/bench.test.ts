@@ -124,6 +124,20 @@ describe('bench: a tiny run of npm run bench', () => {
     expect(results.memory.jobs).toBe(100_000);
   });
 
+  it('reports the CPU ratio of every round, and the whole-run ratio lies within them', () => {
+    for (const [path, comparison, rounds] of [
+      ['submit', results.submit, results.settings.submit.rounds],
+      ['status', results.status, results.settings.status.rounds],
+    ] as const) {
+      expect(comparison.cpuRatioByRound, path).toHaveLength(rounds);
+      for (const ratio of comparison.cpuRatioByRound) expect(positive(ratio), `${path} round ratio ${ratio}`).toBe(true);
+      // Rounds are the same size, so the whole run's ratio is a weighted mean of the rounds'.
+      expect(comparison.ratio.cpuPerRequest, path).toBeGreaterThanOrEqual(Math.min(...comparison.cpuRatioByRound) * 0.999);
+      expect(comparison.ratio.cpuPerRequest, path).toBeLessThanOrEqual(Math.max(...comparison.cpuRatioByRound) * 1.001);
+    }
+    expect(run.stdout).toContain('CPU ratio by round: submit ');
+  });
+
   it('checked the status bodies of both targets whole: every job, IN_QUEUE, its id, its status_url', () => {
     expect(results.checks.gatewayStatusBodies).toEqual({ checked: 10, ok: 10 });
     expect(results.checks.baselineStatusBodies).toEqual({ checked: 10, ok: 10 });

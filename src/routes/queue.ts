@@ -60,7 +60,7 @@ const paths = {
 export function queueRoutes(app: FastifyInstance, deps: QueueRouteDeps): void {
   const api = app.withTypeProvider<ZodTypeProvider>();
   /** Status bodies as sent, per upstream answer (kept only as long as the answer itself is). */
-  const rendered = new WeakMap<UpstreamResponse, { origin: string; text: string; hint: number | undefined }>();
+  const rendered = new WeakMap<UpstreamResponse, { origin: string; text: string; headers: Record<string, string> }>();
 
   const assertOwned = (request: FastifyRequest, requestId: string) => checkOwner(deps.jobs, request, requestId);
 
@@ -128,11 +128,12 @@ export function queueRoutes(app: FastifyInstance, deps: QueueRouteDeps): void {
           const body = parseJsonObject(upstream);
           const hint = upstream.statusCode === 202 ? pollHint(body) : undefined;
           rewriteQueueUrls(body, origin, requestId);
-          view = { origin, text: upstream.redact(JSON.stringify(body)), hint };
+          const headers = pickRelayedHeaders(upstream.headers);
+          if (hint !== undefined) headers['retry-after'] = String(hint);
+          view = { origin, text: upstream.redact(JSON.stringify(body)), headers };
           rendered.set(upstream, view);
         }
-        reply.headers(pickRelayedHeaders(upstream.headers));
-        if (view.hint !== undefined) reply.header('retry-after', String(view.hint));
+        reply.headers(view.headers);
         // Sent as rendered: the text is the upstream body, not an object to serialise.
         return (reply as FastifyReply).code(upstream.statusCode).type(JSON_TYPE).send(view.text);
       },

@@ -1,9 +1,10 @@
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 import type { Tenant } from './tenants-file.js';
 
 /** SHA-256 hex digest of a key: the only form in which keys are stored. */
 export function digestKey(key: string): string {
-  return createHash('sha256').update(key, 'utf8').digest('hex');
+  // One-shot crypto.hash: no Hash object per call (keys are hashed on every request).
+  return hash('sha256', key, 'hex');
 }
 
 /**
