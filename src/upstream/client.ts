@@ -224,8 +224,16 @@ export class UpstreamClient {
   private send(method: Method, path: string, extra: Record<string, string>, body?: string): Promise<UpstreamResponse> {
     return new Promise<UpstreamResponse>((resolve, reject) => {
       const exchange = new BufferedExchange(this.options.maxResponseBytes, this.options.requestTimeoutMs, (err, answer) => {
-        if (err) reject(mapTransportError(err));
-        else resolve(this.answer(answer!));
+        if (err) {
+          reject(mapTransportError(err));
+          return;
+        }
+        // Called from undici's parser: nothing may throw back into it.
+        try {
+          resolve(this.answer(answer!));
+        } catch (failure) {
+          reject(failure as Error);
+        }
       });
       const headers: Record<string, string> = {
         ...extra,
