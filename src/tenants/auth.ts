@@ -82,47 +82,48 @@ function accept(request: FastifyRequest, reply: FastifyReply, tenant: Tenant | u
 }
 
 /** A browser token's tenant, once its signature and claims check out. */
-async function tenantOfToken(token: string, options: AuthOptions & { tokens: TokenIssuer }): Promise<Tenant | undefined> {
-  const tenantId = await options.tokens.verify(token);
-  const tenant = tenantId === undefined ? undefined : options.registry().findById(tenantId);
+async function tenantOfToken(token: string, tokens: TokenIssuer, registry: () => TenantRegistry): Promise<Tenant | undefined> {
+  const tenantId = await tokens.verify(token);
+  const tenant = tenantId === undefined ? undefined : registry().findById(tenantId);
   // A tenant whose keys were all removed is disabled: its tokens stop working too.
   return tenant && tenant.keyDigests.length > 0 ? tenant : undefined;
+}
+
+/** Whether the presented credential is a browser token (checked asynchronously) rather than a key. */
+const isToken = (presented: string | undefined, options: AuthOptions): presented is string =>
+  presented !== undefined && options.tokens !== undefined && looksLikeToken(presented);
+
+/** A key is a digest and a lookup: synchronous. */
+function acceptKey(request: FastifyRequest, reply: FastifyReply, presented: string | undefined, options: AuthOptions): void {
+  accept(request, reply, presented === undefined ? undefined : options.registry().findByKey(presented), 'key', options.publicBaseUrl);
 }
 
 /** The tenant authentication step as a function: 401 unless a key or token names a tenant. */
 export function tenantAuthentication(options: AuthOptions) {
   return async function authenticate(request: FastifyRequest, reply: FastifyReply): Promise<void> {
     const presented = presentedKey(request.headers);
-    if (presented !== undefined && options.tokens && looksLikeToken(presented)) {
-      accept(request, reply, await tenantOfToken(presented, { ...options, tokens: options.tokens }), 'token', options.publicBaseUrl);
-      return;
+    if (isToken(presented, options)) {
+      accept(request, reply, await tenantOfToken(presented, options.tokens!, options.registry), 'token', options.publicBaseUrl);
+    } else {
+      acceptKey(request, reply, presented, options);
     }
-    accept(request, reply, presented === undefined ? undefined : options.registry().findByKey(presented), 'key', options.publicBaseUrl);
   };
 }
 
 /**
- * The same step as an onRequest hook. A key is checked synchronously (a digest and a lookup),
- * so the common case costs no promise; only a browser token's signature check is awaited.
+ * The same step as an onRequest hook. A key is checked synchronously, so the common case costs
+ * no promise; only a browser token's signature check is awaited.
  */
 function authenticationHook(options: AuthOptions): onRequestHookHandler {
-  const tokens = options.tokens ? { ...options, tokens: options.tokens } : undefined;
-  return function authenticate(request, reply, done) {
+  const authenticate = tenantAuthentication(options);
+  return function authenticateRequest(request, reply, done) {
     const presented = presentedKey(request.headers);
-    if (presented !== undefined && tokens && looksLikeToken(presented)) {
-      tenantOfToken(presented, tokens).then((tenant) => {
-        try {
-          accept(request, reply, tenant, 'token', options.publicBaseUrl);
-        } catch (err) {
-          done(err as Error);
-          return;
-        }
-        done();
-      }, done);
+    if (isToken(presented, options)) {
+      authenticate(request, reply).then(() => done(), done);
       return;
     }
     try {
-      accept(request, reply, presented === undefined ? undefined : options.registry().findByKey(presented), 'key', options.publicBaseUrl);
+      acceptKey(request, reply, presented, options);
     } catch (err) {
       done(err as Error);
       return;
