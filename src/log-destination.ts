@@ -30,7 +30,13 @@ export function createLogDestination(dest: number | string = 1): LogDestination 
     size = 0;
     sonic.write(text);
   };
-  const timer = setInterval(handOn, MAX_DELAY_MS);
+  const timer = setInterval(() => {
+    try {
+      handOn();
+    } catch {
+      // Already closed (shutting down): flushSync has written what it could.
+    }
+  }, MAX_DELAY_MS);
   timer.unref();
   return {
     stream: {
