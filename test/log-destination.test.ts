@@ -32,7 +32,15 @@ describe('log destination', () => {
     for (let i = 0; i < 2_000; i++) destination.stream.write(line(i));
     // About 2,000 x 222 characters: 27 full 16 KiB batches, written without the timer; the rest waits.
     const batched = Math.floor((2_000 * line(0).length) / 16_384) * Math.ceil(16_384 / line(0).length);
-    await waitFor(async () => (await linesOf(file)).length >= batched - 100);
+    // Wait until the writes settle (the count holds still), then look.
+    let seen = -1;
+    await waitFor(async () => {
+      const now = (await linesOf(file)).length;
+      const settled = now === seen && now >= batched - 100;
+      seen = now;
+      if (!settled) await new Promise((resolve) => setTimeout(resolve, 100));
+      return settled;
+    }, 5_000);
     const early = await linesOf(file);
     expect(early.length).toBeGreaterThanOrEqual(batched - 100);
     expect(early.length).toBeLessThan(2_000);
