@@ -22,7 +22,7 @@ import { closeRedis, createRedis, redactUrl, waitForRedis } from './redis.js';
 import { registerDocsUi, registerOpenApi } from './routes/docs.js';
 import { healthRoutes } from './routes/health.js';
 import { METRICS_PATH, metricsRoutes } from './routes/metrics.js';
-import { queueRoutes, SECURITY } from './routes/queue.js';
+import { queueRoutes, SECURITY, submitRoutes, type QueueRouteDeps } from './routes/queue.js';
 import { streamRoutes } from './routes/stream.js';
 import { tokenRoutes } from './routes/tokens.js';
 import { usageRoutes } from './routes/usage.js';
@@ -306,10 +306,6 @@ export async function buildApp(options: AppOptions): Promise<GatewayApp> {
   registerPreflight(app, ['/v1/*', `/${APP_ID}/*`, config.FAL_PROXY_PATH], () => registry, config.PUBLIC_BASE_URL);
   await app.register(async (tenantScope) => {
     registerAuth(tenantScope, { registry: () => registry, tokens, publicBaseUrl: config.PUBLIC_BASE_URL });
-    // Uploads: a file part is turned into the model input's data URI, so limits and validation apply as for JSON.
-    // base64 makes a data URI about 4/3 of the file: the file cap is the one that fits the URI cap.
-    const maxFileBytes = Math.floor((config.IMAGE_DATA_URI_MAX_BYTES - 'data:image/jpeg;base64,'.length) / 4) * 3;
-    await registerMultipartSubmit(tenantScope, { maxFileBytes });
     // Proxy calls whose target was not mapped onto a gateway route (OPTIONS is the preflight).
     tenantScope.route({
       method: ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE'],
@@ -330,7 +326,7 @@ export async function buildApp(options: AppOptions): Promise<GatewayApp> {
       maxEventBytes: config.UPSTREAM_MAX_RESPONSE_BYTES,
       onStatus: (requestId, status) => lifecycle.observe(requestId, status),
     });
-    queueRoutes(tenantScope, {
+    const queueDeps: QueueRouteDeps = {
       upstream,
       jobs,
       publicBaseUrl: config.PUBLIC_BASE_URL,
@@ -345,7 +341,17 @@ export async function buildApp(options: AppOptions): Promise<GatewayApp> {
         submit: createPolicyLimiter(tenantScope, 'submit', config.RATE_LIMIT_ON_STORE_ERROR),
         read: readLimit,
       },
+    };
+    // Uploads: a file part is turned into the model input's data URI, so limits and validation
+    // apply as for JSON. Only the submit routes take a form, in a scope of their own: the routes
+    // polled all day (status, result) carry no multipart hooks, and a form sent to them is a 415.
+    // base64 makes a data URI about 4/3 of the file: the file cap is the one that fits the URI cap.
+    const maxFileBytes = Math.floor((config.IMAGE_DATA_URI_MAX_BYTES - 'data:image/jpeg;base64,'.length) / 4) * 3;
+    await tenantScope.register(async (uploads) => {
+      await registerMultipartSubmit(uploads, { maxFileBytes });
+      submitRoutes(uploads, queueDeps);
     });
+    queueRoutes(tenantScope, queueDeps);
   });
   await usageRoutes(app, {
     accounting,

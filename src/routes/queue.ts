@@ -57,20 +57,23 @@ const paths = {
   cancel: { native: '/v1/requests/:request_id/cancel', fal: `/${APP_ID}/requests/:request_id/cancel` },
 };
 
-export function queueRoutes(app: FastifyInstance, deps: QueueRouteDeps): void {
+const VARIANTS = ['native', 'fal'] as const;
+type Variant = (typeof VARIANTS)[number];
+
+/** The OpenAPI tag and operation id of a route in its native or fal-compatible form. */
+function naming(variant: Variant) {
+  const fal = variant === 'fal';
+  return { fal, tags: [fal ? 'fal-compatible' : 'Image to image'], id: (name: string) => (fal ? `fal${name[0]!.toUpperCase()}${name.slice(1)}` : name) };
+}
+
+/**
+ * The submit routes. They are the only routes that take an upload, so they are registered in
+ * the scope that reads multipart forms; no other route pays for those hooks.
+ */
+export function submitRoutes(app: FastifyInstance, deps: QueueRouteDeps): void {
   const api = app.withTypeProvider<ZodTypeProvider>();
-  /** Status bodies as sent, per upstream answer (kept only as long as the answer itself is). */
-  const rendered = new WeakMap<UpstreamResponse, { origin: string; text: string; headers: Record<string, string> }>();
-
-  const assertOwned = (request: FastifyRequest, requestId: string) => checkOwner(deps.jobs, request, requestId);
-
-  const base = (request: FastifyRequest) => publicBaseUrl(request, deps.publicBaseUrl);
-
-  for (const variant of ['native', 'fal'] as const) {
-    const fal = variant === 'fal';
-    const tags = [fal ? 'fal-compatible' : 'Image to image'];
-    const id = (name: string) => (fal ? `fal${name[0]!.toUpperCase()}${name.slice(1)}` : name);
-
+  for (const variant of VARIANTS) {
+    const { fal, tags, id } = naming(variant);
     api.post(
       paths.submit[variant],
       {
@@ -94,6 +97,21 @@ export function queueRoutes(app: FastifyInstance, deps: QueueRouteDeps): void {
         await submit(deps, request, request.body, reply);
       },
     );
+  }
+}
+
+/** Status, result and cancel of a job the tenant owns. */
+export function queueRoutes(app: FastifyInstance, deps: QueueRouteDeps): void {
+  const api = app.withTypeProvider<ZodTypeProvider>();
+  /** Status bodies as sent, per upstream answer (kept only as long as the answer itself is). */
+  const rendered = new WeakMap<UpstreamResponse, { origin: string; text: string; headers: Record<string, string> }>();
+
+  const assertOwned = (request: FastifyRequest, requestId: string) => checkOwner(deps.jobs, request, requestId);
+
+  const base = (request: FastifyRequest) => publicBaseUrl(request, deps.publicBaseUrl);
+
+  for (const variant of VARIANTS) {
+    const { fal, tags, id } = naming(variant);
 
     api.get(
       paths.status[variant],
