@@ -74,8 +74,9 @@ export class GatewayMetrics {
   private readonly cacheLookups: Counter<'kind' | 'outcome'>;
   private readonly concurrent: Gauge<'tenant'>;
 
-  // Labelled series on the hot path are looked up once per label set: prom-client would
-  // otherwise sort and hash the labels on every call.
+  // Labelled series on the hot path are made once per label set: prom-client would otherwise
+  // check the labels and build a child on every call. (Its children still hash their labels
+  // on each inc/observe; that part is prom-client's.)
   private readonly httpSeries = new Map<string, { requests: { inc(): void }; duration: { observe(value: number): void } }>();
   private readonly upstreamSeries = new Map<string, { calls: { inc(): void }; duration: { observe(value: number): void } }>();
   private readonly counterSeries = new Map<string, { inc(): void }>();
@@ -189,7 +190,7 @@ export class GatewayMetrics {
 
   /** Records one answered HTTP request. `route` must be a route pattern or `unmatched`. */
   httpRequest(route: string, method: string, statusCode: number, tenant: string | undefined, seconds: number): void {
-    // Once per request: the labelled series are looked up once per label set, not hashed every time.
+    // Once per request: the labelled series are made once per label set (see httpSeries).
     const key = `${route}\u0000${method}\u0000${statusCode}\u0000${tenant ?? ''}`;
     let series = this.httpSeries.get(key);
     if (!series) {
