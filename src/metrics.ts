@@ -9,6 +9,7 @@
  * become labels.
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { CounterFamily, HistogramFamily, type CounterSeries, type HistogramSeries } from './metric-series.js';
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -59,27 +60,27 @@ export class GatewayMetrics {
   readonly registry: Registry;
   readonly contentType: string;
 
-  private readonly httpRequests: Counter<'route' | 'method' | 'status' | 'tenant'>;
-  private readonly httpDuration: Histogram<'route' | 'method' | 'tenant'>;
-  private readonly upstreamCalls: Counter<'operation' | 'outcome'>;
-  private readonly upstreamDuration: Histogram<'operation'>;
+  // Recorded on every request: series bound once per label set (src/metric-series.ts).
+  private readonly httpRequests: CounterFamily<'route' | 'method' | 'status' | 'tenant'>;
+  private readonly httpDuration: HistogramFamily<'route' | 'method' | 'tenant'>;
+  private readonly upstreamCalls: CounterFamily<'operation' | 'outcome'>;
+  private readonly upstreamDuration: HistogramFamily<'operation'>;
+  private readonly jobsSubmitted: CounterFamily<'tenant'>;
+  private readonly jobsObserved: CounterFamily<'tenant' | 'state'>;
+  private readonly cacheLookups: CounterFamily<'kind' | 'outcome'>;
+  // Recorded on rarer events: prom-client's own metrics.
   private readonly rejections: Counter<'tenant' | 'policy'>;
-  private readonly jobsSubmitted: Counter<'tenant'>;
-  private readonly jobsObserved: Counter<'tenant' | 'state'>;
   private readonly jobsFinished: Counter<'tenant' | 'outcome'>;
   private readonly jobQueued: Histogram<'tenant'>;
   private readonly jobRunning: Histogram<'tenant'>;
   private readonly storeErrors: Counter<'store' | 'operation'>;
   private readonly circuit: Gauge;
-  private readonly cacheLookups: Counter<'kind' | 'outcome'>;
   private readonly concurrent: Gauge<'tenant'>;
 
-  // Labelled series on the hot path are made once per label set: prom-client would otherwise
-  // check the labels and build a child on every call. (Its children still hash their labels
-  // on each inc/observe; that part is prom-client's.)
-  private readonly httpSeries = new Map<string, { requests: { inc(): void }; duration: { observe(value: number): void } }>();
-  private readonly upstreamSeries = new Map<string, { calls: { inc(): void }; duration: { observe(value: number): void } }>();
-  private readonly counterSeries = new Map<string, { inc(): void }>();
+  // Each label set's series, found by a string key (cheaper than building the labels object).
+  private readonly httpSeries = new Map<string, { requests: CounterSeries<string>; duration: HistogramSeries<string> }>();
+  private readonly upstreamSeries = new Map<string, { calls: CounterSeries<string>; duration: HistogramSeries<string> }>();
+  private readonly counterSeries = new Map<string, CounterSeries<string>>();
 
   constructor(options: GatewayMetricsOptions = {}) {
     const registry = new Registry();
@@ -91,26 +92,26 @@ export class GatewayMetrics {
     const registers = [registry];
     const name = (suffix: string): string => `${METRICS_PREFIX}${suffix}`;
 
-    this.httpRequests = new Counter({
+    this.httpRequests = new CounterFamily({
       name: name('http_requests_total'),
       help: 'HTTP requests answered by the gateway.',
       labelNames: ['route', 'method', 'status', 'tenant'] as const,
       registers,
     });
-    this.httpDuration = new Histogram({
+    this.httpDuration = new HistogramFamily({
       name: name('http_request_duration_seconds'),
       help: 'Time to answer an HTTP request, in seconds.',
       labelNames: ['route', 'method', 'tenant'] as const,
       buckets: LATENCY_BUCKETS,
       registers,
     });
-    this.upstreamCalls = new Counter({
+    this.upstreamCalls = new CounterFamily({
       name: name('upstream_calls_total'),
       help: 'Calls to the upstream queue API, by operation and outcome (status class or error kind).',
       labelNames: ['operation', 'outcome'] as const,
       registers,
     });
-    this.upstreamDuration = new Histogram({
+    this.upstreamDuration = new HistogramFamily({
       name: name('upstream_call_duration_seconds'),
       help: 'Duration of one upstream call attempt, in seconds.',
       labelNames: ['operation'] as const,
@@ -123,13 +124,13 @@ export class GatewayMetrics {
       labelNames: ['tenant', 'policy'] as const,
       registers,
     });
-    this.jobsSubmitted = new Counter({
+    this.jobsSubmitted = new CounterFamily({
       name: name('jobs_submitted_total'),
       help: 'Jobs accepted upstream.',
       labelNames: ['tenant'] as const,
       registers,
     });
-    this.jobsObserved = new Counter({
+    this.jobsObserved = new CounterFamily({
       name: name('jobs_observed_total'),
       help: 'Job states observed for the first time for a job.',
       labelNames: ['tenant', 'state'] as const,
@@ -166,7 +167,7 @@ export class GatewayMetrics {
       help: 'Upstream circuit breaker state: 0 closed, 1 half_open, 2 open.',
       registers,
     });
-    this.cacheLookups = new Counter({
+    this.cacheLookups = new CounterFamily({
       name: name('cache_lookups_total'),
       help: 'Cache lookups by kind and outcome (hit, miss, shared in-flight).',
       labelNames: ['kind', 'outcome'] as const,
@@ -196,8 +197,8 @@ export class GatewayMetrics {
     if (!series) {
       const tenantLabel = tenant ?? ANONYMOUS_TENANT;
       series = {
-        requests: this.httpRequests.labels({ route, method, status: String(statusCode), tenant: tenantLabel }),
-        duration: this.httpDuration.labels({ route, method, tenant: tenantLabel }),
+        requests: this.httpRequests.with({ route, method, status: String(statusCode), tenant: tenantLabel }),
+        duration: this.httpDuration.with({ route, method, tenant: tenantLabel }),
       };
       this.httpSeries.set(key, series);
     }
@@ -210,7 +211,7 @@ export class GatewayMetrics {
     const key = `${operation}\u0000${outcome}`;
     let series = this.upstreamSeries.get(key);
     if (!series) {
-      series = { calls: this.upstreamCalls.labels({ operation, outcome }), duration: this.upstreamDuration.labels({ operation }) };
+      series = { calls: this.upstreamCalls.with({ operation, outcome }), duration: this.upstreamDuration.with({ operation }) };
       this.upstreamSeries.set(key, series);
     }
     series.calls.inc();
@@ -218,10 +219,10 @@ export class GatewayMetrics {
   }
 
   /** `counter`'s series for these label values (`key` names the counter and the values), made once. */
-  private counterSeriesOf<L extends string>(key: string, counter: Counter<L>, labels: Partial<Record<L, string>>): { inc(): void } {
+  private counterSeriesOf<L extends string>(key: string, counter: CounterFamily<L>, labels: Record<L, string>): CounterSeries<string> {
     let series = this.counterSeries.get(key);
     if (!series) {
-      series = counter.labels(labels);
+      series = counter.with(labels);
       this.counterSeries.set(key, series);
     }
     return series;
