@@ -5,6 +5,7 @@ import Fastify, { LogController, type FastifyInstance, type FastifyReply, type F
 import { Agent, type Dispatcher } from 'undici';
 import type { Config } from './config.js';
 import { registerErrorHandling } from './http/error-handler.js';
+import { recordIfClientGone, registerRequestRecord } from './http/request-record.js';
 import { proxyRewrite, TARGET_HEADER } from './http/fal-proxy.js';
 import { errors } from './errors.js';
 import { validatorCompiler } from './http/validation.js';
@@ -17,7 +18,7 @@ import type { JobStore } from './jobs/job-store.js';
 import { JobLifecycle } from './jobs/lifecycle.js';
 import { MemoryJobStore } from './jobs/memory-job-store.js';
 import { RedisJobStore } from './jobs/redis-job-store.js';
-import { GatewayMetrics, UNMATCHED_ROUTE } from './metrics.js';
+import { GatewayMetrics } from './metrics.js';
 import { closeRedis, createRedis, redactUrl, waitForRedis } from './redis.js';
 import { registerDocsUi, registerOpenApi } from './routes/docs.js';
 import { healthRoutes } from './routes/health.js';
@@ -89,20 +90,6 @@ export interface GatewayApp extends FastifyInstance {
   replaceTenants(next: readonly Tenant[] | TenantRegistry): void;
   /** Resolves when the gateway's background work (accounting finished jobs, keeping their results) is done. */
   whenIdle(): Promise<void>;
-}
-
-const CLIENT_REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
-
-/** The one log line each request gets. */
-interface RequestLine {
-  method: string;
-  url: string;
-  statusCode: number;
-  ms: number;
-  /** The upstream job a submit queued. */
-  requestId?: string;
-  /** The caller's own x-request-id, for correlation. */
-  clientRequestId?: string;
 }
 
 /** A hop count trusts that many proxies nearest to the gateway. */
@@ -269,24 +256,10 @@ export async function buildApp(options: AppOptions): Promise<GatewayApp> {
     // While draining, every response closes its connection so clients reconnect elsewhere
     // instead of reusing a socket that is about to go away.
     if (draining) reply.header('connection', 'close');
+    recordIfClientGone(request, reply);
     done(null, payload);
   });
-  app.addHook('onResponse', (request, reply, done) => {
-    try {
-      // Labels stay bounded: the route pattern (never the raw URL) and the tenant id. Scrapes are not counted.
-      const route = request.routeOptions.url ?? UNMATCHED_ROUTE;
-      if (route !== METRICS_PATH) {
-        metrics.httpRequest(route, request.method, reply.statusCode, request.tenant?.id, reply.elapsedTime / 1000);
-      }
-      const line: RequestLine = { method: request.method, url: request.url, statusCode: reply.statusCode, ms: Math.round(reply.elapsedTime) };
-      if (request.jobId !== undefined) line.requestId = request.jobId;
-      const clientRequestId = request.headers['x-request-id'];
-      if (typeof clientRequestId === 'string' && CLIENT_REQUEST_ID.test(clientRequestId)) line.clientRequestId = clientRequestId;
-      request.log.info(line, 'request');
-    } finally {
-      done();
-    }
-  });
+  registerRequestRecord(app, metrics, { uncounted: new Set([METRICS_PATH]) });
   app.addHook('onClose', async () => {
     lifecycle.stop();
     await lifecycle.idle();

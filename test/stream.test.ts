@@ -94,6 +94,11 @@ describe('status stream (SSE)', () => {
       while ((await simConnections()) > idle && Date.now() < deadline) await new Promise((r) => setTimeout(r, 25));
       expect(await simConnections()).toBe(idle);
       expect((await fetch(`${slow.url}/healthz`)).status).toBe(200);
+      // The stream that ended with its client still has its request line (and is counted).
+      const streamLine = () => slow.logs.map((line) => JSON.parse(line) as Record<string, unknown>).find((line) => line.msg === 'request' && String(line.url).includes('/status/stream'));
+      while (!streamLine() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 25));
+      expect(streamLine()).toMatchObject({ method: 'GET', statusCode: 200, aborted: true, tenant: 'team-a' });
+      expect(await (await fetch(`${slow.url}/metrics`)).text()).toMatch(/fal_gateway_http_requests_total\{route="\/v1\/requests\/:request_id\/status\/stream",method="GET",status="200",tenant="team-a"\} 1/);
     } finally {
       await slow.close();
     }

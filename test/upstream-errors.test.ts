@@ -486,6 +486,33 @@ describe('gateway in front of a misbehaving upstream', () => {
     });
   });
 
+  describe('a client that leaves before the answer', () => {
+    it('still gets the job queued for it on record: one request line (499, aborted, the job id), counted, and the job stays its own', async () => {
+      const id = randomUUID();
+      // The upstream takes a while; the client gives up first.
+      faulty.setHandler((_req, res) => void setTimeout(() => sendJson(res, 200, queuedBody(id)), 150));
+      const gone = fetch(`${gw.url}/v1/image-to-image`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${gw.key}`, 'content-type': 'application/json', 'x-request-id': 'client-left-1' },
+        body: JSON.stringify(SEED_REQUEST),
+        signal: AbortSignal.timeout(40),
+      });
+      await expect(gone).rejects.toThrow();
+      const lineOf = () =>
+        gw.logs.map((line) => JSON.parse(line) as Record<string, unknown>).filter((line) => line.msg === 'request' && line.clientRequestId === 'client-left-1');
+      const deadline = Date.now() + FAST_MS;
+      while (lineOf().length === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+      await new Promise((r) => setTimeout(r, 100));
+      expect(lineOf()).toEqual([expect.objectContaining({ method: 'POST', statusCode: 499, aborted: true, requestId: id, tenant: 'team-a' })]);
+      expectOnePost();
+      const metrics = await call(gw, 'GET', '/metrics');
+      expect(metrics.text).toMatch(/fal_gateway_http_requests_total\{route="\/v1\/image-to-image",method="POST",status="499",tenant="team-a"\} 1\n/);
+      // The job was recorded as the tenant's, so its status can still be read through the gateway.
+      faulty.setHandler(json(202, { status: 'IN_QUEUE', request_id: id, queue_position: 0 }));
+      expect((await call(gw, 'GET', `/v1/requests/${id}/status`)).status).toBe(202);
+    });
+  });
+
   describe('after all of that', () => {
     it('the gateway is healthy, still serves submits, and never logged the token', async () => {
       const health = await call(gw, 'GET', '/healthz');

@@ -14,6 +14,7 @@ import { relay } from '../upstream/relay.js';
 import { StatusStreamHub, type StatusSink } from '../upstream/stream-hub.js';
 import { assertOwned } from './ownership.js';
 import { writeRateLimitFields } from '../tenants/ratelimit-fields.js';
+import { CLIENT_CLOSED_REQUEST } from '../http/request-record.js';
 
 export interface StreamRouteDeps {
   upstream: UpstreamClient;
@@ -88,6 +89,8 @@ export function streamRoutes(app: FastifyInstance, deps: StreamRouteDeps): void 
         res.once('close', () => {
           clientGone = true;
           leave.abort();
+          // Fastify's onResponse sees only a finished answer: a stream its client left is logged here.
+          if (hijacked && !res.writableFinished) app.recordRequest(request, reply, res.statusCode, true);
         });
         const stop = () => {
           leave.abort();
@@ -100,7 +103,10 @@ export function streamRoutes(app: FastifyInstance, deps: StreamRouteDeps): void 
           const joined = await hub.join(requestId, logs, leave.signal);
           if (joined.kind === 'response') return relay(reply, joined.response);
           if (joined.kind === 'left' || leave.signal.aborted) {
-            if (clientGone) return reply.hijack();
+            if (clientGone) {
+              app.recordRequest(request, reply, CLIENT_CLOSED_REQUEST, true);
+              return reply.hijack();
+            }
             // Shutting down while the stream was opening: the client reconnects elsewhere.
             throw new errors.UpstreamUnavailable();
           }

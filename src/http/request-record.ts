@@ -1,0 +1,84 @@
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { UNMATCHED_ROUTE, type GatewayMetrics } from '../metrics.js';
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    /** Set once the request has its log line and metrics (see registerRequestRecord). */
+    recorded: boolean;
+  }
+  interface FastifyInstance {
+    /**
+     * Logs and counts a request the usual hooks will not see end (a hijacked response); a no-op
+     * for a request already recorded. `aborted`: the client left before the answer was complete.
+     */
+    recordRequest(request: FastifyRequest, reply: FastifyReply, statusCode: number, aborted: boolean): void;
+  }
+}
+
+/** nginx's code for a request whose client went away before it was answered. */
+export const CLIENT_CLOSED_REQUEST = 499;
+
+const CLIENT_REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
+
+/** The one log line each request gets. */
+interface RequestLine {
+  method: string;
+  url: string;
+  statusCode: number;
+  ms: number;
+  /** The upstream job a submit queued. */
+  requestId?: string;
+  /** The caller's own x-request-id, for correlation. */
+  clientRequestId?: string;
+  /** The client left before the answer was complete. */
+  aborted?: true;
+}
+
+export interface RecordOptions {
+  /** Route patterns whose requests are logged but not counted (the metrics scrape). */
+  uncounted: ReadonlySet<string>;
+}
+
+/**
+ * Every request gets one log line at info and is counted in the HTTP metrics, once. Fastify runs
+ * onResponse only for an answer it finished writing; a client that leaves first would leave no
+ * trace, not even of the job its submit queued. So:
+ * - an answer sent in full is recorded by onResponse;
+ * - an answer that finds its client gone is recorded when the gateway sends it, with status 499
+ *   and `aborted` (`recordIfClientGone`, from the gateway's onSend hook);
+ * - a hijacked response (the status stream) is recorded by its route through `recordRequest`.
+ */
+export function registerRequestRecord(app: FastifyInstance, metrics: GatewayMetrics, options: RecordOptions): void {
+  app.decorateRequest('recorded', false);
+  app.decorate('recordRequest', (request: FastifyRequest, reply: FastifyReply, statusCode: number, aborted: boolean) =>
+    recordRequest(request, reply, metrics, options, statusCode, aborted),
+  );
+  app.addHook('onResponse', (request, reply, done) => {
+    try {
+      recordRequest(request, reply, metrics, options, reply.statusCode, false);
+    } finally {
+      done();
+    }
+  });
+}
+
+/** For an onSend hook: an answer about to be sent to a client that has already left. */
+export function recordIfClientGone(request: FastifyRequest, reply: FastifyReply): void {
+  if (reply.raw.destroyed) request.server.recordRequest(request, reply, CLIENT_CLOSED_REQUEST, true);
+}
+
+function recordRequest(request: FastifyRequest, reply: FastifyReply, metrics: GatewayMetrics, options: RecordOptions, statusCode: number, aborted: boolean): void {
+  if (request.recorded) return;
+  request.recorded = true;
+  // Labels stay bounded: the route pattern (never the raw URL) and the tenant id.
+  const route = request.routeOptions.url ?? UNMATCHED_ROUTE;
+  if (!options.uncounted.has(route)) {
+    metrics.httpRequest(route, request.method, statusCode, request.tenant?.id, reply.elapsedTime / 1000);
+  }
+  const line: RequestLine = { method: request.method, url: request.url, statusCode, ms: Math.round(reply.elapsedTime) };
+  if (request.jobId !== undefined) line.requestId = request.jobId;
+  const clientRequestId = request.headers['x-request-id'];
+  if (typeof clientRequestId === 'string' && CLIENT_REQUEST_ID.test(clientRequestId)) line.clientRequestId = clientRequestId;
+  if (aborted) line.aborted = true;
+  request.log.info(line, 'request');
+}
