@@ -142,16 +142,21 @@ export class HistogramSeries<L extends string> {
   }
 }
 
+function withIncreasingBuckets<O extends { name: string; buckets: readonly number[] }>(options: O): O {
+  if (options.buckets.some((bound, i) => !Number.isFinite(bound) || (i > 0 && bound <= options.buckets[i - 1]!))) {
+    throw new Error(`${options.name}: buckets must be finite and increasing`);
+  }
+  return options;
+}
+
 /** A labelled histogram whose series are bound once (see the module comment). */
 export class HistogramFamily<L extends string> extends Family<L, HistogramSeries<L>> {
   readonly type = 'histogram' as const;
   private readonly bounds: readonly number[];
 
   constructor(options: FamilyOptions<L> & { buckets: readonly number[] }) {
-    super(options);
-    if (options.buckets.some((bound, i) => !Number.isFinite(bound) || (i > 0 && bound <= options.buckets[i - 1]!))) {
-      throw new Error(`${options.name}: buckets must be finite and increasing`);
-    }
+    // Checked before the registry sees the metric.
+    super(withIncreasingBuckets(options));
     this.bounds = [...options.buckets];
   }
 

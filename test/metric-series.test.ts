@@ -76,7 +76,9 @@ describe('request-path metric series', () => {
     expect(() => series.observe(Number.NaN)).toThrow(TypeError);
     expect(() => series.observe(Number.POSITIVE_INFINITY)).toThrow(TypeError);
     expect(series.count).toBe(0);
-    expect(() => new HistogramFamily({ name: 'y', help: 'y', labelNames: [], buckets: [1, 1], registers: [] })).toThrow(/increasing/);
+    const registry = new Registry();
+    expect(() => new HistogramFamily({ name: 'y', help: 'y', labelNames: [], buckets: [1, 1], registers: [registry] })).toThrow(/increasing/);
+    expect(registry.getSingleMetric('y')).toBeUndefined();
   });
 
   it('go back to zero on the registry reset and keep counting in the series already bound', async () => {
