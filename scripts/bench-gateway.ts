@@ -1,4 +1,6 @@
 import { writeFile } from 'node:fs/promises';
+import { resolve } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { serveTarget } from './bench-ipc.js';
 
 /*
@@ -6,7 +8,9 @@ import { serveTarget } from './bench-ipc.js';
  * by tsc, run by plain Node. (This script itself runs under tsx, which would otherwise compile
  * src/ on the fly with its own helpers in every function; the bench builds dist/ first.)
  */
-const dist = (module: string) => new URL(`../dist/${module}.js`, import.meta.url).href;
+const dist = (module: string) =>
+  // BENCH_DIST: another build's dist/ directory (npm run bench:ab compares two builds).
+  process.env.BENCH_DIST ? pathToFileURL(resolve(process.env.BENCH_DIST, `${module}.js`)).href : new URL(`../dist/${module}.js`, import.meta.url).href;
 const { buildApp } = (await import(dist('app'))) as typeof import('../src/app.js');
 const { parseConfig } = (await import(dist('config'))) as typeof import('../src/config.js');
 const { digestKey } = (await import(dist('tenants/registry'))) as typeof import('../src/tenants/registry.js');
@@ -21,7 +25,8 @@ const { loadTenantsFile } = (await import(dist('tenants/tenants-file'))) as type
  * to stdout in production (batched, asynchronously: see src/log-destination.ts).
  *
  * Environment from the bench: BENCH_UPSTREAM_URL, BENCH_UPSTREAM_TOKEN, BENCH_TENANT_ID,
- * BENCH_TENANT_KEY, BENCH_TENANTS_FILE (written here), BENCH_LOG_FILE, BENCH_PUBLIC_BASE_URL.
+ * BENCH_TENANT_KEY, BENCH_TENANTS_FILE (written here), BENCH_LOG_FILE, BENCH_PUBLIC_BASE_URL,
+ * and optionally BENCH_DIST.
  */
 
 function required(name: string): string {

@@ -10,10 +10,11 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { request } from 'undici';
 import { newKey } from '../src/cli/key.js';
-import { APP_ID, MODEL_ID, SEED_REQUEST } from '../src/model.js';
+import { APP_ID, SEED_REQUEST } from '../src/model.js';
 import { startSimulator, type Simulator } from '../src/simulator/index.js';
 import { runMemoryProbe, startTarget, type BenchChild } from './bench-ipc.js';
 import { drive, summarize, type LoadRun, type LoadSpec } from './bench-load.js';
+import { gatewayEnv, PUBLIC_BASE_URL, RUN_DEADLINE_MS, SUBMIT_PATH, submitLoad, TENANT_ID } from './bench-submit.js';
 import { topSelfTime } from './bench-profile.js';
 import { BenchResults, evaluateTargets, renderMarkdown, renderText, type Comparison, type Phase } from './bench-results.js';
 
@@ -69,10 +70,6 @@ const settings = {
   simulator: { queueMs: 3_600_000, maxJobs: 1_000 },
 };
 const MEMORY_JOBS = 100_000;
-const RUN_DEADLINE_MS = 600_000;
-const PUBLIC_BASE_URL = 'https://gateway.bench.example';
-const TENANT_ID = 'bench-tenant';
-const SUBMIT_PATH = `/${MODEL_ID}`;
 const statusPath = (id: string) => `/${APP_ID}/requests/${id}/status`;
 const STATUS_CALL = /^\/fal-ai\/flux-lora\/requests\/[^/]+\/status(\?|$)/;
 
@@ -155,18 +152,7 @@ function compare(baseline: Measured, gateway: Measured): Comparison {
 }
 
 function submitSpec(target: Target, amount: number): LoadSpec {
-  const marker = `"status_url":"${target.statusUrlBase}`;
-  return {
-    url: target.child.url,
-    connections: settings.submit.connections,
-    amount,
-    method: 'POST',
-    headers: { ...target.headers, 'content-type': 'application/json' },
-    body: JSON.stringify(SEED_REQUEST),
-    paths: [SUBMIT_PATH],
-    accept: (body) => body.includes('"request_id"') && body.includes(marker),
-    deadlineMs: RUN_DEADLINE_MS,
-  };
+  return submitLoad(target.child.url, target.headers, target.statusUrlBase, amount, settings.submit.connections);
 }
 
 function statusSpec(target: Target, ids: readonly string[], amount: number): LoadSpec {
@@ -248,16 +234,9 @@ async function run(): Promise<BenchResults> {
     const upstreamEnv = { BENCH_UPSTREAM_URL: sim.url, BENCH_UPSTREAM_TOKEN: upstreamToken };
     // Nothing is measured yet: the memory probe (heap only) runs while the targets start.
     step('starting the gateway and the baseline; memory: recording jobs in the job store...');
-    const gatewayEnv = {
-      ...upstreamEnv,
-      BENCH_TENANT_ID: TENANT_ID,
-      BENCH_TENANT_KEY: tenantKey,
-      BENCH_LOG_FILE: logFile,
-      BENCH_TENANTS_FILE: join(work, 'tenants.json'),
-      BENCH_PUBLIC_BASE_URL: PUBLIC_BASE_URL,
-    };
+    const gatewayEnvironment = gatewayEnv({ url: sim.url, token: upstreamToken }, work, tenantKey);
     const [gatewayStart, baselineStart, probeRun] = await Promise.allSettled([
-      startTarget('bench-gateway.ts', gatewayEnv, ['--expose-gc']),
+      startTarget('bench-gateway.ts', gatewayEnvironment, ['--expose-gc']),
       startTarget(process.env.BENCH_BASELINE === 'fastify' ? 'bench-baseline-fastify.ts' : 'bench-baseline.ts', upstreamEnv, ['--expose-gc']),
       runMemoryProbe('bench-memory.ts', { BENCH_MEMORY_JOBS: String(MEMORY_JOBS), BENCH_TENANT_ID: TENANT_ID }),
     ]);

@@ -1,8 +1,10 @@
-import { spawn } from 'node:child_process';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { execFile, spawn } from 'node:child_process';
+import { copyFile, mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
+import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BenchResults, LIMITS, type Phase } from '../scripts/bench-results.js';
 
@@ -20,9 +22,9 @@ interface Run {
   stderr: string;
 }
 
-function runBench(env: Record<string, string>): Promise<Run> {
+function runBench(env: Record<string, string>, script = 'scripts/bench.ts', args: string[] = []): Promise<Run> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', 'scripts/bench.ts'], {
+    const child = spawn(process.execPath, ['--import', 'tsx', script, ...args], {
       cwd: ROOT,
       env: { ...process.env, ...env },
       stdio: ['ignore', 'pipe', 'pipe'],
@@ -193,5 +195,60 @@ describe('bench: interrupted', () => {
     } finally {
       await rm(dir, { recursive: true, force: true });
     }
+  });
+});
+
+describe('bench:ab: two builds of the gateway, taking turns', () => {
+  let build: string;
+  let dir: string;
+
+  beforeAll(async () => {
+    // A build of its own, where Node still finds the project's dependencies (node_modules/.cache).
+    await mkdir(join(ROOT, 'node_modules/.cache'), { recursive: true });
+    const checkout = await mkdtemp(join(ROOT, 'node_modules/.cache/bench-ab-'));
+    build = join(checkout, 'dist');
+    const tsc = createRequire(import.meta.url).resolve('typescript/bin/tsc');
+    await promisify(execFile)(process.execPath, [tsc, '-p', 'tsconfig.build.json', '--outDir', build], { cwd: ROOT });
+    await copyFile(join(ROOT, 'package.json'), join(checkout, 'package.json'));
+    dir = await mkdtemp(join(tmpdir(), 'bench-ab-test-'));
+  }, 90_000);
+
+  afterAll(async () => {
+    if (build) await rm(dirname(build), { recursive: true, force: true });
+    if (dir) await rm(dir, { recursive: true, force: true });
+  });
+
+  it('runs both builds round by round, checks every answer, and reports the ratio of each round and their median', { timeout: 90_000 }, async () => {
+    const out = join(dir, 'ab.json');
+    const run = await runBench({ BENCH_AB_ROUNDS: '3', BENCH_AB_REQUESTS: '60', BENCH_AB_OUT: out }, 'scripts/bench-ab.ts', [build, build]);
+    expect(run.code, run.stderr).toBe(0);
+    const result = JSON.parse(await readFile(out, 'utf8')) as {
+      a: string;
+      b: string;
+      pinned: boolean;
+      failures: number;
+      ratioByRound: number[];
+      medianRatio: number;
+      quartiles: [number, number];
+      cpuMsPerSubmit: { a: number; b: number };
+    };
+    expect(result).toMatchObject({ a: build, b: build, failures: 0 });
+    expect(typeof result.pinned).toBe('boolean');
+    expect(result.ratioByRound).toHaveLength(3);
+    for (const ratio of result.ratioByRound) expect(positive(ratio), `round ratio ${ratio}`).toBe(true);
+    expect(result.ratioByRound).toContain(result.medianRatio);
+    expect(result.quartiles[0]).toBeLessThanOrEqual(result.medianRatio);
+    expect(result.quartiles[1]).toBeGreaterThanOrEqual(result.medianRatio);
+    expect(positive(result.cpuMsPerSubmit.a) && positive(result.cpuMsPerSubmit.b)).toBe(true);
+    expect(run.stdout).toContain('every answer checked');
+  });
+
+  it('refuses a directory that holds no built gateway, saying what to do', { timeout: 30_000 }, async () => {
+    const run = await runBench({}, 'scripts/bench-ab.ts', [build, dir]);
+    expect(run.code).toBe(1);
+    expect(run.stderr).toContain(`${dir} holds no built gateway (no app.js; run npm run build there)`);
+    const usage = await runBench({}, 'scripts/bench-ab.ts', []);
+    expect(usage.code).toBe(1);
+    expect(usage.stderr).toContain('usage: npm run bench:ab -- <dist-a> <dist-b>');
   });
 });
