@@ -82,6 +82,9 @@ describe('secrets never leave the gateway', () => {
     const id = (JSON.parse(submitted.body) as { request_id: string }).request_id;
     expect(JSON.parse(submitted.body).echo).toBe('Key [redacted]');
     await call('status', `/v1/requests/${id}/status?logs=1`, { headers: a });
+    // Credentials put in the query by mistake (the gateway takes none from there) are not logged.
+    await call('keys in the query', `/v1/requests/${id}/status?logs=1&api_key=${keyA}&Token=${keyB}&x=${UPSTREAM_TOKEN.slice(0, 4)}`, { headers: a });
+    expect(logs.some((l) => l.includes(`/status?logs=1&api_key=[redacted]&Token=[redacted]&x=${UPSTREAM_TOKEN.slice(0, 4)}"`))).toBe(true);
     await call('result', `/v1/requests/${id}`, { headers: a });
     await call('cancel', `/fal-ai/flux-lora/requests/${id}/cancel`, { method: 'PUT', headers: { ...a, 'content-type': 'application/json' } });
     await call('foreign', `/v1/requests/${id}`, { headers: { authorization: `Key ${keyB}` } });

@@ -20,6 +20,17 @@ export const CLIENT_CLOSED_REQUEST = 499;
 
 const CLIENT_REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 
+/**
+ * Query parameters whose names suggest a credential. The gateway takes none from the query, but a
+ * caller who puts a key there must not find it written in the logs.
+ */
+const CREDENTIAL_PARAM = /([?&][^=&#]*(?:key|token|secret|passw|auth|sig|credential|session)[^=&#]*=)[^&#]*/gi;
+
+/** The URL as logged: the values of credential-like query parameters are replaced. */
+export function loggedUrl(url: string): string {
+  return url.includes('?') ? url.replace(CREDENTIAL_PARAM, '$1[redacted]') : url;
+}
+
 /** The one log line each request gets. */
 interface RequestLine {
   method: string;
@@ -75,7 +86,7 @@ function recordRequest(request: FastifyRequest, reply: FastifyReply, metrics: Ga
   if (!options.uncounted.has(route)) {
     metrics.httpRequest(route, request.method, statusCode, request.tenant?.id, reply.elapsedTime / 1000);
   }
-  const line: RequestLine = { method: request.method, url: request.url, statusCode, ms: Math.round(reply.elapsedTime) };
+  const line: RequestLine = { method: request.method, url: loggedUrl(request.url), statusCode, ms: Math.round(reply.elapsedTime) };
   if (request.jobId !== undefined) line.requestId = request.jobId;
   const clientRequestId = request.headers['x-request-id'];
   if (typeof clientRequestId === 'string' && CLIENT_REQUEST_ID.test(clientRequestId)) line.clientRequestId = clientRequestId;
