@@ -123,7 +123,12 @@ describe('image quota', () => {
     upstream.setHandler((_req, res) => res.writeHead(503, { 'content-type': 'application/json' }).end(JSON.stringify({ detail: 'no runners', error_type: 'runner_scheduling_failure' })));
     const failing = await startStack({ tenants: [{ id: 'team-a', quota: { imagesPerDay: 2 } }], env: { UPSTREAM_BASE_URL: upstream.url } });
     try {
-      for (let i = 0; i < 3; i++) expect((await post(failing, 'team-a', 2)).status).toBe(503);
+      for (let i = 0; i < 3; i++) {
+        const refused = await post(failing, 'team-a', 2);
+        expect(refused.status).toBe(503);
+        // The answer's RateLimit field counts the images as given back.
+        expect(refused.headers.get('ratelimit')).toContain('"images-day";r=2');
+      }
       // Each failed submit gave its 2 images back, so the quota never ran out.
       expect(upstream.requests.filter((r) => r.method === 'POST')).toHaveLength(3);
       const { body } = await usage(failing, failing.bearer('team-a'));
@@ -168,6 +173,27 @@ describe('concurrent jobs', () => {
     expect(body.tenants[0]!.concurrency).toEqual({ limit: 2, in_use: 1 });
     expect((await post(stack, 'team-a')).status).toBe(200);
     expect((await post(stack, 'team-a')).status).toBe(429);
+  });
+});
+
+describe('a quota and a concurrency limit together', () => {
+  let stack: Stack;
+  beforeAll(async () => {
+    stack = await startStack({ tenants: [{ id: 'team-a', quota: { imagesPerDay: 4 }, maxConcurrentJobs: 1 }], sim: { queueMs: 60_000 } });
+  });
+  afterAll(() => stack.close());
+
+  it('a submit refused for concurrency charges no image, and its RateLimit field says so', async () => {
+    const first = await post(stack, 'team-a');
+    expect(first.status).toBe(200);
+    expect(first.headers.get('ratelimit')).toContain('"images-day";r=3');
+    const refused = await post(stack, 'team-a');
+    expect(refused.status).toBe(429);
+    expect(((await refused.json()) as { error_type: string }).error_type).toBe('concurrency_exceeded');
+    expect(refused.headers.get('ratelimit')).toContain('"images-day";r=3');
+    expect(refused.headers.get('ratelimit')).toContain('"concurrency";r=0');
+    const { body } = await usage(stack, stack.bearer('team-a'));
+    expect(body.tenants[0]!.quota!.day).toMatchObject({ used: 1, remaining: 3 });
   });
 });
 

@@ -74,6 +74,7 @@ export async function admit(
   const max = tenant.limits.maxConcurrentJobs;
   if (!caps && max === undefined) return NOTHING_HELD;
   let ticket: QuotaTicket | undefined;
+  let reserved: readonly QuotaState[] = [];
   if (caps) {
     const reservation = await accounting.reserveImages(tenant.id, images, caps, now).catch(storeDown(metrics, 'reserve_images'));
     for (const window of reservation.windows) reportPolicy(request, quotaField(window, now));
@@ -87,9 +88,16 @@ export async function admit(
       );
     }
     ticket = reservation.ticket;
+    reserved = reservation.windows;
   }
+  /** Gives the images back, and the answer's RateLimit fields say so. */
   const refund = async () => {
-    if (ticket) await accounting.refundImages(ticket).catch(storeDown(metrics, 'refund_images'));
+    if (!ticket) return;
+    await accounting.refundImages(ticket).catch(storeDown(metrics, 'refund_images'));
+    const charged = ticket.charged ?? ['day', 'month'];
+    for (const window of reserved) {
+      if (charged.includes(window.window)) reportPolicy(request, quotaField({ ...window, used: Math.max(0, window.used - images) }, now));
+    }
   };
 
   let slot: string | undefined;
