@@ -45,17 +45,19 @@ describe('browser access: CORS per tenant and short-lived tokens', () => {
     expect(allowed.status).toBe(200);
     expect(allowed.headers.get('access-control-allow-origin')).toBe(APP);
     expect(allowed.headers.get('access-control-expose-headers')).toContain('x-request-id');
+    expect(allowed.headers.get('access-control-expose-headers')).toContain('ratelimit-policy');
 
     await stack.app.whenIdle();
 
     const before = upstreamCalls(stack).length;
-    for (const [tenant, origin] of [
-      ['team-a', 'https://evil.example'],
-      ['team-b', APP],
+    // The refusal is readable by a page whose origin passed the preflight (some tenant allows it), never by another.
+    for (const [tenant, origin, readableBy] of [
+      ['team-a', 'https://evil.example', null],
+      ['team-b', APP, APP],
     ]) {
       const res = await fetch(`${stack.url}/v1/image-to-image`, { method: 'POST', headers: { ...json, ...stack.bearer(tenant!), origin: origin! }, body: JSON.stringify(SEED_REQUEST) });
       expect(res.status).toBe(403);
-      expect(res.headers.get('access-control-allow-origin')).toBeNull();
+      expect(res.headers.get('access-control-allow-origin')).toBe(readableBy);
       expect(((await res.json()) as { error_type: string }).error_type).toBe('origin_not_allowed');
     }
     await stack.app.whenIdle();
@@ -118,6 +120,14 @@ describe('browser access: CORS per tenant and short-lived tokens', () => {
       expect(res.status).toBe(401);
       expect(((await res.json()) as { error_type: string }).error_type).toBe('unauthorized');
     }
+    // A page on an allowed origin can read that its token expired (and renew it); other origins cannot.
+    const fromApp = await fetch(`${stack.url}/v1/requests/x/status`, { headers: { authorization: `Bearer ${expired}`, origin: APP } });
+    expect(fromApp.status).toBe(401);
+    expect(fromApp.headers.get('access-control-allow-origin')).toBe(APP);
+    expect(fromApp.headers.get('access-control-expose-headers')).toContain('x-request-id');
+    const fromElsewhere = await fetch(`${stack.url}/v1/requests/x/status`, { headers: { authorization: `Bearer ${expired}`, origin: 'https://evil.example' } });
+    expect(fromElsewhere.status).toBe(401);
+    expect(fromElsewhere.headers.get('access-control-allow-origin')).toBeNull();
     expect((await fetch(`${stack.url}/v1/requests/x/status`, { headers: { authorization: `Bearer ${good}` } })).status).toBe(404);
   });
 

@@ -11,7 +11,8 @@ import { publicBaseUrl } from './public-url.js';
  * pass. Without `allowedOrigins` anywhere, no CORS header is ever sent.
  */
 const ALLOW_HEADERS = 'authorization, content-type, x-api-key, idempotency-key, x-fal-target-url, x-fal-queue-priority, x-fal-runner-hint, x-fal-request-timeout, x-fal-object-lifecycle-preference, x-fal-store-io, x-fal-no-retry';
-const EXPOSE_HEADERS = 'x-request-id, retry-after, x-ratelimit-limit, x-ratelimit-remaining, x-ratelimit-reset, idempotent-replayed, x-fal-request-id';
+const EXPOSE_HEADERS =
+  'x-request-id, retry-after, x-ratelimit-limit, x-ratelimit-remaining, x-ratelimit-reset, ratelimit, ratelimit-policy, idempotent-replayed, x-fal-request-id';
 
 function isSameOrigin(request: FastifyRequest, origin: string, configured: string | undefined): boolean {
   try {
@@ -21,12 +22,29 @@ function isSameOrigin(request: FastifyRequest, origin: string, configured: strin
   }
 }
 
+function allowCors(reply: FastifyReply, origin: string): void {
+  reply.header('access-control-allow-origin', origin).header('access-control-expose-headers', EXPOSE_HEADERS).header('vary', 'Origin');
+}
+
 /** Checks an authenticated request's Origin against its tenant; adds the CORS headers when allowed. */
-export function checkOrigin(request: FastifyRequest, reply: FastifyReply, tenant: Tenant, publicBase: string | undefined): void {
+export function checkOrigin(request: FastifyRequest, reply: FastifyReply, tenant: Tenant, publicBase: string | undefined, registry: TenantRegistry): void {
   const origin = request.headers.origin;
   if (typeof origin !== 'string' || isSameOrigin(request, origin, publicBase)) return;
-  if (!tenant.allowedOrigins?.includes(origin)) throw new errors.OriginNotAllowed(origin);
-  reply.header('access-control-allow-origin', origin).header('access-control-expose-headers', EXPOSE_HEADERS).header('vary', 'Origin');
+  if (!tenant.allowedOrigins?.includes(origin)) {
+    corsForRefusal(request, reply, registry);
+    throw new errors.OriginNotAllowed(origin);
+  }
+  allowCors(reply, origin);
+}
+
+/**
+ * A refusal (401, 403) answered to a browser origin that passed the preflight (some tenant allows
+ * it) carries the CORS headers, so the page can read why (an expired token, a wrong origin)
+ * instead of seeing a bare network error. It grants nothing: the request was refused.
+ */
+export function corsForRefusal(request: FastifyRequest, reply: FastifyReply, registry: TenantRegistry): void {
+  const origin = request.headers.origin;
+  if (typeof origin === 'string' && registry.allowsOrigin(origin)) allowCors(reply, origin);
 }
 
 /** OPTIONS on every tenant route: the preflight answer. */

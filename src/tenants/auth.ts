@@ -1,6 +1,6 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest, onRequestHookHandler } from 'fastify';
 import { errors } from '../errors.js';
-import { checkOrigin } from '../http/cors.js';
+import { checkOrigin, corsForRefusal } from '../http/cors.js';
 import type { TenantRegistry } from './registry.js';
 import type { Tenant } from './tenants-file.js';
 import { looksLikeToken, type TokenIssuer } from './tokens.js';
@@ -70,12 +70,13 @@ export function decorateAuth(app: FastifyInstance): void {
 }
 
 /** Settles who the caller is: 401 without a tenant, 403 from an origin the tenant does not allow. */
-function accept(request: FastifyRequest, reply: FastifyReply, tenant: Tenant | undefined, credential: 'key' | 'token', publicBaseUrl: string | undefined): void {
+function accept(request: FastifyRequest, reply: FastifyReply, tenant: Tenant | undefined, credential: 'key' | 'token', options: AuthOptions): void {
   if (!tenant) {
     reply.header('www-authenticate', 'Bearer realm="fal-gateway"');
+    corsForRefusal(request, reply, options.registry());
     throw new errors.Unauthorized();
   }
-  checkOrigin(request, reply, tenant, publicBaseUrl);
+  checkOrigin(request, reply, tenant, options.publicBaseUrl, options.registry());
   request.tenant = tenant;
   request.credential = credential;
   addLogBindings(request, credential === 'token' ? { tenant: tenant.id, credential } : { tenant: tenant.id });
@@ -95,7 +96,7 @@ const isToken = (presented: string | undefined, options: AuthOptions): presented
 
 /** A key is a digest and a lookup: synchronous. */
 function acceptKey(request: FastifyRequest, reply: FastifyReply, presented: string | undefined, options: AuthOptions): void {
-  accept(request, reply, presented === undefined ? undefined : options.registry().findByKey(presented), 'key', options.publicBaseUrl);
+  accept(request, reply, presented === undefined ? undefined : options.registry().findByKey(presented), 'key', options);
 }
 
 /** The tenant authentication step as a function: 401 unless a key or token names a tenant. */
@@ -103,7 +104,7 @@ export function tenantAuthentication(options: AuthOptions) {
   return async function authenticate(request: FastifyRequest, reply: FastifyReply): Promise<void> {
     const presented = presentedKey(request.headers);
     if (isToken(presented, options)) {
-      accept(request, reply, await tenantOfToken(presented, options.tokens!, options.registry), 'token', options.publicBaseUrl);
+      accept(request, reply, await tenantOfToken(presented, options.tokens!, options.registry), 'token', options);
     } else {
       acceptKey(request, reply, presented, options);
     }
