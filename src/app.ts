@@ -205,6 +205,7 @@ export async function buildApp(options: AppOptions): Promise<GatewayApp> {
     statusTtlMs: config.STATUS_CACHE_MS,
     maxResultBytes: config.RESULT_CACHE_MAX_ITEM_BYTES,
     onStatus: (requestId, status) => lifecycle.observe(requestId, status),
+    onFinalResult: (requestId) => lifecycle.resultSeen(requestId),
     onLookup: (kind, outcome) => metrics.cache(kind, outcome),
     onCacheError: (operation, err) => {
       metrics.storeError('cache', operation);

@@ -197,6 +197,30 @@ describe('a quota and a concurrency limit together', () => {
   });
 });
 
+describe('a job whose result is read without any status read', () => {
+  let stack: Stack;
+  beforeAll(async () => {
+    // No concurrency limit, so no background check: only the result read can reveal the end.
+    stack = await startStack({ tenants: [{ id: 'team-a' }], sim: { queueMs: 20, runMs: 20 }, env: { STALE_JOB_CHECK_MS: '0' } });
+  });
+  afterAll(() => stack.close());
+
+  it('is counted as completed, with its inference time, once', async () => {
+    const job = (await (await post(stack, 'team-a')).json()) as { response_url: string; request_id: string };
+    await new Promise((r) => setTimeout(r, 100));
+    const read = async () => (await fetch(job.response_url, { headers: stack.bearer('team-a') })).status;
+    expect(await read()).toBe(200);
+    expect(await read()).toBe(200);
+    await stack.app.whenIdle();
+    const { body } = await usage(stack, stack.bearer('team-a'));
+    expect(body.tenants[0]!.totals).toMatchObject({ submitted: 1, completed: 1, failed: 0, cancelled: 0 });
+    expect(body.tenants[0]!.totals.inference_seconds).toBeGreaterThan(0);
+    // The gateway asked upstream for the status once, itself; the second result read came from the cache.
+    const statusReads = upstreamCalls(stack).filter((c) => c.method === 'GET' && c.path.startsWith(`/fal-ai/flux-lora/requests/${job.request_id}/status`));
+    expect(statusReads).toHaveLength(1);
+  });
+});
+
 describe('jobs nobody polls', () => {
   let stack: Stack;
   beforeAll(async () => {

@@ -15,6 +15,8 @@ export interface JobReadsOptions {
   now?: () => number;
   /** Each status object fetched from upstream (not from a cache), once per upstream call. */
   onStatus?: (requestId: string, status: Record<string, unknown>) => void;
+  /** A final result (200 or 422) fetched from upstream: the job has ended. */
+  onFinalResult?: (requestId: string) => void;
   onLookup?: (kind: 'status' | 'result', outcome: CacheOutcome) => void;
   onCacheError?: (operation: 'get' | 'set', err: unknown) => void;
 }
@@ -66,8 +68,9 @@ export class JobReads {
       this.options.onLookup?.('result', kept ? 'hit' : 'miss');
       if (kept) return kept;
       const response = await this.options.upstream.result(requestId);
-      if (FINAL_RESULT.has(response.statusCode) && response.body.length <= this.options.maxResultBytes) {
-        await this.keep(key, response);
+      if (FINAL_RESULT.has(response.statusCode)) {
+        if (response.body.length <= this.options.maxResultBytes) await this.keep(key, response);
+        this.options.onFinalResult?.(requestId);
       }
       return response;
     });

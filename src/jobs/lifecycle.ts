@@ -101,6 +101,22 @@ export class JobLifecycle {
   }
 
   /**
+   * A final result was read upstream, so the job has ended; a client may fetch it without ever
+   * asking for the status. Unless the job is accounted already, its status (which says how it
+   * ended and how long it ran) is read once, and observe() settles it. Never throws.
+   */
+  resultSeen(requestId: string): void {
+    this.track(
+      this.options.jobs
+        .job(requestId)
+        .then((job) => (job && !job.settled ? this.options.reads.status(requestId, false) : undefined))
+        .catch((err: unknown) =>
+          this.options.log.warn({ err: (err as Error).message, requestId }, 'could not read the status of a job whose result was read; a later read settles it'),
+        ),
+    );
+  }
+
+  /**
    * A cancel was accepted upstream. The job is marked (once, however many cancels arrive) and its
    * status is read again at once, so a job removed from the queue is settled, its slot freed and
    * its images given back promptly. A running job may still finish: it is settled when it does.
