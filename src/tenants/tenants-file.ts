@@ -59,7 +59,7 @@ export const DEFAULT_LIMITS = {
 const tenantEntry = z.strictObject({
   id: z
     .string()
-    .regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/, 'must be 1-64 characters of letters, digits, ".", "_" or "-"'),
+    .regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/, 'must be 1-64 characters of letters, digits, ".", "_" or "-", starting with a letter or digit'),
   name: z.string().optional(),
   keys: z
     .array(z.string().regex(/^[0-9a-fA-F]{64}$/, 'must be the SHA-256 hex digest of a key (npm run key)'))
