@@ -92,6 +92,16 @@ export interface GatewayApp extends FastifyInstance {
   whenIdle(): Promise<void>;
 }
 
+/** Why a body the JSON parser refused was refused: its syntax, or a prototype-polluting key. */
+function jsonProblem(text: string): Error {
+  try {
+    JSON.parse(text);
+  } catch (err) {
+    return new errors.InvalidJson((err as Error).message);
+  }
+  return new errors.BadRequest('The request body may not hold "__proto__" or "constructor" keys');
+}
+
 /** A hop count trusts that many proxies nearest to the gateway. */
 function trustProxyOption(value: Config['TRUST_PROXY']): boolean | string | ((addr: string, hop: number) => boolean) {
   if (typeof value === 'number') return (_addr, hop) => hop < value;
@@ -238,7 +248,8 @@ export async function buildApp(options: AppOptions): Promise<GatewayApp> {
   app.addContentTypeParser('application/json', { parseAs: 'string' }, (request, body, done) => {
     const text = body.toString();
     if (text.trim() === '') return done(null, undefined);
-    parseJson(request, text, done);
+    // Fastify's parser says only "not valid JSON"; on failure, say what is wrong.
+    parseJson(request, text, (err, value) => (err ? done(jsonProblem(text)) : done(null, value)));
   });
   app.setValidatorCompiler(validatorCompiler);
   // Responses are documented by their schemas but never reshaped: upstream bodies pass as fal sent them.

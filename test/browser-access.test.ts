@@ -160,6 +160,10 @@ describe('browser access: CORS per tenant and short-lived tokens', () => {
       const res = await fetch(`${plain.url}/v1/tokens`, { method: 'POST', headers: { ...json, ...plain.bearer('team-a') }, body: '{}' });
       expect(res.status).toBe(501);
       expect(((await res.json()) as { error_type: string }).error_type).toBe('tokens_disabled');
+      // A feature turned off is not a failure: its request line says 501, and nothing is logged as an error.
+      const lines = plain.logs.map((line) => JSON.parse(line) as { level: number; msg: string; statusCode?: number });
+      expect(lines.filter((line) => line.level >= 50)).toEqual([]);
+      expect(lines.some((line) => line.msg === 'request' && line.statusCode === 501)).toBe(true);
     } finally {
       await plain.close();
     }

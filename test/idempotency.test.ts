@@ -37,6 +37,11 @@ describe('Idempotency-Key on submit', () => {
     expect(again.headers.get('idempotent-replayed')).toBe('true');
     expect(await again.json()).toEqual(firstBody);
     expect(posts(stack) - before).toBe(1);
+    // Both request lines name the job.
+    const submitLines = stack.logs
+      .map((line) => JSON.parse(line) as Record<string, unknown>)
+      .filter((line) => line.msg === 'request' && line.method === 'POST' && line.requestId === firstBody.request_id);
+    expect(submitLines).toHaveLength(2);
     const status = await fetch(firstBody.status_url!, { headers: stack.bearer('team-a') });
     expect([200, 202]).toContain(status.status);
   });

@@ -349,11 +349,18 @@ describe('POST /v1/image-to-image: bodies that are not a JSON object', () => {
     expect(answer.upstream).toEqual([]);
   });
 
-  it('malformed JSON → 400 invalid_json', async () => {
+  it('malformed JSON → 400 invalid_json, saying where the syntax breaks', async () => {
     const answer = await send(undefined, { raw: '{"prompt": "a lion",' });
     expect(answer.status).toBe(400);
     expect(answer.body.error_type).toBe('invalid_json');
-    expect(answer.body.detail).toEqual(expect.any(String));
+    expect(answer.body.detail).toMatch(/^The request body is not valid JSON: .*position \d+/);
+    expect(answer.upstream).toEqual([]);
+  });
+
+  it('valid JSON with a prototype-polluting key → 400 bad_request naming it, not "not valid JSON"', async () => {
+    const answer = await send(undefined, { raw: `{"__proto__":{"polluted":true},${JSON.stringify(SEED_REQUEST).slice(1)}` });
+    expect(answer.status).toBe(400);
+    expect(answer.body).toEqual({ detail: 'The request body may not hold "__proto__" or "constructor" keys', error_type: 'bad_request' });
     expect(answer.upstream).toEqual([]);
   });
 

@@ -42,7 +42,8 @@ export function registerErrorHandling(app: FastifyInstance, bodyLimit: number): 
     // An error may carry response headers (Retry-After on a fail-fast 503).
     const headers = (err as { headers?: Record<string, string> }).headers;
     if (headers) reply.headers(headers);
-    if (status >= 500) request.log.error({ err: err.cause ?? err, errorType: errorTypeOf(err.code) }, err.message);
+    // 501 is the gateway's configuration (a feature turned off), not a failure: the request line says it.
+    if (status >= 500 && status !== 501) request.log.error({ err: err.cause ?? err, errorType: errorTypeOf(err.code) }, err.message);
     const body: ErrorEnvelope = { detail: err.message, error_type: errorTypeOf(err.code) };
     return reply.code(status).send(body);
   });

@@ -85,7 +85,11 @@ export async function submit(deps: SubmitDeps, request: FastifyRequest, input: M
     }
     if (existing.state === 'pending') throw Object.assign(new errors.IdempotencyInProgress(), { headers: { 'retry-after': '1' } });
     const body = structuredClone(existing.body);
-    if (typeof body.request_id === 'string') rewriteQueueUrls(body, base, body.request_id, { always: true });
+    if (typeof body.request_id === 'string') {
+      rewriteQueueUrls(body, base, body.request_id, { always: true });
+      // The replayed job, on the request's own line as for the first submit.
+      request.jobId = body.request_id;
+    }
     request.log.info({ requestId: body.request_id }, 'idempotent submit replayed');
     return reply.code(existing.statusCode).header('idempotent-replayed', 'true').type('application/json; charset=utf-8').send(deps.upstream.scrubText(JSON.stringify(body)));
   }
