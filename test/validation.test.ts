@@ -284,6 +284,13 @@ describe('POST /v1/image-to-image: values out of range are rejected before the u
     expectRejected(await send(seedWithout(field)), { loc: ['body', field], type: 'missing', msg: [field] });
   });
 
+  it('says "required" only when the prompt is missing, "must be a string" when it is something else', async () => {
+    const missing = await send(seedWithout('prompt'));
+    const wrong = await send(seedWith({ prompt: 5 }));
+    expect((missing.body.detail as Entry[])[0]!.msg).toBe('prompt is required');
+    expect((wrong.body.detail as Entry[])[0]!.msg).toBe('prompt must be a string');
+  });
+
   it('both required fields missing → one entry each', async () => {
     expectRejected(
       await send({ strength: 0.5 }),

@@ -81,7 +81,7 @@ export const Lora = z.strictObject(
 export const ModelInput = z
   .strictObject({
     prompt: z
-      .string({ error: 'prompt is required and must be a string' })
+      .string({ error: (issue) => (issue.input === undefined ? 'prompt is required' : 'prompt must be a string') })
       .min(1, { error: 'prompt must not be empty' })
       .meta({ description: 'What the generated image should show.', examples: [SEED_REQUEST.prompt] }),
     image_url: ImageUrl.meta({
