@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { request as httpRequest } from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildApp, type GatewayApp } from '../src/app.js';
 import { newKey } from '../src/cli/key.js';
@@ -140,6 +141,29 @@ describe('secrets never leave the gateway', () => {
     });
     expect(preflight.headers.get('access-control-allow-origin')).toBeNull();
     expect(preflight.status).toBe(403);
+  });
+
+  it('never builds a queue URL from a Host header that is not a host (no PUBLIC_BASE_URL here)', async () => {
+    const raw = (host: string) =>
+      new Promise<{ status: number; body: string }>((resolve, reject) => {
+        // team-b: team-a's submit budget is spent by the test above.
+        const req = httpRequest(`${url}/v1/image-to-image`, { method: 'POST', headers: { host, ...json, authorization: `Bearer ${keyB}` } }, (res) => {
+          let body = '';
+          res.on('data', (chunk: Buffer) => (body += chunk.toString()));
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+        });
+        req.once('error', reject);
+        req.end(JSON.stringify(SEED_REQUEST));
+      });
+    const posts = () => upstream.requests.filter((r) => r.method === 'POST').length;
+    const before = posts();
+    for (const host of ['a"b<c', 'evil.example/path', 'a b']) {
+      const answer = await raw(host);
+      expect(answer.status, host).toBe(400);
+      expect(JSON.parse(answer.body)).toEqual({ detail: 'The Host header does not name a host; the operator can set PUBLIC_BASE_URL', error_type: 'bad_request' });
+    }
+    expect(posts()).toBe(before);
+    // (Hosts that are hosts, names and addresses with ports, are what every other test sends.)
   });
 
   it('answers an unknown key exactly like a missing one', async () => {

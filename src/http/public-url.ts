@@ -1,9 +1,20 @@
 import type { FastifyRequest } from 'fastify';
+import { errors } from '../errors.js';
+
+/**
+ * A host name (underscores too, as container networks use them), IPv4 or bracketed IPv6 address,
+ * with an optional port: what a Host header may hold.
+ */
+const HOST = /^(?:[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*\.?|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?$/;
 
 /**
  * The origin callers reach the gateway on, for rewritten queue URLs: PUBLIC_BASE_URL when set,
  * else the request's own protocol and host (Fastify honours X-Forwarded-* only with TRUST_PROXY).
+ * A host that is not one (quotes, spaces, slashes) never becomes part of a URL: 400.
  */
 export function publicBaseUrl(request: FastifyRequest, configured: string | undefined): string {
-  return configured ?? `${request.protocol}://${request.host}`;
+  if (configured !== undefined) return configured;
+  const host = request.host;
+  if (!HOST.test(host)) throw new errors.BadRequest('The Host header does not name a host; the operator can set PUBLIC_BASE_URL');
+  return `${request.protocol}://${host}`;
 }
