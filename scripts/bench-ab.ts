@@ -1,12 +1,11 @@
-import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, rmSync } from 'node:fs';
 import { mkdtemp, writeFile } from 'node:fs/promises';
-import { cpus, tmpdir } from 'node:os';
+import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { newKey } from '../src/cli/key.js';
 import { startSimulator, type Simulator } from '../src/simulator/index.js';
-import { startTarget, type BenchChild } from './bench-ipc.js';
+import { pinTargets, startTarget, type BenchChild } from './bench-ipc.js';
 import { drive, percentile } from './bench-load.js';
 import { gatewayEnv, PUBLIC_BASE_URL, submitLoad } from './bench-submit.js';
 
@@ -42,16 +41,6 @@ function distDirectory(arg: string | undefined, which: string): string {
   return dir;
 }
 
-/** Pins every thread of `pid` to `cpu`; false when taskset is not there. */
-function pin(pid: number, cpu: number): boolean {
-  try {
-    execFileSync('taskset', ['-a', '-p', '-c', String(cpu), String(pid)], { stdio: 'ignore' });
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 const cpuMs = (usage: { cpu: { user: number; system: number } }) => (usage.cpu.user + usage.cpu.system) / 1000;
 
 async function main(): Promise<void> {
@@ -71,11 +60,10 @@ async function main(): Promise<void> {
       children.push(await startTarget('bench-gateway.ts', { ...gatewayEnv(upstream, work, tenantKey, name), BENCH_DIST: dirs[name] }));
     }
     const [a, b] = children as [BenchChild, BenchChild];
-    const lastCpu = cpus().length - 1;
-    const pids = [a.process.pid, b.process.pid].filter((pid): pid is number => pid !== undefined);
-    const pinned = lastCpu >= 1 && pids.length === 2 && pin(process.pid, 0) && pids.every((pid) => pin(pid, lastCpu));
+    const pinnedCpu = pinTargets([a, b]);
+    const pinned = pinnedCpu !== null;
     process.stdout.write(
-      `bench:ab: A ${dirs.a}\n          B ${dirs.b}\n${rounds} rounds of ${requests} submits each on ${CONNECTIONS} connections; ${pinned ? `builds pinned to CPU ${lastCpu}, load to CPU 0` : 'not pinned (no taskset or one CPU)'}\n`,
+      `bench:ab: A ${dirs.a}\n          B ${dirs.b}\n${rounds} rounds of ${requests} submits each on ${CONNECTIONS} connections; ${pinned ? `builds pinned to CPU ${pinnedCpu}, load to CPU 0` : 'not pinned (no taskset or one CPU)'}\n`,
     );
     const headers = { authorization: `Bearer ${tenantKey}` };
     const load = (child: BenchChild, amount: number) => drive(submitLoad(child.url, headers, PUBLIC_BASE_URL, amount, CONNECTIONS));

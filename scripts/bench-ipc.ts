@@ -1,4 +1,5 @@
-import { fork, type ChildProcess } from 'node:child_process';
+import { execFileSync, fork, type ChildProcess } from 'node:child_process';
+import { cpus } from 'node:os';
 import { writeFile } from 'node:fs/promises';
 import { Session } from 'node:inspector/promises';
 import { fileURLToPath } from 'node:url';
@@ -247,4 +248,29 @@ export async function runMemoryProbe(script: string, env: Record<string, string>
   } finally {
     await stopChild(child);
   }
+}
+
+/** Pins every thread of `pid` to `cpu` (Linux taskset); false when that cannot be done. */
+function pinToCpu(pid: number, cpu: number): boolean {
+  try {
+    execFileSync('taskset', ['-a', '-p', '-c', String(cpu), String(pid)], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Pins this process (the load generator and the simulator) to the first CPU and the measured
+ * targets to the last, when `taskset` and a second CPU are there: a target then never shares
+ * its core with the load, which steadies its CPU per request from round to round. The targets
+ * run one at a time, so they never compete with each other. Returns the targets' CPU, or null
+ * when nothing was pinned.
+ */
+export function pinTargets(targets: readonly BenchChild[]): number | null {
+  const last = cpus().length - 1;
+  const pids = targets.map((t) => t.process.pid);
+  if (last < 1 || pids.some((pid) => pid === undefined)) return null;
+  if (!pinToCpu(process.pid, 0)) return null;
+  return pids.every((pid) => pinToCpu(pid!, last)) ? last : null;
 }
