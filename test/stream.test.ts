@@ -38,6 +38,13 @@ describe('status stream (SSE)', () => {
         expect(event.status_url).toBe(`${stack.url}/v1/requests/${id}/status`);
         expect(JSON.stringify(event)).not.toContain('queue.fal.run');
       }
+      // A stream that ran to its end has exactly one request line, not marked aborted.
+      const lines = () => stack.logs.map((line) => JSON.parse(line) as Record<string, unknown>).filter((line) => line.msg === 'request' && line.url === path);
+      await expect.poll(() => lines().length).toBe(1);
+      await new Promise((r) => setTimeout(r, 50));
+      expect(lines()).toHaveLength(1);
+      expect(lines()[0]).toMatchObject({ statusCode: 200, tenant: 'team-a' });
+      expect(lines()[0]).not.toHaveProperty('aborted');
     }
   });
 
