@@ -354,6 +354,12 @@ describe('usage', () => {
   it('validates the range and refuses unknown callers', async () => {
     const h = stack.bearer('team-a');
     expect((await usage(stack, h, '?from=2026-02-30')).res.status).toBe(422);
+    // Not a day at all: one entry, saying the form it must have.
+    const malformed = await fetch(`${stack.url}/v1/usage?from=abc`, { headers: h });
+    expect(malformed.status).toBe(422);
+    expect(((await malformed.json()) as { detail: Array<{ loc: unknown[]; msg: string }> }).detail).toEqual([
+      expect.objectContaining({ loc: ['query', 'from'], msg: expect.stringContaining('YYYY-MM-DD') }),
+    ]);
     expect((await usage(stack, h, '?from=2026-11-02&to=2026-11-01')).res.status).toBe(422);
     expect((await usage(stack, h, '?from=2024-01-01&to=2026-01-01')).res.status).toBe(422);
     const empty = await usage(stack, h, '?from=2020-01-01&to=2020-01-31');

@@ -4,7 +4,7 @@ import { z } from 'zod';
 
 const day = z
   .string()
-  .regex(/^\d{4}-\d{2}-\d{2}$/, { error: 'must be a UTC day as YYYY-MM-DD' })
+  .regex(/^\d{4}-\d{2}-\d{2}$/, { error: 'must be a UTC day as YYYY-MM-DD', abort: true })
   .refine((value) => !Number.isNaN(Date.parse(`${value}T00:00:00Z`)) && new Date(`${value}T00:00:00Z`).toISOString().startsWith(value), {
     error: 'must be a real calendar day (YYYY-MM-DD)',
   });
