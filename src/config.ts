@@ -185,7 +185,7 @@ const schema = z.object({
     .describe('How long per-tenant daily usage is kept (days).'),
   STALE_JOB_CHECK_MS: int(0, 3_600_000)
     .default(30_000)
-    .describe('How often the gateway checks, itself, jobs holding a concurrency slot that no client has polled lately, so finished jobs free their slot (ms). 0: never.'),
+    .describe('How long a job whose end the gateway has not seen goes unchecked before the gateway asks upstream itself (at most 100 jobs per check), so usage counts jobs nobody reads and finished jobs free their concurrency slot (ms). 0: never.'),
   TENANTS_WATCH: boolean
     .default(true)
     .describe('Reload the tenants file when it changes on disk (it is always reloaded on SIGHUP).'),

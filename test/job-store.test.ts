@@ -5,7 +5,7 @@ import { jobStoreContract } from './support/job-store-contract.js';
 jobStoreContract('memory', async (ttlMs) => {
   let now = 1_000;
   const store = new MemoryJobStore({ ttlMs, now: () => now, maxEntries: 1_000 });
-  return { store, advance: async (ms) => void (now += ms) };
+  return { store, advance: async (ms) => void (now += ms), now: () => now };
 });
 
 describe('memory job store bounds', () => {

@@ -221,6 +221,30 @@ describe('a job whose result is read without any status read', () => {
   });
 });
 
+describe('a job nobody ever reads', () => {
+  let stack: Stack;
+  beforeAll(async () => {
+    // No concurrency limit: only the check of jobs whose end was not seen can count this one.
+    stack = await startStack({ tenants: [{ id: 'team-a' }], sim: { queueMs: 20, runMs: 20 }, env: { STALE_JOB_CHECK_MS: '100' } });
+  });
+  afterAll(() => stack.close());
+
+  it('is counted as completed, with its inference time, by the background check', async () => {
+    const job = (await (await post(stack, 'team-a')).json()) as { request_id: string };
+    const totals = async () => (await usage(stack, stack.bearer('team-a'))).body.tenants[0]!.totals;
+    const deadline = Date.now() + 5_000;
+    while ((await totals()).completed === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    expect(await totals()).toMatchObject({ submitted: 1, completed: 1 });
+    expect((await totals()).inference_seconds).toBeGreaterThan(0);
+    // The gateway asked upstream itself; once the end is counted it stops asking.
+    const statusReads = () => upstreamCalls(stack).filter((c) => c.method === 'GET' && c.path.startsWith(`/fal-ai/flux-lora/requests/${job.request_id}/status`)).length;
+    const asked = statusReads();
+    expect(asked).toBeGreaterThan(0);
+    await new Promise((r) => setTimeout(r, 400));
+    expect(statusReads()).toBe(asked);
+  });
+});
+
 describe('jobs nobody polls', () => {
   let stack: Stack;
   beforeAll(async () => {

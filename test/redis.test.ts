@@ -17,6 +17,7 @@ jobStoreContract(
     return {
       store: new RedisJobStore(redis, ttlMs),
       advance: (ms) => new Promise((r) => setTimeout(r, ms)),
+      now: Date.now,
       cleanup: async () => {
         const keys = await redis.keys(`${prefix}*`);
         // KEYS returns full names; DEL through a prefixed client would prefix them again.

@@ -24,6 +24,9 @@ class BreakableStore implements JobStore {
   mark(...args: Parameters<JobStore['mark']>) {
     return this.inner.mark(...args);
   }
+  dueForCheck(...args: Parameters<JobStore['dueForCheck']>) {
+    return this.inner.dueForCheck(...args);
+  }
   async ownerOf(id: string) {
     if (this.broken.ownerOf) throw new Error('store down');
     return this.inner.ownerOf(id);

@@ -47,6 +47,13 @@ export interface JobStore {
    */
   mark(requestId: string, mark: JobMark): Promise<boolean>;
   /**
+   * Jobs whose end has not been seen and that nobody checked for `intervalMs`: at most `limit`,
+   * longest unchecked first. Each is counted as checked `now` in the same atomic step, so replicas
+   * checking at once take different ones. A job is due `intervalMs` after its submit at the
+   * earliest; settled and expired jobs are dropped from the schedule.
+   */
+  dueForCheck(now: number, intervalMs: number, limit: number): Promise<string[]>;
+  /**
    * Claims `key` for a submit in flight (kept `ttlMs`) unless it is already claimed or done:
    * returns the existing record then, undefined when the claim is new. Atomic across replicas.
    */

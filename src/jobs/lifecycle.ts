@@ -12,7 +12,7 @@ export interface JobLifecycleOptions {
   metrics?: GatewayMetrics;
   /** Whether final results are fetched into the cache as soon as a job is seen COMPLETED. */
   warmResults: boolean;
-  /** How often jobs holding a concurrency slot that nobody polls are checked upstream (ms); 0: never. */
+  /** How long a job whose end was not seen goes unchecked before the gateway asks upstream itself (ms); 0: never. */
   staleCheckMs: number;
   /** Placeholder slots (taken before a submit got its request id) older than this are abandoned (ms). */
   pendingSlotMaxMs: number;
@@ -24,6 +24,8 @@ const MAX_SEEN = 100_000;
 /** Results fetched ahead of their clients at once, and the most waiting their turn. */
 const PREFETCH_CONCURRENCY = 4;
 const MAX_PREFETCH_BACKLOG = 10_000;
+/** Jobs and slots checked upstream per background sweep, at most (each is one status call). */
+const SWEEP_LIMIT = 100;
 export const PENDING_SLOT = 'pending:';
 
 function parseStatus(body: Buffer): Record<string, unknown> | undefined {
@@ -215,13 +217,25 @@ export class JobLifecycle {
     void work.finally(() => this.pending.delete(work));
   }
 
-  /** Checks upstream the jobs whose slot nobody has refreshed lately; finished ones are settled by observe(). */
+  /**
+   * The background check: jobs whose end the gateway has not seen, unchecked for `staleCheckMs`
+   * (a client may never read its job: usage must still count its end), then concurrency slots
+   * held that long (their job may be gone, or never recorded). Finished jobs are settled.
+   */
   async sweep(): Promise<void> {
     if (this.sweeping) return;
     this.sweeping = true;
+    const now = this.now();
     try {
-      const now = this.now();
-      const stale = await this.options.accounting.staleSlots(this.options.staleCheckMs, now, 100);
+      for (const requestId of await this.options.jobs.dueForCheck(now, this.options.staleCheckMs, SWEEP_LIMIT)) {
+        await this.settleIfFinished(requestId);
+      }
+    } catch (err) {
+      this.options.metrics?.storeError('jobs', 'due_for_check');
+      this.options.log.warn({ err: (err as Error).message }, 'unseen-job check failed');
+    }
+    try {
+      const stale = await this.options.accounting.staleSlots(this.options.staleCheckMs, now, SWEEP_LIMIT);
       for (const { tenantId, slotId } of stale) {
         if (slotId.startsWith(PENDING_SLOT)) {
           // A submit that never finished recording (the process died mid-way): nothing to poll.
@@ -236,14 +250,7 @@ export class JobLifecycle {
           await this.options.accounting.releaseSlot(tenantId, slotId);
           continue;
         }
-        const response = await this.options.reads.status(slotId, false).catch(() => undefined);
-        if (response?.statusCode === 404) {
-          await this.options.accounting.releaseSlot(tenantId, slotId);
-          continue;
-        }
-        // A COMPLETED answer may come from the cache (its first settle failed): settle from it.
-        const status = response?.statusCode === 200 ? parseStatus(response.body) : undefined;
-        if (status?.status === 'COMPLETED') await this.settle(slotId, status);
+        if ((await this.settleIfFinished(slotId)) === 'gone') await this.options.accounting.releaseSlot(tenantId, slotId);
       }
     } catch (err) {
       this.options.metrics?.storeError('accounting', 'stale_slots');
@@ -251,6 +258,16 @@ export class JobLifecycle {
     } finally {
       this.sweeping = false;
     }
+  }
+
+  /** Reads a job's status and settles it when it has finished; 'gone' when upstream no longer knows it. */
+  private async settleIfFinished(requestId: string): Promise<'gone' | undefined> {
+    const response = await this.options.reads.status(requestId, false).catch(() => undefined);
+    if (response?.statusCode === 404) return 'gone';
+    // A COMPLETED answer may come from the cache (its first settle failed): settle from it.
+    const status = response?.statusCode === 200 ? parseStatus(response.body) : undefined;
+    if (status?.status === 'COMPLETED') await this.settle(requestId, status);
+    return undefined;
   }
 
   private async addUsage(tenantId: string, delta: Partial<UsageCounters>): Promise<void> {

@@ -22,6 +22,11 @@ export class MemoryJobStore implements JobStore {
   readonly kind = 'memory' as const;
   private readonly entries = new Map<string, Entry>();
   private readonly idempotency = new Map<string, { record: IdempotencyRecord; expiresAt: number }>();
+  /**
+   * Unsettled jobs and when each was last checked (or submitted). Every write sets the time to
+   * now, so insertion order is also time order: due jobs are read from the front.
+   */
+  private readonly unchecked = new Map<string, number>();
   private readonly now: () => number;
 
   constructor(private readonly options: JobStoreOptions) {
@@ -37,6 +42,8 @@ export class MemoryJobStore implements JobStore {
     const marks = (charged.includes('day') ? CHARGED_DAY : 0) | (charged.includes('month') ? CHARGED_MONTH : 0);
     this.entries.delete(requestId);
     this.entries.set(requestId, { tenantId, submittedAt: now, images, marks });
+    this.unchecked.delete(requestId);
+    this.unchecked.set(requestId, now);
     this.sweep(now);
   }
 
@@ -62,7 +69,20 @@ export class MemoryJobStore implements JobStore {
     const bit = mark === 'cancelled' ? CANCELLED : SETTLED;
     if (!entry || (entry.marks & bit) !== 0) return false;
     entry.marks |= bit;
+    if (bit === SETTLED) this.unchecked.delete(requestId);
     return true;
+  }
+
+  async dueForCheck(now: number, intervalMs: number, limit: number): Promise<string[]> {
+    const due: string[] = [];
+    for (const [requestId, checkedAt] of this.unchecked) {
+      if (due.length >= limit || checkedAt > now - intervalMs) break;
+      this.unchecked.delete(requestId);
+      const entry = this.live(requestId);
+      if (entry && (entry.marks & SETTLED) === 0) due.push(requestId);
+    }
+    for (const requestId of due) this.unchecked.set(requestId, now);
+    return due;
   }
 
   private live(requestId: string): Entry | undefined {
@@ -101,6 +121,7 @@ export class MemoryJobStore implements JobStore {
   async close(): Promise<void> {
     this.entries.clear();
     this.idempotency.clear();
+    this.unchecked.clear();
   }
 
   get size(): number {
@@ -122,6 +143,7 @@ export class MemoryJobStore implements JobStore {
       const expired = entry.submittedAt + this.options.ttlMs <= now;
       if (!over && !expired) break;
       this.entries.delete(id);
+      this.unchecked.delete(id);
       if (over && !expired) evicted++;
     }
     if (evicted > 0) this.options.onEvict?.(evicted);

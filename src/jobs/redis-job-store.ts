@@ -1,9 +1,35 @@
 import type { Redis } from 'ioredis';
 import type { ChargedWindow, IdempotencyRecord, JobMark, JobRecord, JobStore } from './job-store.js';
 
-/** Sets a field only on a job that exists (never recreating an expired one without TTL): 1 first set, 0 already set, -1 unknown. */
+/**
+ * Sets a field only on a job that exists (never recreating an expired one without TTL): 1 first
+ * set, 0 already set, -1 unknown. A settled job leaves the check schedule (KEYS[2]).
+ */
 const MARK_SCRIPT = `if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
-return redis.call('HSETNX', KEYS[1], ARGV[1], '1')`;
+local first = redis.call('HSETNX', KEYS[1], ARGV[1], '1')
+if first == 1 and ARGV[1] == 's' then redis.call('ZREM', KEYS[2], ARGV[2]) end
+return first`;
+
+/**
+ * The check schedule: unsettled jobs scored by when they were last checked (or submitted). Takes
+ * up to ARGV[3] jobs last checked at or before ARGV[1] and scores them ARGV[2] (now), dropping
+ * those expired or settled meanwhile. ARGV[4]: the prefix of job keys (with the client's own
+ * key prefix, which Redis does not add to keys built here).
+ */
+const DUE_SCRIPT = `local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
+local due = {}
+for _, id in ipairs(ids) do
+  local key = ARGV[4] .. id
+  if redis.call('EXISTS', key) == 1 and redis.call('HEXISTS', key, 's') == 0 then
+    redis.call('ZADD', KEYS[1], ARGV[2], id)
+    due[#due + 1] = id
+  else
+    redis.call('ZREM', KEYS[1], id)
+  end
+end
+return due`;
+
+const SCHEDULE = 'jobs-unchecked';
 
 const FIELDS = { tenant: 't', at: 'at', images: 'n', charged: 'q', cancelled: 'c', settled: 's' } as const;
 
@@ -29,10 +55,12 @@ export class RedisJobStore implements JobStore {
 
   async record(requestId: string, tenantId: string, images = 0, charged: readonly ChargedWindow[] = []): Promise<void> {
     const key = KEY(requestId);
+    const now = Date.now();
     await this.redis
       .multi()
-      .hset(key, FIELDS.tenant, tenantId, FIELDS.at, Date.now(), FIELDS.images, images, FIELDS.charged, charged.join(','))
+      .hset(key, FIELDS.tenant, tenantId, FIELDS.at, now, FIELDS.images, images, FIELDS.charged, charged.join(','))
       .pexpire(key, this.ttlMs)
+      .zadd(SCHEDULE, now, requestId)
       .exec()
       .then((results) => {
         const failed = results?.find(([err]) => err);
@@ -69,8 +97,13 @@ export class RedisJobStore implements JobStore {
   }
 
   async mark(requestId: string, mark: JobMark): Promise<boolean> {
-    const result = await this.redis.eval(MARK_SCRIPT, 1, KEY(requestId), FIELDS[mark]);
+    const result = await this.redis.eval(MARK_SCRIPT, 2, KEY(requestId), SCHEDULE, FIELDS[mark], requestId);
     return result === 1;
+  }
+
+  async dueForCheck(now: number, intervalMs: number, limit: number): Promise<string[]> {
+    const prefix = `${this.redis.options.keyPrefix ?? ''}${KEY('')}`;
+    return (await this.redis.eval(DUE_SCRIPT, 1, SCHEDULE, now - intervalMs, now, limit, prefix)) as string[];
   }
 
   async claimIdempotencyKey(key: string, fingerprint: string, ttlMs: number): Promise<IdempotencyRecord | undefined> {

@@ -5,6 +5,8 @@ export interface ContractSubject {
   store: JobStore;
   /** Lets `ms` of store time pass: a fake clock for memory, real time for Redis. */
   advance(ms: number): Promise<void>;
+  /** The store's time now (epoch ms). */
+  now(): number;
   cleanup?(): Promise<void>;
 }
 
@@ -90,6 +92,35 @@ export function jobStoreContract(name: string, make: (ttlMs: number) => Promise<
       await store.record('req-race', 'team-a', 1);
       const wins = await Promise.all(Array.from({ length: 20 }, () => store.mark('req-race', 'settled')));
       expect(wins.filter(Boolean)).toHaveLength(1);
+      await cleanup?.();
+    });
+
+    it('schedules unsettled jobs for a check: due after the interval, to one caller each, settled ones dropped', async () => {
+      const { store, advance, now, cleanup } = await make(60_000);
+      await store.record('c-1', 'team-a', 1);
+      await store.record('c-2', 'team-b', 1);
+      expect(await store.dueForCheck(now(), 200, 10)).toEqual([]);
+      await advance(250);
+      const takers = await Promise.all([store.dueForCheck(now(), 200, 10), store.dueForCheck(now(), 200, 10)]);
+      expect(takers.flat().sort()).toEqual(['c-1', 'c-2']);
+      // Just checked: not due again before another interval.
+      expect(await store.dueForCheck(now(), 200, 10)).toEqual([]);
+      expect(await store.mark('c-1', 'settled')).toBe(true);
+      await advance(250);
+      expect(await store.dueForCheck(now(), 200, 10)).toEqual(['c-2']);
+      // At most `limit` at a time, the longest unchecked first.
+      await store.record('c-3', 'team-a', 1);
+      await advance(250);
+      expect(await store.dueForCheck(now(), 200, 1)).toEqual(['c-2']);
+      expect(await store.dueForCheck(now(), 200, 1)).toEqual(['c-3']);
+      await cleanup?.();
+    });
+
+    it('drops an expired job from the check schedule', async () => {
+      const { store, advance, now, cleanup } = await make(300);
+      await store.record('c-x', 'team-a', 1);
+      await advance(400);
+      expect(await store.dueForCheck(now(), 100, 10)).toEqual([]);
       await cleanup?.();
     });
 
