@@ -40,6 +40,6 @@ await serveMemoryProbe(async () => {
     heapAfter: after.heapUsed,
     rssBefore: before.rss,
     rssAfter: after.rss,
-    measured: ['the job store entry (MemoryJobStore, keyed by request id)'],
+    measured: ['the job store entry and its place in the check schedule (MemoryJobStore, keyed by request id)'],
   };
 });
