@@ -49,6 +49,29 @@ describe.skipIf(!redisAvailable)(`jobs recorded by an earlier version${skipReaso
   });
 });
 
+describe.skipIf(!redisAvailable)(`the check schedule in Redis${skipReason}`, () => {
+  it('stays bounded by the job TTL even when nothing checks it (STALE_JOB_CHECK_MS=0)', async () => {
+    const prefix = uniquePrefix();
+    const redis = createRedis({ url: REDIS_URL, keyPrefix: prefix, commandTimeoutMs: 500 }, silent as never);
+    await waitForRedis(redis, 2_000);
+    try {
+      const store = new RedisJobStore(redis, 300);
+      await store.record('old-1', 'team-a', 1);
+      await store.record('old-2', 'team-a', 1);
+      await new Promise((r) => setTimeout(r, 400));
+      await store.record('new-1', 'team-a', 1);
+      expect(await redis.zrange('jobs-unchecked', 0, -1)).toEqual(['new-1']);
+      // A settled job leaves it at once.
+      await store.mark('new-1', 'settled');
+      expect(await redis.zcard('jobs-unchecked')).toBe(0);
+    } finally {
+      const keys = await redis.keys(`${prefix}*`);
+      if (keys.length) await redis.del(...keys.map((k) => k.slice(prefix.length)));
+      await redis.quit();
+    }
+  });
+});
+
 describe.skipIf(!redisAvailable)(`two replicas sharing one Redis${skipReason}`, () => {
   let stack: Stack;
   let other: { url: string; logs: string[] };

@@ -61,6 +61,8 @@ export class RedisJobStore implements JobStore {
       .hset(key, FIELDS.tenant, tenantId, FIELDS.at, now, FIELDS.images, images, FIELDS.charged, charged.join(','))
       .pexpire(key, this.ttlMs)
       .zadd(SCHEDULE, now, requestId)
+      // Scored by submit or last check: anything older than the TTL is a job that has expired.
+      .zremrangebyscore(SCHEDULE, '-inf', now - this.ttlMs)
       .exec()
       .then((results) => {
         const failed = results?.find(([err]) => err);
