@@ -245,6 +245,33 @@ describe('a job nobody ever reads', () => {
   });
 });
 
+describe('a job the upstream no longer knows', () => {
+  it('is asked about once by the background check, then no more', async () => {
+    const upstream = await startFaultyUpstream();
+    const id = '7c2d1e40-forgotten-upstream';
+    upstream.setHandler((req, res) => {
+      const send = (code: number, body: unknown) => res.writeHead(code, { 'content-type': 'application/json' }).end(JSON.stringify(body));
+      if (req.method === 'POST') return send(200, { status: 'IN_QUEUE', request_id: id, queue_position: 0 });
+      return send(404, { detail: 'Request not found' });
+    });
+    const stack = await startStack({ tenants: [{ id: 'team-a' }], env: { UPSTREAM_BASE_URL: upstream.url, STALE_JOB_CHECK_MS: '100' } });
+    try {
+      expect((await post(stack, 'team-a')).status).toBe(200);
+      const statusReads = () => upstream.requests.filter((r) => r.method === 'GET' && r.url.includes('/status')).length;
+      const deadline = Date.now() + 3_000;
+      while (statusReads() === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+      expect(statusReads()).toBeGreaterThan(0);
+      const asked = statusReads();
+      await new Promise((r) => setTimeout(r, 500));
+      expect(statusReads()).toBe(asked);
+      expect(stack.logs.some((line) => line.includes('unknown upstream; no longer checked'))).toBe(true);
+    } finally {
+      await stack.close();
+      await upstream.close();
+    }
+  });
+});
+
 describe('jobs nobody polls', () => {
   let stack: Stack;
   beforeAll(async () => {

@@ -228,7 +228,10 @@ export class JobLifecycle {
     const now = this.now();
     try {
       for (const requestId of await this.options.jobs.dueForCheck(now, this.options.staleCheckMs, SWEEP_LIMIT)) {
-        await this.settleIfFinished(requestId);
+        if ((await this.settleIfFinished(requestId)) !== 'gone') continue;
+        // Upstream no longer knows the job: there is nothing left to learn, so it is not asked again.
+        await this.options.jobs.mark(requestId, 'settled');
+        this.options.log.info({ requestId }, 'a job whose end was not seen is unknown upstream; no longer checked');
       }
     } catch (err) {
       this.options.metrics?.storeError('jobs', 'due_for_check');
