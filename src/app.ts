@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import rateLimit from '@fastify/rate-limit';
 import Fastify, { LogController, type FastifyInstance, type FastifyReply, type FastifyServerOptions } from 'fastify';
 import { Agent, type Dispatcher } from 'undici';
@@ -32,7 +33,7 @@ import { registerPreflight } from './http/cors.js';
 import { APP_ID } from './model.js';
 import { playgroundRoutes } from './routes/playground.js';
 import { registerMultipartSubmit } from './http/multipart.js';
-import { registerAuth } from './tenants/auth.js';
+import { mayUpload, registerAuth } from './tenants/auth.js';
 import { createPolicyLimiter } from './tenants/rate-limits.js';
 import { decorateRateLimitFields, writeRateLimitFields } from './tenants/ratelimit-fields.js';
 import { TenantRegistry } from './tenants/registry.js';
@@ -289,8 +290,15 @@ export async function buildApp(options: AppOptions): Promise<GatewayApp> {
   healthRoutes(app, { jobs, isShuttingDown: () => draining });
   if (config.METRICS_ENABLED) metricsRoutes(app, { metrics, token: config.METRICS_TOKEN });
   registerPreflight(app, ['/v1/*', `/${APP_ID}/*`, config.FAL_PROXY_PATH], () => registry, config.PUBLIC_BASE_URL);
+  const authOptions = { registry: () => registry, tokens, publicBaseUrl: config.PUBLIC_BASE_URL };
+  // `Expect: 100-continue` (curl sends it for large uploads): only a caller with credentials is
+  // invited to send its body; Node would otherwise invite everyone before authentication ran.
+  app.server.on('checkContinue', (req: IncomingMessage, res: ServerResponse) => {
+    if (mayUpload(req.headers, authOptions)) res.writeContinue();
+    app.server.emit('request', req, res);
+  });
   await app.register(async (tenantScope) => {
-    registerAuth(tenantScope, { registry: () => registry, tokens, publicBaseUrl: config.PUBLIC_BASE_URL });
+    registerAuth(tenantScope, authOptions);
     // Proxy calls whose target was not mapped onto a gateway route (OPTIONS is the preflight).
     tenantScope.route({
       method: ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE'],

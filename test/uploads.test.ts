@@ -1,3 +1,4 @@
+import { request as httpRequest } from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { FalValidationEntry } from '../src/errors.js';
 import { sniffImageType } from '../src/http/multipart.js';
@@ -239,6 +240,41 @@ describe('multipart submit', () => {
   it('a form without a file may still send image_url as a field', async () => {
     const answer = await post(stack, form({ ...SEED_PARTS, image_url: SEED_REQUEST.image_url }));
     expectAccepted(answer, { ...SEED_REQUEST });
+  });
+});
+
+describe('uploads that wait for 100 Continue (as curl does for large files)', () => {
+  /** Sends a form with `Expect: 100-continue`, writing the body only if the gateway says continue. */
+  const waitingUpload = (headers: Record<string, string>) =>
+    new Promise<{ continued: boolean; status: number }>((resolve, reject) => {
+      const body = new Response(form(SEED_PARTS, { bytes: PNG }));
+      void (async () => {
+        const bytes = Buffer.from(await body.arrayBuffer());
+        let continued = false;
+        const req = httpRequest(`${stack.url}${SUBMIT}`, {
+          method: 'POST',
+          headers: { ...headers, expect: '100-continue', 'content-type': body.headers.get('content-type')!, 'content-length': String(bytes.length) },
+        });
+        req.on('continue', () => {
+          continued = true;
+          req.end(bytes);
+        });
+        req.on('response', (res) => {
+          res.resume();
+          res.on('end', () => resolve({ continued, status: res.statusCode ?? 0 }));
+          if (!continued) req.destroy();
+        });
+        req.on('error', (err) => (continued ? reject(err) : undefined));
+        req.flushHeaders();
+      })().catch(reject);
+    });
+
+  it('invites a tenant to send its body, and answers an unknown caller 401 without taking it', async () => {
+    expect(await waitingUpload(stack.bearer('team-a'))).toEqual({ continued: true, status: 200 });
+    const before = upstreamCalls(stack).length;
+    expect(await waitingUpload({ authorization: 'Bearer not-a-key' })).toEqual({ continued: false, status: 401 });
+    expect(await waitingUpload({})).toEqual({ continued: false, status: 401 });
+    expect(upstreamCalls(stack).length).toBe(before);
   });
 });
 

@@ -94,6 +94,16 @@ async function tenantOfToken(token: string, tokens: TokenIssuer, registry: () =>
 const isToken = (presented: string | undefined, options: AuthOptions): presented is string =>
   presented !== undefined && options.tokens !== undefined && looksLikeToken(presented);
 
+/**
+ * Whether a request that waits for `100 Continue` before sending its body may send it: it holds
+ * a tenant's key, or something shaped like a browser token (checked in full once it arrives).
+ * Anyone else gets their 401 without uploading the body first.
+ */
+export function mayUpload(headers: FastifyRequest['headers'], options: AuthOptions): boolean {
+  const presented = presentedKey(headers);
+  return presented !== undefined && (isToken(presented, options) || options.registry().findByKey(presented) !== undefined);
+}
+
 /** A key is a digest and a lookup: synchronous. */
 function acceptKey(request: FastifyRequest, reply: FastifyReply, presented: string | undefined, options: AuthOptions): void {
   accept(request, reply, presented === undefined ? undefined : options.registry().findByKey(presented), 'key', options);
