@@ -271,6 +271,7 @@ export function pinTargets(targets: readonly BenchChild[]): number | null {
   const last = cpus().length - 1;
   const pids = targets.map((t) => t.process.pid);
   if (last < 1 || pids.some((pid) => pid === undefined)) return null;
-  if (!pinToCpu(process.pid, 0)) return null;
-  return pids.every((pid) => pinToCpu(pid!, last)) ? last : null;
+  // The targets first: the load is moved off their CPU only once they all sit on it.
+  if (!pids.every((pid) => pinToCpu(pid!, last))) return null;
+  return pinToCpu(process.pid, 0) ? last : null;
 }

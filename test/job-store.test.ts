@@ -31,3 +31,19 @@ describe('memory job store bounds', () => {
     expect(store.size).toBe(100);
   });
 });
+
+describe('memory job store check schedule', () => {
+  it('lets go of a job that expired when it is read, even if nothing ever checks the schedule', async () => {
+    let now = 1_000;
+    const store = new MemoryJobStore({ ttlMs: 300, now: () => now, maxEntries: 1_000 });
+    for (const id of ['a', 'b', 'c']) await store.record(id, 'team-a', 1);
+    expect(store.scheduled).toBe(3);
+    await store.mark('a', 'settled');
+    expect(store.scheduled).toBe(2);
+    now += 400;
+    expect(await store.ownerOf('b')).toBeUndefined();
+    expect(await store.job('c')).toBeUndefined();
+    expect(store.size).toBe(1);
+    expect(store.scheduled).toBe(0);
+  });
+});

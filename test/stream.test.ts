@@ -1,5 +1,7 @@
 import { createFalClient } from '@fal-ai/client';
+import { request as httpRequest } from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { MemoryJobStore } from '../src/jobs/memory-job-store.js';
 import { MODEL_ID } from '../src/model.js';
 import { SseRewriter } from '../src/upstream/sse-rewriter.js';
 import { json, SEED_REQUEST, startStack, type Stack } from './helpers.js';
@@ -108,6 +110,61 @@ describe('status stream (SSE)', () => {
       expect(await (await fetch(`${slow.url}/metrics`)).text()).toMatch(/fal_gateway_http_requests_total\{route="\/v1\/requests\/:request_id\/status\/stream",method="GET",status="200",tenant="team-a"\} 1/);
     } finally {
       await slow.close();
+    }
+  });
+});
+
+describe('status stream: a bad Host, and a client gone before the stream opens', () => {
+  /** A real memory store whose ownership answer takes a while, as a slow Redis would. */
+  class SlowStore extends MemoryJobStore {
+    delayMs = 0;
+    override async ownerOf(requestId: string): Promise<string | undefined> {
+      await new Promise((r) => setTimeout(r, this.delayMs));
+      return super.ownerOf(requestId);
+    }
+  }
+  const store = new SlowStore({ ttlMs: 60_000, maxEntries: 1_000 });
+  let stack: Stack;
+  beforeAll(async () => {
+    stack = await startStack({ sim: { queueMs: 600_000, streamPollMs: 20 }, app: { jobs: store } });
+  });
+  afterAll(() => stack.close());
+
+  const submitted = async () =>
+    ((await (await fetch(`${stack.url}/v1/image-to-image`, { method: 'POST', headers: { ...json, ...stack.bearer('team-a') }, body: JSON.stringify(SEED_REQUEST) })).json()) as { request_id: string })
+      .request_id;
+  const simConnections = () => new Promise<number>((r) => stack.sim.app.server.getConnections((_e, n) => r(n)));
+
+  it('answers 400 to a Host that names no host, before opening anything upstream', async () => {
+    const id = await submitted();
+    const idle = await simConnections();
+    const answer = await new Promise<{ status: number; body: string }>((resolve, reject) => {
+      const req = httpRequest(`${stack.url}/v1/requests/${id}/status/stream`, { headers: { host: 'a"b<c', ...stack.bearer('team-a') } }, (res) => {
+        let body = '';
+        res.on('data', (chunk: Buffer) => (body += chunk.toString()));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+      });
+      req.once('error', reject);
+      req.end();
+    });
+    expect(answer.status).toBe(400);
+    expect(JSON.parse(answer.body)).toMatchObject({ error_type: 'bad_request' });
+    expect(await simConnections()).toBe(idle);
+  });
+
+  it('opens no upstream stream for a client that left while its ownership was checked, and logs it (499, aborted)', async () => {
+    const id = await submitted();
+    const idle = await simConnections();
+    store.delayMs = 300;
+    try {
+      const gone = fetch(`${stack.url}/v1/requests/${id}/status/stream`, { headers: { ...stack.bearer('team-a'), 'x-request-id': 'left-early' }, signal: AbortSignal.timeout(50) });
+      await expect(gone).rejects.toThrow();
+      const line = () => stack.logs.map((l) => JSON.parse(l) as Record<string, unknown>).find((l) => l.msg === 'request' && l.clientRequestId === 'left-early');
+      await expect.poll(line, { timeout: 3_000 }).toMatchObject({ statusCode: 499, aborted: true });
+      await new Promise((r) => setTimeout(r, 200));
+      expect(await simConnections()).toBe(idle);
+    } finally {
+      store.delayMs = 0;
     }
   });
 });

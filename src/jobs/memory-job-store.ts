@@ -90,6 +90,7 @@ export class MemoryJobStore implements JobStore {
     if (!entry) return undefined;
     if (entry.submittedAt + this.options.ttlMs <= this.now()) {
       this.entries.delete(requestId);
+      this.unchecked.delete(requestId);
       return undefined;
     }
     return entry;
@@ -126,6 +127,11 @@ export class MemoryJobStore implements JobStore {
 
   get size(): number {
     return this.entries.size;
+  }
+
+  /** Jobs in the check schedule (unsettled, not yet expired). */
+  get scheduled(): number {
+    return this.unchecked.size;
   }
 
   /** Idempotency records have two TTLs, so sweep by expiry and by the same size bound. */

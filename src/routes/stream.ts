@@ -80,19 +80,26 @@ export function streamRoutes(app: FastifyInstance, deps: StreamRouteDeps): void 
         const { request_id: requestId } = request.params;
         await assertOwned(deps.jobs, request, requestId);
         const logs = request.query.logs === '1' || request.query.logs === 'true';
+        // Before anything is opened: a Host that names no host is a 400, not an empty stream.
+        const base = publicBaseUrl(request, deps.publicBaseUrl);
         const res = reply.raw;
         // Registered before waiting on upstream, so a client that leaves (or a shutdown) while the
         // stream is opening still lets go of it.
         const leave = new AbortController();
         let clientGone = false;
         let hijacked = false;
-        res.once('close', () => {
-          clientGone = true;
+        let shutDown = false;
+        const onClose = () => {
+          clientGone = !shutDown;
           leave.abort();
           // Fastify's onResponse sees only a finished answer: a stream its client left is logged here.
-          if (hijacked && !res.writableFinished) app.recordRequest(request, reply, res.statusCode, true);
-        });
+          if (hijacked && !res.writableFinished) app.recordRequest(request, reply, res.statusCode, clientGone);
+        };
+        // The client may already have left while its ownership was checked.
+        if (res.destroyed) onClose();
+        else res.once('close', onClose);
         const stop = () => {
+          shutDown = true;
           leave.abort();
           if (!hijacked) return;
           if (!res.writableEnded) res.end();
@@ -100,6 +107,10 @@ export function streamRoutes(app: FastifyInstance, deps: StreamRouteDeps): void 
         };
         open.add(stop);
         try {
+          if (clientGone) {
+            app.recordRequest(request, reply, CLIENT_CLOSED_REQUEST, true);
+            return reply.hijack();
+          }
           const joined = await hub.join(requestId, logs, leave.signal);
           if (joined.kind === 'response') return relay(reply, joined.response);
           if (joined.kind === 'left' || leave.signal.aborted) {
@@ -128,7 +139,7 @@ export function streamRoutes(app: FastifyInstance, deps: StreamRouteDeps): void 
             // A stream's connection is not reused: it closes with the stream.
             connection: 'close',
           });
-          await joined.attach(responseSink(res), publicBaseUrl(request, deps.publicBaseUrl));
+          await joined.attach(responseSink(res), base);
         } finally {
           open.delete(stop);
           if (hijacked && !res.writableEnded && !res.destroyed) res.end();
