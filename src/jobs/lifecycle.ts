@@ -247,13 +247,10 @@ export class JobLifecycle {
           }
           continue;
         }
+        // An unsettled job is asked about by the pass above (every job is in that schedule);
+        // here only slots with nothing left to wait for are freed: forgotten (TTL) or accounted.
         const job = await this.options.jobs.job(slotId);
-        if (!job || job.settled) {
-          // Forgotten (TTL) or already accounted: the slot has nothing left to wait for.
-          await this.options.accounting.releaseSlot(tenantId, slotId);
-          continue;
-        }
-        if ((await this.settleIfFinished(slotId)) === 'gone') await this.options.accounting.releaseSlot(tenantId, slotId);
+        if (!job || job.settled) await this.options.accounting.releaseSlot(tenantId, slotId);
       }
     } catch (err) {
       this.options.metrics?.storeError('accounting', 'stale_slots');
