@@ -93,6 +93,16 @@ export interface GatewayApp extends FastifyInstance {
   whenIdle(): Promise<void>;
 }
 
+/**
+ * Whether a JSON body needs Fastify's guarded parser (secure-json-parse: refuses `__proto__` and
+ * `constructor` keys, drops a byte order mark). That parser scans every body twice with regular
+ * expressions; a body that cannot spell those keys (neither word, no \u escape) and has no byte
+ * order mark gets the same value from JSON.parse alone.
+ */
+function needsGuardedParse(text: string): boolean {
+  return text.charCodeAt(0) === 0xfeff || text.includes('__proto__') || text.includes('constructor') || text.includes('\\u');
+}
+
 /** Why a body the JSON parser refused was refused: its syntax, or a prototype-polluting key. */
 function jsonProblem(text: string): Error {
   try {
@@ -249,6 +259,15 @@ export async function buildApp(options: AppOptions): Promise<GatewayApp> {
   app.addContentTypeParser('application/json', { parseAs: 'string' }, (request, body, done) => {
     const text = body.toString();
     if (text.trim() === '') return done(null, undefined);
+    if (!needsGuardedParse(text)) {
+      let value: unknown;
+      try {
+        value = JSON.parse(text);
+      } catch {
+        return done(jsonProblem(text));
+      }
+      return done(null, value);
+    }
     // Fastify's parser says only "not valid JSON"; on failure, say what is wrong.
     parseJson(request, text, (err, value) => (err ? done(jsonProblem(text)) : done(null, value)));
   });

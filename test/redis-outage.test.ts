@@ -82,8 +82,19 @@ describe.skipIf(!redisAvailable)(`when Redis goes away${skipReason}`, () => {
     expect((await status(stack.url)).status).toBeLessThan(300);
   });
 
+  /** Until the replica has seen its Redis connection close (a few ms after the server dies). */
+  async function untilNotReady(url: string) {
+    const deadline = Date.now() + 5_000;
+    while ((await fetch(`${url}/readyz`)).status !== 503) {
+      if (Date.now() > deadline) throw new Error('gateway did not notice that Redis went away');
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  }
+
   it('answers fast while Redis is down, queues nothing it cannot record, and recovers when it returns', async () => {
     await redis.stop();
+    await untilNotReady(stack.url);
+    await untilNotReady(closed.url);
     const postsBefore = upstreamCalls(stack).filter((c) => c.method === 'POST').length;
     const open = await timed(() => submit(stack.url));
     expect(open.status).toBe(503);

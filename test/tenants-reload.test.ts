@@ -149,7 +149,12 @@ describe('reloading the tenants file', () => {
       { who: 'c', kind: 'submit' },
     ];
     const keyOf = { a1, b, c };
+    // At least 240 calls, and at least 60 started after the reload finished, however long the
+    // reload takes on a busy machine (bounded, so a reload that never ends fails the test).
     const total = 240;
+    const wantedAfterSwap = 60;
+    const cap = 5_000;
+    let startedAfter = 0;
     const outcomes: Array<Call & { status?: number; error?: string; startedAfterSwap: boolean; endedBeforeSwap: boolean }> = [];
     let swapStarted = false;
     let swapDone = false;
@@ -157,9 +162,10 @@ describe('reloading the tenants file', () => {
     let sent = 0;
     const agent = new Agent({ connections: 24, keepAliveTimeout: 30_000 });
     const worker = async () => {
-      while (sent < total) {
+      while ((sent < total || !swapDone || startedAfter < wantedAfterSwap) && sent < cap) {
         const call = mix[sent++ % mix.length]!;
         const startedAfterSwap = swapDone;
+        if (startedAfterSwap) startedAfter++;
         const outcome: (typeof outcomes)[number] = { ...call, startedAfterSwap, endedBeforeSwap: false };
         try {
           const key = keyOf[call.who];
@@ -189,7 +195,8 @@ describe('reloading the tenants file', () => {
     await agent.close();
 
     expect(result).toMatchObject({ ok: true, applied: true });
-    expect(outcomes).toHaveLength(total);
+    expect(outcomes).toHaveLength(sent);
+    expect(sent).toBeLessThan(cap);
     expect(outcomes.filter((o) => o.error || o.status === undefined || o.status >= 500)).toEqual([]);
     expect(outcomes.filter((o) => ![200, 202, 401, 429].includes(o.status!))).toEqual([]);
     // Before the swap every call succeeded; after it, the old file's key and tenant are gone and the new limit holds.
@@ -197,7 +204,7 @@ describe('reloading the tenants file', () => {
     // Every other worker had a call in flight when the reload began.
     expect(outcomes.filter((o) => !o.endedBeforeSwap && !o.startedAfterSwap).length).toBeGreaterThanOrEqual(23);
     const after = outcomes.filter((o) => o.startedAfterSwap);
-    expect(after.length).toBeGreaterThan(40);
+    expect(after.length).toBeGreaterThanOrEqual(wantedAfterSwap);
     expect(after.filter((o) => o.who !== 'c').every((o) => o.status === 401)).toBe(true);
     expect(after.filter((o) => o.who === 'c').every((o) => o.status === 429)).toBe(true);
     // Only the expected codes for the expected callers, whenever they were answered.

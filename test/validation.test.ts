@@ -371,6 +371,21 @@ describe('POST /v1/image-to-image: bodies that are not a JSON object', () => {
     expect(answer.upstream).toEqual([]);
   });
 
+  it('a prototype-polluting key spelled with \\u escapes is refused the same way', async () => {
+    for (const key of ['\\u005f_proto__', '__\\u0070roto__', 'constructo\\u0072']) {
+      const value = key.startsWith('constructo') ? '{"prototype":{"polluted":true}}' : '{"polluted":true}';
+      const answer = await send(undefined, { raw: `{"${key}":${value},${JSON.stringify(SEED_REQUEST).slice(1)}` });
+      expect(answer.status, key).toBe(400);
+      expect(answer.body.error_type).toBe('bad_request');
+      expect(answer.upstream).toEqual([]);
+    }
+    expect(({} as Record<string, unknown>).polluted).toBeUndefined();
+  });
+
+  it('a body that starts with a byte order mark is read as the JSON after it', async () => {
+    expectAccepted(await send(undefined, { raw: `\ufeff${JSON.stringify(SEED_REQUEST)}` }), SEED_REQUEST);
+  });
+
   it('content-type text/plain → 415 unsupported_media_type', async () => {
     const answer = await send(undefined, { raw: JSON.stringify(SEED_REQUEST), headers: { 'content-type': 'text/plain' } });
     expect(answer.status).toBe(415);

@@ -40,9 +40,13 @@ export class MemoryJobStore implements JobStore {
   async record(requestId: string, tenantId: string, images = 0, charged: readonly ChargedWindow[] = []): Promise<void> {
     const now = this.now();
     const marks = (charged.includes('day') ? CHARGED_DAY : 0) | (charged.includes('month') ? CHARGED_MONTH : 0);
-    this.entries.delete(requestId);
+    // A request id recorded again moves to the back (insertion order is expiry order). Ids are
+    // new nearly always: one lookup tells, instead of a delete that misses in each Map.
+    if (this.entries.has(requestId)) {
+      this.entries.delete(requestId);
+      this.unchecked.delete(requestId);
+    }
     this.entries.set(requestId, { tenantId, submittedAt: now, images, marks });
-    this.unchecked.delete(requestId);
     this.unchecked.set(requestId, now);
     this.sweep(now);
   }

@@ -18,15 +18,31 @@ const DATA_URI = /^data:image\/(png|jpeg|webp|gif|avif);base64,[A-Za-z0-9+/]+={0
 /** A Hugging Face repository (owner/name, optionally a file path in it), not a URL of any scheme. */
 const HF_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]*\/[A-Za-z0-9][A-Za-z0-9._-]*(\/[A-Za-z0-9][A-Za-z0-9._-]*)*$/;
 
-function isHttpUrl(value: string): boolean {
-  if (!/^https?:\/\//i.test(value)) return false;
+let lastValue: string | undefined;
+let lastUrl: URL | undefined;
+
+/**
+ * `value` as an http(s) URL with a host, or undefined. A submit's image URL is read twice in a
+ * row (the schema, then the tenant's image host rule), so the last answer is kept: one parse per
+ * request. Callers only read the URL; it must not be changed.
+ */
+export function parseHttpUrl(value: string): URL | undefined {
+  if (value === lastValue) return lastUrl;
+  // Only http(s) candidates are kept: a data URI of megabytes is never held on to.
+  if (!/^https?:\/\//i.test(value)) return undefined;
+  let url: URL | undefined;
   try {
-    const url = new URL(value);
-    return (url.protocol === 'http:' || url.protocol === 'https:') && url.hostname !== '';
+    const parsed = new URL(value);
+    if ((parsed.protocol === 'http:' || parsed.protocol === 'https:') && parsed.hostname !== '') url = parsed;
   } catch {
-    return false;
+    // not a URL
   }
+  lastValue = value;
+  lastUrl = url;
+  return url;
 }
+
+const isHttpUrl = (value: string): boolean => parseHttpUrl(value) !== undefined;
 
 export const ImageUrl = z
   .string({ error: 'image_url must be a string' })

@@ -1,5 +1,5 @@
 import type { FalValidationEntry } from '../errors.js';
-import type { ModelInput } from '../schemas/model-input.js';
+import { parseHttpUrl, type ModelInput } from '../schemas/model-input.js';
 import type { Tenant } from './tenants-file.js';
 
 /**
@@ -19,14 +19,6 @@ export function hostAllowed(host: string, patterns: readonly string[]): boolean 
   });
 }
 
-function urlHost(value: string): string | undefined {
-  if (!/^https?:\/\//i.test(value)) return undefined;
-  try {
-    return new URL(value).hostname;
-  } catch {
-    return undefined;
-  }
-}
 
 export function checkInputPolicy(input: ModelInput, tenant: Tenant, policy: InputPolicy): FalValidationEntry[] {
   const problems: FalValidationEntry[] = [];
@@ -40,7 +32,7 @@ export function checkInputPolicy(input: ModelInput, tenant: Tenant, policy: Inpu
   const allowed = tenant.imageHosts;
   if (allowed) {
     const check = (value: string, loc: Array<string | number>, field: string) => {
-      const host = urlHost(value);
+      const host = parseHttpUrl(value)?.hostname;
       if (host !== undefined && !hostAllowed(host, allowed)) {
         problems.push({ loc, msg: `${field} host "${host}" is not allowed for this tenant (allowed: ${allowed.join(', ')})`, type: 'value_error' });
       }

@@ -2,8 +2,11 @@
  * Replaces fal's queue URL fields with the gateway's own routes. Only these three top-level
  * fields are touched; everything else in an upstream body passes untouched.
  */
+/** Characters encodeURIComponent leaves as they are (fal's request ids are made of these). */
+const UNRESERVED = /^[A-Za-z0-9._~-]*$/;
+
 export function gatewayQueueUrls(publicBase: string, requestId: string) {
-  const base = `${publicBase}/v1/requests/${encodeURIComponent(requestId)}`;
+  const base = `${publicBase}/v1/requests/${UNRESERVED.test(requestId) ? requestId : encodeURIComponent(requestId)}`;
   return { status_url: `${base}/status`, response_url: base, cancel_url: `${base}/cancel` };
 }
 
