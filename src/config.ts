@@ -24,6 +24,20 @@ const trustProxy = z.string().transform((v): boolean | number | string => {
   return value;
 });
 
+/**
+ * A credential sent or compared in an HTTP header: no spaces, line breaks or other control
+ * characters. A secret read from a file often ends with a newline, which no header can carry:
+ * the variable is refused at start rather than failing every request.
+ */
+const HEADER_SAFE = /^[\x21-\x7e\u0080-\uffff]*$/;
+const headerSafe = <T extends z.ZodString>(field: T) =>
+  field.regex(HEADER_SAFE, {
+    error: 'must not contain spaces, line breaks or other control characters (a secret read from a file often ends with a newline: strip it)',
+  });
+
+/** A Redis URL's path selects a database: nothing, "/" or "/<number>". */
+const REDIS_DB_PATH = /^\/?(\d{1,5})?$/;
+
 /** An http(s) base URL: no credentials (they would be logged and never sent), query or fragment. */
 const httpUrl = z
   .url({ protocol: /^https?$/, error: 'must be an http(s) URL' })
@@ -54,10 +68,12 @@ const schema = z.object({
   UPSTREAM_BASE_URL: httpUrl
     .default('https://queue.fal.run')
     .describe("Base URL of fal's queue API, or of a reseller that serves fal's paths."),
-  UPSTREAM_TOKEN: z
-    .string({ error: 'is required: the fal key (or reseller token) the gateway injects upstream' })
-    .min(1, { error: 'is required: the fal key (or reseller token) the gateway injects upstream' })
-    .describe('The upstream credential. Required, never logged, never returned to callers.'),
+  UPSTREAM_TOKEN: headerSafe(
+    z
+      .string({ error: 'is required: the fal key (or reseller token) the gateway injects upstream' })
+      .min(1, { error: 'is required: the fal key (or reseller token) the gateway injects upstream' }),
+  )
+    .describe('The upstream credential. Required, never logged, never returned to callers; no spaces or line breaks (strip the newline of a secret file).'),
   UPSTREAM_AUTH_SCHEME: z
     .enum(['Key', 'Bearer'], { error: 'must be Key (fal) or Bearer (resellers)' })
     .default('Key')
@@ -114,6 +130,7 @@ const schema = z.object({
     .describe('Upper bound on jobs tracked in memory; the oldest are forgotten first.'),
   REDIS_URL: z
     .url({ protocol: /^rediss?$/, error: 'must be a redis:// or rediss:// URL' })
+    .refine((value) => REDIS_DB_PATH.test(new URL(value).pathname), { error: 'must name its database as a number, e.g. redis://host:6379/0' })
     .optional()
     .describe(
       'Redis shared by all replicas (rate-limit counters, jobs, quotas, concurrency slots, usage, kept results), e.g. redis://127.0.0.1:6379/0; rediss:// for TLS. Unset: in-memory, per replica.',
@@ -148,7 +165,7 @@ const schema = z.object({
     ),
   SHUTDOWN_GRACE_MS: int(0, 600_000)
     .default(10_000)
-    .describe('On SIGTERM/SIGINT, the whole shutdown budget (drain delay plus in-flight requests) before the process exits anyway (ms).'),
+    .describe('On SIGTERM/SIGINT, the whole shutdown budget (drain delay plus in-flight requests) before the process exits anyway (ms); must be larger than SHUTDOWN_DRAIN_DELAY_MS.'),
   TOKEN_SECRET: z
     .string()
     .min(32, { error: 'must be at least 32 characters (e.g. openssl rand -base64 48)' })
@@ -170,14 +187,10 @@ const schema = z.object({
     .default(256 * 1024 * 1024)
     .describe('Memory the in-process result cache may use (bytes); the oldest results are dropped first. Unused with REDIS_URL.'),
   METRICS_ENABLED: boolean.default(true).describe('Serve Prometheus metrics at GET /metrics.'),
-  METRICS_TOKEN: z
-    .string()
-    .min(16, { error: 'must be at least 16 characters' })
+  METRICS_TOKEN: headerSafe(z.string().min(16, { error: 'must be at least 16 characters' }))
     .optional()
     .describe('When set, GET /metrics requires `Authorization: Bearer <METRICS_TOKEN>`. Unset: /metrics is open (keep it off the public network). Never logged.'),
-  ADMIN_TOKEN: z
-    .string()
-    .min(32, { error: 'must be at least 32 characters (e.g. openssl rand -base64 48)' })
+  ADMIN_TOKEN: headerSafe(z.string().min(32, { error: 'must be at least 32 characters (e.g. openssl rand -base64 48)' }))
     .optional()
     .describe('Bearer token of the operators: GET /v1/usage with it sees every tenant. Unset: no admin access. Never logged.'),
   USAGE_RETENTION_DAYS: int(1, 3_660)
@@ -193,6 +206,17 @@ const schema = z.object({
   PLAYGROUND_ENABLED: boolean
     .optional()
     .describe('Serve the /playground page. Unset: on, except with NODE_ENV=production.'),
+}).check((ctx) => {
+  const { SHUTDOWN_GRACE_MS: grace, SHUTDOWN_DRAIN_DELAY_MS: drain } = ctx.value;
+  // The budget covers the drain delay and then the requests in flight: it must outlast the delay.
+  if (grace <= drain) {
+    ctx.issues.push({
+      code: 'custom',
+      input: grace,
+      path: ['SHUTDOWN_GRACE_MS'],
+      message: `must be larger than SHUTDOWN_DRAIN_DELAY_MS (${drain}): the shutdown budget covers the drain delay and then the requests in flight`,
+    });
+  }
 });
 
 export const configSchema = schema;

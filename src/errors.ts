@@ -85,6 +85,12 @@ export const errors = {
     502,
     'The upstream does not serve this model at the configured address (HTTP %s); the operator must check UPSTREAM_BASE_URL',
   ),
+  /** undici refused to build the request (an invalid header value, say): nothing left the gateway. */
+  UpstreamRequestInvalid: define(
+    'UPSTREAM_MISCONFIGURED',
+    502,
+    'The gateway could not build its request to the upstream (%s), so nothing was sent; the operator must check UPSTREAM_TOKEN and UPSTREAM_BASE_URL',
+  ),
   OwnershipNotRecorded: define(
     'OWNERSHIP_NOT_RECORDED',
     500,

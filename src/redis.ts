@@ -8,6 +8,9 @@ export interface RedisOptions {
   commandTimeoutMs: number;
 }
 
+/** Redis's answer to SELECT of a database it does not have ("DB index is out of range", "invalid DB index"). */
+const DATABASE_REFUSED = /\bDB index\b/i;
+
 /**
  * The Redis connection every shared store uses. It must never make a request hang: commands
  * time out, nothing queues while disconnected (a command fails at once instead), and the client
@@ -32,8 +35,20 @@ export function createRedis(options: RedisOptions, log: FastifyBaseLogger): Redi
     if (healthy) log.warn({ redis: redactUrl(options.url) }, 'redis unavailable; reconnecting');
     healthy = false;
   });
-  // Connection errors repeat on every reconnect attempt: the state change above is the one logged.
-  redis.on('error', (err: Error) => log.debug({ err: err.message }, 'redis connection error'));
+  redis.on('error', (err: Error) => {
+    // A database number this Redis does not have: the client would go on in database 0, among
+    // whatever else lives there. It is closed instead (no reconnect): never ready, nothing written.
+    if (DATABASE_REFUSED.test(err.message)) {
+      log.error(
+        { redis: redactUrl(options.url), err: err.message },
+        'REDIS_URL selects a database this Redis does not have: not using it (the gateway stays not ready); fix REDIS_URL',
+      );
+      redis.disconnect();
+      return;
+    }
+    // Connection errors repeat on every reconnect attempt: the state change above is the one logged.
+    log.debug({ err: err.message }, 'redis connection error');
+  });
   return redis;
 }
 

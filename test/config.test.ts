@@ -74,6 +74,44 @@ describe('configuration', () => {
     expect(parseConfig({ ...required, TRUST_PROXY: value }).TRUST_PROXY).toEqual(expected);
   });
 
+  const problemsOf = (env: Record<string, string>): string[] => {
+    try {
+      parseConfig({ ...required, ...env });
+      return [];
+    } catch (err) {
+      return (err as ConfigError).problems;
+    }
+  };
+
+  it('refuses a header credential with a line break or a space (a secret file read with its newline)', () => {
+    for (const name of ['UPSTREAM_TOKEN', 'METRICS_TOKEN', 'ADMIN_TOKEN']) {
+      const secret = `${'s'.repeat(40)}`;
+      expect(problemsOf({ [name]: secret }), name).toEqual([]);
+      for (const bad of [`${secret}\n`, `${secret}\r\n`, ` ${secret}`, `${secret.slice(0, 20)} ${secret.slice(20)}`, `${secret}\t`]) {
+        const problems = problemsOf({ [name]: bad });
+        expect(problems, JSON.stringify(bad)).toEqual([expect.stringMatching(new RegExp(`^${name}: must not contain spaces, line breaks`))]);
+        // The message never repeats the secret.
+        expect(problems.join('')).not.toContain(secret);
+      }
+    }
+  });
+
+  it('refuses a shutdown budget that does not outlast the drain delay', () => {
+    expect(problemsOf({ SHUTDOWN_GRACE_MS: '1000' })).toEqual([
+      'SHUTDOWN_GRACE_MS: must be larger than SHUTDOWN_DRAIN_DELAY_MS (2000): the shutdown budget covers the drain delay and then the requests in flight',
+    ]);
+    expect(problemsOf({ SHUTDOWN_GRACE_MS: '2000' })).toHaveLength(1);
+    expect(problemsOf({ SHUTDOWN_GRACE_MS: '1000', SHUTDOWN_DRAIN_DELAY_MS: '0' })).toEqual([]);
+    expect(problemsOf({ SHUTDOWN_GRACE_MS: '2001' })).toEqual([]);
+  });
+
+  it('takes a REDIS_URL database only as a number', () => {
+    for (const url of ['redis://h:6379', 'redis://h:6379/', 'redis://h:6379/0', 'rediss://:pw@h:6380/15']) expect(problemsOf({ REDIS_URL: url }), url).toEqual([]);
+    for (const url of ['redis://h:6379/db1', 'redis://h:6379/0/x', 'redis://h:6379/-1']) {
+      expect(problemsOf({ REDIS_URL: url }), url).toEqual(['REDIS_URL: must name its database as a number, e.g. redis://host:6379/0']);
+    }
+  });
+
   it('trims a trailing slash from PUBLIC_BASE_URL and treats empty variables as unset', () => {
     expect(parseConfig({ ...required, PUBLIC_BASE_URL: 'https://gw.example.com/' }).PUBLIC_BASE_URL).toBe('https://gw.example.com');
     expect(parseConfig({ ...required, PORT: '' }).PORT).toBe(3000);

@@ -43,6 +43,23 @@ describe('@fal-ai/client through the gateway', () => {
     expect(JSON.stringify(calls.map((c) => c.headers))).not.toContain(stack.keys['team-a']);
   });
 
+  it("subscribe in streaming mode ends with the job's logs once each, as polling shows them", async () => {
+    const fal = client('team-a');
+    let lastLogs: Array<{ message: string }> = [];
+    const result = await fal.subscribe(MODEL_ID, {
+      input: SEED_REQUEST,
+      logs: true,
+      mode: 'streaming',
+      onQueueUpdate: (update) => {
+        if ('logs' in update && Array.isArray(update.logs)) lastLogs = update.logs as Array<{ message: string }>;
+      },
+    });
+    const polled = (await fal.queue.status(MODEL_ID, { requestId: result.requestId, logs: true })) as { logs: Array<{ message: string }> };
+    expect(polled.logs.length).toBeGreaterThan(1);
+    // The client adds up each event's logs: an event that repeated earlier lines would double them.
+    expect(lastLogs.map((l) => l.message)).toEqual(polled.logs.map((l) => l.message));
+  });
+
   it('queue.submit, then status, then result, separately', async () => {
     const fal = client('team-a');
     const queued = await fal.queue.submit(MODEL_ID, { input: { ...SEED_REQUEST, num_images: 2 } });

@@ -72,6 +72,38 @@ describe.skipIf(!redisAvailable)(`the check schedule in Redis${skipReason}`, () 
   });
 });
 
+describe.skipIf(!redisAvailable)(`a REDIS_URL naming a database this Redis does not have${skipReason}`, () => {
+  it('is never used (Redis would fall back to database 0): not ready, submits refused, nothing written', async () => {
+    const probe = inspect('');
+    const databases = Number(((await probe.config('GET', 'databases')) as string[])[1]);
+    const prefix = uniquePrefix();
+    const url = new URL(REDIS_URL);
+    url.pathname = `/${databases}`;
+    const stack = await startStack({ env: { REDIS_URL: url.toString(), REDIS_KEY_PREFIX: prefix } });
+    try {
+      expect((await fetch(`${stack.url}/readyz`)).status).toBe(503);
+      const res = await fetch(`${stack.url}/v1/image-to-image`, { method: 'POST', headers: { ...json, ...stack.bearer('team-a') }, body: JSON.stringify(SEED_REQUEST) });
+      expect(res.status).toBe(503);
+      expect(((await res.json()) as { error_type: string }).error_type).toBe('store_unavailable');
+      expect(upstreamCalls(stack).filter((c) => c.method === 'POST')).toEqual([]);
+      expect(stack.logs.some((l) => l.includes('REDIS_URL selects a database this Redis does not have'))).toBe(true);
+      for (let db = 0; db < databases; db++) {
+        await probe.select(db);
+        expect(await probe.keys(`${prefix}*`), `database ${db}`).toEqual([]);
+      }
+    } finally {
+      await stack.close();
+      // Only a failure above leaves keys: remove them wherever they went.
+      for (let db = 0; db < databases; db++) {
+        await probe.select(db);
+        const keys = await probe.keys(`${prefix}*`);
+        if (keys.length) await probe.del(...keys);
+      }
+      await probe.quit();
+    }
+  });
+});
+
 describe.skipIf(!redisAvailable)(`two replicas sharing one Redis${skipReason}`, () => {
   let stack: Stack;
   let other: { url: string; logs: string[] };

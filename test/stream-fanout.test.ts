@@ -139,6 +139,42 @@ describe('status stream fan-out (one upstream stream per job)', () => {
     expect(upstreamStreams(id)).toHaveLength(1);
   });
 
+  it("gives a late joiner every log line so far in its first status, so fal's clients add up the same logs", async () => {
+    const allLogs = (events: Status[]) => events.flatMap((e) => (Array.isArray(e.logs) ? (e.logs as Array<{ message: string }>).map((l) => l.message) : []));
+    const id = await submit();
+    const first = await subscribe(id);
+    let late: Subscriber | undefined;
+    try {
+      await first.readUntil((e) => e.status === 'IN_QUEUE');
+      clock.advance(400);
+      await first.readUntil((e) => e.status === 'IN_PROGRESS');
+      // The run writes its lines over time (runMs 400: at 0, 40, 120, 200 ms...): step through part of it.
+      for (const [ms, lines] of [[0, 1], [50, 2], [100, 3], [100, 4]] as const) {
+        clock.advance(ms);
+        await first.readUntil(() => allLogs(first.events).length >= lines);
+      }
+      // Each live event carries only its new lines.
+      expect(first.events.filter((e) => e.status === 'IN_PROGRESS' && Array.isArray(e.logs) && e.logs.length > 0).length).toBeGreaterThan(1);
+
+      late = await subscribe(id);
+      const caughtUp = await late.readUntil(() => true);
+      expect(caughtUp.status).toBe('IN_PROGRESS');
+      expect(allLogs([caughtUp])).toEqual(allLogs(first.events));
+      clock.advance(400);
+      const [lateEvents, firstEvents] = await Promise.all([late.readToEnd(), first.readToEnd()]);
+      const polled = (await (await fetch(`${stack.url}/v1/requests/${id}/status?logs=1`, { headers: stack.bearer('team-a') })).json()) as { logs: Array<{ message: string }> };
+      const expected = polled.logs.map((l) => l.message);
+      expect(expected.length).toBeGreaterThan(3);
+      expect(allLogs(firstEvents)).toEqual(expected);
+      expect(allLogs(lateEvents)).toEqual(expected);
+      expect(upstreamStreams(id)).toHaveLength(1);
+    } finally {
+      // A failure above must not leave streams open for the next test.
+      first.leave();
+      late?.leave();
+    }
+  });
+
   it('closes the upstream stream when the last subscriber leaves, and opens a fresh one for the next', async () => {
     const id = await submit();
     const subscribers = await Promise.all([subscribe(id), subscribe(id), subscribe(id)]);

@@ -197,6 +197,30 @@ describe('gateway in front of a misbehaving upstream', () => {
   });
 
   describe('transport failures', () => {
+    it('a request undici refuses to build (a token with a line break) → 502 upstream_misconfigured, nothing sent, quota given back', async () => {
+      // The configuration refuses such a token; this is the defence behind it.
+      const key = newKey();
+      const config = { ...parseConfig({ UPSTREAM_TOKEN, UPSTREAM_BASE_URL: faulty.url, TENANTS_FILE: 'x', CIRCUIT_BREAKER_THRESHOLD: '1' }), UPSTREAM_TOKEN: `${UPSTREAM_TOKEN}\n` };
+      const tenants: Tenant[] = [{ id: 'team-q', keyDigests: [digestKey(key)], limits: { submit: GENEROUS, read: GENEROUS, quota: { imagesPerDay: 5 } } }];
+      const logs: string[] = [];
+      const app = await buildApp({ config, tenants, logStream: { write: (line) => void logs.push(line) } });
+      const url = await app.listen({ port: 0, host: '127.0.0.1' });
+      const broken: Gateway = { app, url, key, logs, close: () => app.close() };
+      try {
+        for (let i = 0; i < 2; i++) {
+          const body = expectEnvelope(await submit(broken), 502, 'upstream_misconfigured');
+          expect(body.detail).toContain('nothing was sent');
+        }
+        expect(faulty.requests).toEqual([]);
+        // Not a failure of fal's: the circuit (threshold 1) stays closed.
+        expect((await submit(broken)).status).toBe(502);
+        const usage = parse(await call(broken, 'GET', '/v1/usage'));
+        expect((usage.tenants as Array<{ quota: { day: { used: number } } }>)[0]!.quota.day.used).toBe(0);
+      } finally {
+        await broken.close();
+      }
+    });
+
     it('connection refused → 503 upstream_unavailable', async () => {
       const probe = createServer();
       await new Promise<void>((resolve) => probe.listen(0, '127.0.0.1', resolve));

@@ -7,7 +7,10 @@ import { statusResponse, wantsLogs } from './status.js';
  * GET .../status/stream: server-sent events, each `data:` line a status object, with a comment
  * keep-alive every 15 s, closed after the COMPLETED event (fal's behaviour). Job state is derived
  * from the (possibly injected) clock, so the stream re-reads it on a short real-time timer and
- * sends an event whenever the status object changes.
+ * sends an event whenever the status changes. With `?logs=1`, each event's `logs` holds only the
+ * lines written since the previous event: fal's clients add each event's logs to those they
+ * already have ("accumulate logs to match previous polling behavior", @fal-ai/client), whereas
+ * a polled status carries them all.
  */
 
 const KEEP_ALIVE_MS = 15_000;
@@ -38,13 +41,19 @@ export function registerStreamRoute(app: FastifyInstance, ctx: SimulatorContext)
 
     let last = '';
     let lastWrite = Date.now();
+    let logsSent = 0;
     const tick = () => {
       const { body } = statusResponse(ctx, job, base, logs);
-      const data = JSON.stringify(body);
-      if (data !== last) {
-        last = data;
+      const snapshot = JSON.stringify(body);
+      if (snapshot !== last) {
+        last = snapshot;
         lastWrite = Date.now();
-        res.write(`data: ${data}\n\n`);
+        let event: Record<string, unknown> = body;
+        if (Array.isArray(body.logs)) {
+          event = { ...body, logs: body.logs.slice(logsSent) };
+          logsSent = body.logs.length;
+        }
+        res.write(`data: ${JSON.stringify(event)}\n\n`);
       } else if (Date.now() - lastWrite >= KEEP_ALIVE_MS) {
         lastWrite = Date.now();
         res.write(': keep-alive\n\n');

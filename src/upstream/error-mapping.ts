@@ -7,7 +7,8 @@ const TIMEOUT = new Set(['UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT', 'ETI
 /** Errors after which the upstream cannot have received the request (a submit is safe to retry). */
 export function nothingWasSent(err: unknown): boolean {
   const code = (err as { code?: string } | null)?.code;
-  return code === 'FGW_UPSTREAM_UNAVAILABLE' || code === 'FGW_UPSTREAM_CIRCUIT_OPEN';
+  // FGW_UPSTREAM_MISCONFIGURED comes out of a call only when undici refused to build the request.
+  return code === 'FGW_UPSTREAM_UNAVAILABLE' || code === 'FGW_UPSTREAM_CIRCUIT_OPEN' || code === 'FGW_UPSTREAM_MISCONFIGURED';
 }
 
 function codeOf(err: unknown): string | undefined {
@@ -28,5 +29,8 @@ export function mapTransportError(err: unknown): Error {
   if (name === 'TimeoutError' || code === 'UND_ERR_ABORTED' || name === 'AbortError') return new errors.UpstreamTimeout({ cause: err });
   if (code && TIMEOUT.has(code)) return new errors.UpstreamTimeout({ cause: err });
   if (code && UNAVAILABLE.has(code)) return new errors.UpstreamUnavailable({ cause: err });
+  // Thrown while undici builds the request, before any byte is written (its message names the
+  // bad argument, never a header's value).
+  if (code === 'UND_ERR_INVALID_ARG') return new errors.UpstreamRequestInvalid((err as Error).message, { cause: err });
   return new errors.UpstreamConnectionError({ cause: err });
 }

@@ -9,8 +9,11 @@ import { SseRewriter } from './sse-rewriter.js';
  *
  * The first subscriber opens the stream; later ones join it. Each event is fanned out to every
  * subscriber with the queue URL fields rewritten for that subscriber's own public base URL, and
- * scrubbed of the upstream token. Status events are full snapshots, so a subscriber that joins
- * late first receives the most recent one, then follows live. When the last subscriber leaves,
+ * scrubbed of the upstream token. A subscriber that joins late first receives the most recent
+ * status, then follows live. An event's `logs` holds only the lines since the previous event
+ * (fal's clients add them up), so the late joiner's first status carries every line the stream
+ * has brought so far instead: it ends up with the same logs as those who were there from the
+ * start. When the last subscriber leaves,
  * the upstream stream is closed; when the upstream ends or fails, every subscriber is ended. A
  * subscriber that stops reading is disconnected once its unsent bytes pass a bound, so it can
  * neither hold the others back nor make the gateway buffer without limit.
@@ -73,12 +76,18 @@ interface Channel {
   opened: Promise<OpenOutcome>;
   /** The most recent status event as upstream sent it (URLs not yet rewritten). */
   latest?: string;
+  /** The same status, parsed. */
+  latestStatus?: Record<string, unknown>;
+  /** Every log line the stream has carried so far (each event brings the new ones), bounded. */
+  logs: unknown[];
 }
 
 /** undici's response body: iterable, and destroyed to release the connection. */
 type UpstreamBody = AsyncIterable<Buffer> & { destroy?: () => void };
 
 const DEFAULT_MAX_BUFFERED_BYTES = 1024 * 1024;
+/** Log lines kept per stream for late joiners; a job that writes more keeps its latest lines. */
+const MAX_LOG_HISTORY = 5_000;
 
 export class StatusStreamHub {
   private readonly channels = new Map<string, Channel>();
@@ -127,6 +136,7 @@ export class StatusStreamHub {
       state: 'opening',
       abort: new AbortController(),
       members: new Set(),
+      logs: [],
       // Replaced just below: the outcome's handlers need the channel itself.
       opened: Promise.resolve({ kind: 'left' }),
     };
@@ -167,16 +177,23 @@ export class StatusStreamHub {
 
   private attach(channel: Channel, member: Member, sink: StatusSink, publicBase: string): Promise<void> {
     if (channel.state === 'ended') {
-      // Ended between opening and attaching: the last snapshot (COMPLETED, usually), then the end.
-      if (channel.latest && !member.signal.aborted) sink.write(this.render(channel, channel.latest, publicBase));
+      // Ended between opening and attaching: the last status (COMPLETED, usually), then the end.
+      if (channel.latest && !member.signal.aborted) sink.write(this.render(channel, this.catchUp(channel), publicBase));
       sink.end();
       return Promise.resolve();
     }
     if (!channel.members.has(member)) return Promise.resolve();
     member.sink = sink;
     member.publicBase = publicBase;
-    if (channel.latest) this.deliver(channel, member, this.render(channel, channel.latest, publicBase));
+    if (channel.latest) this.deliver(channel, member, this.render(channel, this.catchUp(channel), publicBase));
     return member.done;
+  }
+
+  /** What a subscriber joining now is sent first: the latest status, with all the logs so far. */
+  private catchUp(channel: Channel): string {
+    const status = channel.latestStatus;
+    if (!status || !Array.isArray(status.logs)) return channel.latest!;
+    return `data: ${JSON.stringify({ ...status, logs: channel.logs })}\n\n`;
   }
 
   /** Reads the upstream stream once and fans each batch of complete events out. */
@@ -188,6 +205,11 @@ export class StatusStreamHub {
           .split('\n')
           .map((line) => `data: ${line}`)
           .join('\n')}\n\n`;
+        channel.latestStatus = status;
+        if (Array.isArray(status.logs) && status.logs.length > 0) {
+          for (const line of status.logs as unknown[]) channel.logs.push(line);
+          if (channel.logs.length > MAX_LOG_HISTORY) channel.logs.splice(0, channel.logs.length - MAX_LOG_HISTORY);
+        }
         this.notify(channel, status);
       }
       return data;
