@@ -217,6 +217,13 @@ export async function buildApp(options: AppOptions): Promise<GatewayApp> {
   const accounting: AccountingStore = redis
     ? new RedisAccountingStore(redis, { retentionDays: config.USAGE_RETENTION_DAYS })
     : new MemoryAccountingStore({ retentionDays: config.USAGE_RETENTION_DAYS });
+  metrics.readConcurrencyFrom(() =>
+    Promise.all(
+      registry.tenants
+        .filter((tenant) => tenant.limits.maxConcurrentJobs !== undefined)
+        .map(async (tenant) => [tenant.id, await accounting.slotsInUse(tenant.id)] as const),
+    ),
+  );
   const resultTtlMs = config.RESULT_CACHE_TTL_SECONDS * 1000;
   const reads = new JobReads({
     upstream,

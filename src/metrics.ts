@@ -56,6 +56,9 @@ export interface GatewayMetricsOptions {
   version?: string;
 }
 
+/** Each tenant with a concurrency cap and its slots in use. */
+export type ConcurrencyReader = () => Promise<ReadonlyArray<readonly [tenant: string, inUse: number]>>;
+
 export class GatewayMetrics {
   readonly registry: Registry;
   readonly contentType: string;
@@ -76,6 +79,8 @@ export class GatewayMetrics {
   private readonly storeErrors: Counter<'store' | 'operation'>;
   private readonly circuit: Gauge;
   private readonly concurrent: Gauge<'tenant'>;
+  /** Where the in-flight gauge is read from at each scrape (the shared store). */
+  private concurrencyReader?: ConcurrencyReader;
 
   // Each label set's series, found by a string key (cheaper than building the labels object).
   private readonly httpSeries = new Map<string, { requests: CounterSeries<string>; duration: HistogramSeries<string> }>();
@@ -173,11 +178,30 @@ export class GatewayMetrics {
       labelNames: ['kind', 'outcome'] as const,
       registers,
     });
+    // Read at scrape time from the store that holds the slots (Redis when shared), so every
+    // replica reports the same count: a replica only sees the job ends it handles itself.
+    const refresh = async (gauge: Gauge<'tenant'>) => {
+      const read = this.concurrencyReader;
+      if (!read) return;
+      let counts: ReadonlyArray<readonly [tenant: string, inUse: number]>;
+      try {
+        counts = await read();
+      } catch {
+        // The store cannot answer: the last counts stay, and the failure is counted.
+        this.storeError('accounting', 'slots_in_use');
+        return;
+      }
+      gauge.reset();
+      for (const [tenant, inUse] of counts) gauge.set({ tenant }, inUse);
+    };
     this.concurrent = new Gauge({
       name: name('concurrent_jobs'),
-      help: 'Jobs currently in flight per tenant.',
+      help: 'Jobs in flight per tenant with maxConcurrentJobs, read from the shared store at each scrape.',
       labelNames: ['tenant'] as const,
       registers,
+      collect() {
+        return refresh(this);
+      },
     });
     const buildInfo = new Gauge({
       name: name('build_info'),
@@ -270,9 +294,9 @@ export class GatewayMetrics {
     this.counterSeriesOf(`cache\u0000${kind}\u0000${outcome}`, this.cacheLookups, { kind, outcome }).inc();
   }
 
-  /** Sets the number of jobs currently in flight for a tenant. */
-  concurrentJobs(tenant: string, value: number): void {
-    this.concurrent.set({ tenant }, value);
+  /** Sets where the jobs-in-flight gauge reads each capped tenant's count from, at each scrape. */
+  readConcurrencyFrom(reader: ConcurrencyReader): void {
+    this.concurrencyReader = reader;
   }
 
   /** The Prometheus text exposition of every metric in this registry. */

@@ -284,8 +284,7 @@ describe('GatewayMetrics', () => {
     metrics.cache('status', 'hit');
     metrics.cache('status', 'hit');
     metrics.cache('result', 'shared');
-    metrics.concurrentJobs('team-a', 3);
-    metrics.concurrentJobs('team-a', 2);
+    metrics.readConcurrencyFrom(async () => [['team-a', 2]]);
     metrics.circuitState('half_open');
 
     const s = await samplesOf(metrics);
@@ -312,6 +311,28 @@ describe('GatewayMetrics', () => {
     expect(valueOf(s, 'fal_gateway_build_info', { version: '9.9.9' })).toBe(1);
     // No default process metrics were asked for.
     expect(s.some((sample) => sample.name.startsWith('fal_gateway_process_'))).toBe(false);
+  });
+
+  it('reads jobs in flight at each scrape, keeping the last counts while the store cannot answer', async () => {
+    const metrics = new GatewayMetrics({ defaultMetrics: false });
+    let answer: () => Promise<Array<[string, number]>> = async () => [['team-a', 2], ['team-b', 1]];
+    metrics.readConcurrencyFrom(() => answer());
+    let s = await samplesOf(metrics);
+    expect(valueOf(s, 'fal_gateway_concurrent_jobs', { tenant: 'team-a' })).toBe(2);
+    expect(valueOf(s, 'fal_gateway_concurrent_jobs', { tenant: 'team-b' })).toBe(1);
+    answer = async () => {
+      throw new Error('store down');
+    };
+    s = await samplesOf(metrics);
+    expect(valueOf(s, 'fal_gateway_concurrent_jobs', { tenant: 'team-a' })).toBe(2);
+    // The failure is counted as it happens; the counter is read before the gauge, so it shows next time.
+    s = await samplesOf(metrics);
+    expect(valueOf(s, 'fal_gateway_store_errors_total', { store: 'accounting', operation: 'slots_in_use' })).toBe(1);
+    // A tenant no longer capped (or removed) loses its series.
+    answer = async () => [['team-a', 0]];
+    s = await samplesOf(metrics);
+    expect(valueOf(s, 'fal_gateway_concurrent_jobs', { tenant: 'team-a' })).toBe(0);
+    expect(s.some((sample) => sample.name === 'fal_gateway_concurrent_jobs' && sample.labels.tenant === 'team-b')).toBe(false);
   });
 
   it('keeps each instance in its own registry', async () => {

@@ -104,6 +104,51 @@ describe.skipIf(!redisAvailable)(`a REDIS_URL naming a database this Redis does 
   });
 });
 
+describe.skipIf(!redisAvailable)(`the jobs-in-flight gauge with two replicas${skipReason}`, () => {
+  it('reads the shared slots at each scrape: both replicas report what is in flight, whichever saw the job end', async () => {
+    const prefix = uniquePrefix();
+    const stack = await startStack({
+      env: { REDIS_URL, REDIS_KEY_PREFIX: prefix },
+      tenants: [{ id: 'team-a', maxConcurrentJobs: 3 }, { id: 'team-b' }],
+      sim: { queueMs: 300, runMs: 200 },
+    });
+    const other = await stack.addReplica();
+    const gauge = async (url: string) => {
+      const text = await (await fetch(`${url}/metrics`)).text();
+      const line = text.split('\n').find((l) => l.startsWith('fal_gateway_concurrent_jobs{tenant="team-a"}'));
+      return line === undefined ? undefined : Number(line.split(' ').at(-1));
+    };
+    try {
+      const ids: string[] = [];
+      for (let i = 0; i < 2; i++) {
+        const res = await fetch(`${stack.url}/v1/image-to-image`, { method: 'POST', headers: { ...json, ...stack.bearer('team-a') }, body: JSON.stringify(SEED_REQUEST) });
+        ids.push(((await res.json()) as { request_id: string }).request_id);
+      }
+      expect(await gauge(stack.url)).toBe(2);
+      expect(await gauge(other.url)).toBe(2);
+      // Only the other replica sees the jobs end.
+      for (const id of ids) {
+        const deadline = Date.now() + 5_000;
+        while ((await fetch(`${other.url}/v1/requests/${id}/status`, { headers: stack.bearer('team-a') })).status !== 200) {
+          if (Date.now() > deadline) throw new Error('job did not complete');
+          await new Promise((r) => setTimeout(r, 50));
+        }
+      }
+      await other.app.whenIdle();
+      expect(await gauge(other.url)).toBe(0);
+      expect(await gauge(stack.url)).toBe(0);
+      // Tenants without a cap have no series.
+      expect((await (await fetch(`${stack.url}/metrics`)).text())).not.toContain('fal_gateway_concurrent_jobs{tenant="team-b"}');
+    } finally {
+      await stack.close();
+      const client = inspect('');
+      const keys = await client.keys(`${prefix}*`);
+      if (keys.length) await client.del(...keys);
+      await client.quit();
+    }
+  });
+});
+
 describe.skipIf(!redisAvailable)(`two replicas sharing one Redis${skipReason}`, () => {
   let stack: Stack;
   let other: { url: string; logs: string[] };

@@ -156,15 +156,10 @@ export class JobLifecycle {
             })
         : undefined,
       this.addUsage(job.tenantId, { [outcome]: 1, ...(inference > 0 ? { inferenceSeconds: inference } : {}) }),
-      this.options.accounting.releaseSlot(job.tenantId, requestId).then(
-        async (held) => {
-          if (held && this.options.metrics) this.options.metrics.concurrentJobs(job.tenantId, await this.options.accounting.slotsInUse(job.tenantId));
-        },
-        (err: unknown) => {
-          this.options.metrics?.storeError('accounting', 'release_slot');
-          throw err;
-        },
-      ),
+      this.options.accounting.releaseSlot(job.tenantId, requestId).catch((err: unknown) => {
+        this.options.metrics?.storeError('accounting', 'release_slot');
+        throw err;
+      }),
     ]);
     if (this.options.metrics) {
       this.options.metrics.jobState(job.tenantId, 'COMPLETED');

@@ -108,7 +108,6 @@ export async function admit(
       return storeDown(metrics, 'acquire_slot')(err);
     });
     reportPolicy(request, { name: 'concurrency', quota: max, remaining: max - taken.state.inUse, unit: 'concurrent-requests' });
-    metrics?.concurrentJobs(tenant.id, taken.state.inUse);
     if (!taken.ok) {
       await refund();
       metrics?.rejected(tenant.id, 'concurrency');
@@ -122,10 +121,7 @@ export async function admit(
   const log = (what: string) => (err: unknown) => request.log.error({ err: (err as Error).message, tenant: tenant.id }, what);
   const freeSlot = async () => {
     if (!slot) return;
-    await accounting
-      .releaseSlot(tenant.id, slot)
-      .then(async () => metrics?.concurrentJobs(tenant.id, await accounting.slotsInUse(tenant.id)))
-      .catch(log('could not free a concurrency slot'));
+    await accounting.releaseSlot(tenant.id, slot).catch(log('could not free a concurrency slot'));
   };
   return {
     charged: ticket ? (ticket.charged ?? ['day', 'month']) : [],
