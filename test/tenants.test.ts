@@ -7,7 +7,7 @@ import { describe, expect, it } from 'vitest';
 import { newKey } from '../src/cli/key.js';
 import { presentedKey } from '../src/tenants/auth.js';
 import { digestKey, TenantRegistry } from '../src/tenants/registry.js';
-import { DEFAULT_LIMITS, loadTenantsFile, parseTenants, TenantsFileError } from '../src/tenants/tenants-file.js';
+import { DEFAULT_LIMITS, jsonErrorAt, loadTenantsFile, parseTenants, TenantsFileError } from '../src/tenants/tenants-file.js';
 
 const run = promisify(execFile);
 const digest = (n: number) => n.toString(16).padStart(64, '0');
@@ -79,6 +79,29 @@ describe('tenants file', () => {
     await expect(loadTenantsFile('/nonexistent/t.json')).rejects.toThrow(/Invalid tenants file \/nonexistent\/t\.json:\n {2}- cannot be read: ENOENT/);
     const file = await tempFile('{"tenants": [');
     await expect(loadTenantsFile(file)).rejects.toThrow(/is not valid JSON/);
+  });
+
+  it('says where the JSON breaks without quoting the file, which may hold a pasted key', async () => {
+    const key = newKey();
+    const cases: Array<[string, string]> = [
+      // A plain key pasted without quotes: V8's own message would quote the text around it.
+      [`{"tenants": [\n  {"id": "a", "keys": ["${'a'.repeat(64)}", ${key}]}\n]}`, 'unexpected character (line 2, column '],
+      [`{"tenants": [\n  {"id": "a", "keys": ["${key}",]}\n]}`, '(line 2, column '],
+      [`{"tenants": [{"id": "a", "keys": ["${key}"`, 'is not valid JSON: '],
+    ];
+    for (const [text, expected] of cases) {
+      const file = await tempFile(text);
+      const error = await loadTenantsFile(file).then(
+        () => undefined,
+        (err: Error) => err,
+      );
+      expect(error?.message).toContain(expected);
+      expect(error?.message).not.toContain(key.slice(0, 6));
+      expect(error?.message).not.toContain(key.slice(-6));
+    }
+    // The column is the pasted key's first character.
+    const pasted = `{"tenants": [{"id": "a", "keys": [${key}]}]}`;
+    expect(jsonErrorAt(pasted)).toBe(`unexpected character (line 1, column ${pasted.indexOf(key) + 1})`);
   });
 });
 

@@ -190,8 +190,51 @@ export function parseTenantsText(text: string, file: string): Tenant[] {
   let json: unknown;
   try {
     json = JSON.parse(text);
-  } catch (err) {
-    throw new TenantsFileError(file, [`is not valid JSON: ${(err as Error).message}`]);
+  } catch {
+    throw new TenantsFileError(file, [`is not valid JSON: ${jsonErrorAt(text)}`]);
   }
   return parseTenants(json, file);
+}
+
+/** Characters of a word a JSON parser may have taken for the start of a literal. */
+const WORD = /[\w$-]/;
+
+/**
+ * Why a text is not JSON and where, as "line L, column C", in words that never quote it. V8's
+ * message for an unexpected token quotes the text around it, and a tenants file may hold a key
+ * pasted by mistake: that must not reach the logs. Such a message gives no position, so the
+ * token is found by bisection: a prefix that holds it fails the same way, a shorter one only
+ * for being cut short.
+ */
+export function jsonErrorAt(text: string): string {
+  const messageOf = (candidate: string): string | undefined => {
+    try {
+      JSON.parse(candidate);
+      return undefined;
+    } catch (err) {
+      return (err as Error).message;
+    }
+  };
+  const message = messageOf(text) ?? '';
+  const position = /^(.*?)(?: in JSON)? at position (\d+)/.exec(message);
+  if (position) return `${position[1]} (line ${lineColumn(text, Number(position[2]))})`;
+  if (!message.startsWith('Unexpected token')) return 'the text ends too early';
+  let low = 1;
+  let high = text.length;
+  while (low < high) {
+    const mid = (low + high) >> 1;
+    if (messageOf(text.slice(0, mid))?.startsWith('Unexpected token')) high = mid;
+    else low = mid + 1;
+  }
+  // V8 stops inside a word it took for a literal (`fgw_…` looks like `false` up to its "g"):
+  // point at the word's start.
+  let at = low - 1;
+  while (at > 0 && WORD.test(text[at - 1]!) && WORD.test(text[at]!)) at--;
+  return `unexpected character (line ${lineColumn(text, at)})`;
+}
+
+function lineColumn(text: string, index: number): string {
+  const before = text.slice(0, index);
+  const line = before.split('\n').length;
+  return `${line}, column ${index - before.lastIndexOf('\n')}`;
 }
