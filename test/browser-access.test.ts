@@ -71,6 +71,36 @@ describe('browser access: CORS per tenant and short-lived tokens', () => {
     const server = await fetch(`${stack.url}/v1/image-to-image`, { method: 'POST', headers: { ...json, ...stack.bearer('team-b') }, body: JSON.stringify(SEED_REQUEST) });
     expect(server.status).toBe(200);
     expect(server.headers.get('access-control-allow-origin')).toBeNull();
+    // The docs behind a proxy that terminates TLS: the page is https, the gateway sees http.
+    const tls = await fetch(`${stack.url}/v1/image-to-image`, { method: 'POST', headers: { ...json, ...stack.bearer('team-b'), origin: stack.url.replace('http:', 'https:') }, body: JSON.stringify(SEED_REQUEST) });
+    expect(tls.status).toBe(200);
+    // Another host on the same port is another site.
+    const other = await fetch(`${stack.url}/v1/image-to-image`, { method: 'POST', headers: { ...json, ...stack.bearer('team-b'), origin: stack.url.replace('127.0.0.1', 'localhost') }, body: JSON.stringify(SEED_REQUEST) });
+    expect(other.status).toBe(403);
+  });
+
+  it('treats a page opened under another name than PUBLIC_BASE_URL as the gateway\'s own', async () => {
+    const named = await startStack({ env: { PUBLIC_BASE_URL: 'https://gateway.example.com' }, tenants: [{ id: 'team-b' }] });
+    try {
+      const submit = (origin: string) =>
+        fetch(`${named.url}/v1/image-to-image`, { method: 'POST', headers: { ...json, ...named.bearer('team-b'), origin }, body: JSON.stringify(SEED_REQUEST) });
+      expect((await submit('https://gateway.example.com')).status).toBe(200);
+      // Opened at the address it listens on (the request's Host), not at PUBLIC_BASE_URL.
+      expect((await submit(named.url)).status).toBe(200);
+      expect((await submit('https://elsewhere.example.com')).status).toBe(403);
+    } finally {
+      await named.close();
+    }
+  });
+
+  it("lets a page send its own x-request-id and trace context (the preflight allows them)", async () => {
+    const res = await fetch(`${stack.url}/v1/image-to-image`, {
+      method: 'OPTIONS',
+      headers: { origin: APP, 'access-control-request-method': 'POST', 'access-control-request-headers': 'authorization, content-type, x-request-id, traceparent' },
+    });
+    expect(res.status).toBe(204);
+    const allowed = (res.headers.get('access-control-allow-headers') ?? '').split(/,\s*/);
+    for (const header of ['authorization', 'content-type', 'x-request-id', 'traceparent', 'tracestate']) expect(allowed).toContain(header);
   });
 
   it("mints a token with a tenant key that then acts as the tenant: its jobs, its limits, its origins", async () => {

@@ -10,16 +10,34 @@ import { publicBaseUrl } from './public-url.js';
  * and refused (403) from any other origin. Same-origin pages (the docs, the playground) always
  * pass. Without `allowedOrigins` anywhere, no CORS header is ever sent.
  */
-const ALLOW_HEADERS = 'authorization, content-type, x-api-key, idempotency-key, x-fal-target-url, x-fal-queue-priority, x-fal-runner-hint, x-fal-request-timeout, x-fal-object-lifecycle-preference, x-fal-store-io, x-fal-no-retry';
+const ALLOW_HEADERS = 'authorization, content-type, x-api-key, idempotency-key, x-request-id, traceparent, tracestate, x-fal-target-url, x-fal-queue-priority, x-fal-runner-hint, x-fal-request-timeout, x-fal-object-lifecycle-preference, x-fal-store-io, x-fal-no-retry';
 const EXPOSE_HEADERS =
   'x-request-id, retry-after, x-ratelimit-limit, x-ratelimit-remaining, x-ratelimit-reset, ratelimit, ratelimit-policy, idempotent-replayed, x-fal-request-id';
 
+/**
+ * A page the gateway served itself (the docs, the playground): its origin is PUBLIC_BASE_URL's,
+ * or names the host the request was sent to, whatever the scheme (a proxy in front may terminate
+ * TLS) and whatever name the page was opened under. Browsers send Origin on same-origin POST and
+ * PUT too, so anything narrower refuses the docs' own "Try it out".
+ */
 function isSameOrigin(request: FastifyRequest, origin: string, configured: string | undefined): boolean {
+  let page: URL;
   try {
-    return new URL(publicBaseUrl(request, configured)).origin === origin;
+    page = new URL(origin);
   } catch {
     return false;
   }
+  if (configured !== undefined && new URL(configured).origin === page.origin) return true;
+  try {
+    return new URL(`${page.protocol}//${publicHost(request)}`).host === page.host;
+  } catch {
+    return false;
+  }
+}
+
+/** The host the request names (Host, or X-Forwarded-Host with TRUST_PROXY), checked as publicBaseUrl checks it. */
+function publicHost(request: FastifyRequest): string {
+  return new URL(publicBaseUrl(request, undefined)).host;
 }
 
 function allowCors(reply: FastifyReply, origin: string): void {
