@@ -76,6 +76,9 @@ function operationsOf(path: string): Array<[string, Operation]> {
   return Object.entries(item).filter(([method]) => METHODS.includes(method));
 }
 
+/** GET of a job's result: /v1/requests/{request_id} or its fal twin. */
+const isResultRead = (path: string, method: string) => method === 'get' && path.endsWith('/requests/{request_id}');
+
 const tenantPaths = () => Object.keys(doc.paths).filter((p) => p.startsWith('/v1/') || p.startsWith('/fal-ai/'));
 /** Routes of the gateway's own, with no counterpart on fal's queue. */
 const GATEWAY_ONLY = ['/v1/tokens', '/v1/usage'];
@@ -261,9 +264,24 @@ describe('errors', () => {
         const response = op.responses[code];
         expect(response, where).toBeDefined();
         expect(response!.description.length, where).toBeGreaterThan(0);
-        expect(response!.content?.['application/json']?.schema.$ref, where).toBe('#/components/schemas/Error');
+        // A result's 422 is usually the model's own body, passed on as fal sent it (no error_type).
+        const expected = isResultRead(path, method) && code === '422' ? 'UpstreamError' : 'Error';
+        expect(response!.content?.['application/json']?.schema.$ref, where).toBe(`#/components/schemas/${expected}`);
       }
     }
+  });
+
+  it("documents fal's own error bodies on the result route without the gateway's error_type, and the stream as text/event-stream", () => {
+    const upstreamError = doc.components.schemas.UpstreamError;
+    expect(upstreamError!.required).toEqual(['detail']);
+    const reads = tenantOperations().filter(({ path, method }) => isResultRead(path, method));
+    expect(reads).toHaveLength(2);
+    for (const { op } of reads) {
+      for (const code of ['400', '422']) expect(op.responses[code]!.content?.['application/json']?.schema.$ref).toBe('#/components/schemas/UpstreamError');
+    }
+    const streams = tenantOperations().filter(({ path }) => path.endsWith('/status/stream'));
+    expect(streams).toHaveLength(2);
+    for (const { op } of streams) expect(Object.keys(op.responses['200']!.content ?? {})).toEqual(['text/event-stream']);
   });
 });
 

@@ -100,6 +100,22 @@ describe('queue flow end to end', () => {
     expect(calls.at(-1)!.path).toMatch(/\?logs=1$/);
   });
 
+  it('takes the logs flag as clients write it: 1, true, True (Python), bare ?logs; 0 and false leave them out', async () => {
+    const { body } = await submit();
+    finishJobs();
+    await waitForCompletion(body.status_url as string, stack.bearer('team-a'));
+    const logsOf = async (query: string) => {
+      const res = await fetch(`${body.status_url}${query}`, { headers: stack.bearer('team-a') });
+      expect(res.status, query).toBe(200);
+      return ((await res.json()) as { logs: unknown }).logs;
+    };
+    for (const query of ['?logs=1', '?logs=true', '?logs=True', '?logs=TRUE', '?logs']) expect(Array.isArray(await logsOf(query)), query).toBe(true);
+    for (const query of ['?logs=0', '?logs=false', '?logs=False', '']) expect(await logsOf(query), query).toBeNull();
+    const bad = await fetch(`${body.status_url}?logs=yes`, { headers: stack.bearer('team-a') });
+    expect(bad.status).toBe(422);
+    expect(((await bad.json()) as { detail: Array<{ msg: string }> }).detail[0]!.msg).toBe('logs must be 1, 0, true or false');
+  });
+
   it('cancels a queued job: 202, then COMPLETED and a cancelled result', async () => {
     const { body } = await submit();
     const cancel = await fetch(body.cancel_url as string, { method: 'PUT', headers: stack.bearer('team-a') });

@@ -2,10 +2,10 @@ import type { FastifyInstance, FastifyReply, FastifyRequest, onRequestHookHandle
 import type { ZodTypeProvider } from 'fastify-type-provider-zod';
 import { publicBaseUrl } from '../http/public-url.js';
 import { APP_ID, MODEL_ID } from '../model.js';
-import { ErrorEnvelope } from '../schemas/error.js';
+import { ErrorEnvelope, UpstreamErrorBody } from '../schemas/error.js';
 import { ModelInput } from '../schemas/model-input.js';
 import { CancelResponse, ModelOutput, QueueStatus, SubmitResponse } from '../schemas/queue.js';
-import { RequestIdParams, StatusQuery, SubmitHeaders } from '../schemas/requests.js';
+import { flagOn, RequestIdParams, StatusQuery, SubmitHeaders } from '../schemas/requests.js';
 import type { JobReads } from '../jobs/job-reads.js';
 import { assertOwned as checkOwner } from './ownership.js';
 import { submit, type SubmitDeps } from './submit.js';
@@ -136,7 +136,7 @@ export function queueRoutes(app: FastifyInstance, deps: QueueRouteDeps): void {
       async (request, reply) => {
         const { request_id: requestId } = request.params;
         await assertOwned(request, requestId);
-        const logs = request.query.logs === '1' || request.query.logs === 'true';
+        const logs = flagOn(request.query.logs);
         const upstream = await deps.reads.status(requestId, logs);
         if (upstream.statusCode !== 200 && upstream.statusCode !== 202) return relay(reply, upstream);
         // A status served from the cache is the same object for every poller: render it once per origin.
@@ -171,8 +171,9 @@ export function queueRoutes(app: FastifyInstance, deps: QueueRouteDeps): void {
           params: RequestIdParams,
           response: {
             200: ModelOutput.describe('The generated images'),
-            400: ErrorEnvelope.describe('Still in progress, or cancelled'),
-            ...errorsFor(401, 404, 422, 429, 502, 503, 504),
+            ...errorsFor(401, 404, 429, 502, 503, 504),
+            400: UpstreamErrorBody.describe("Still in progress, or cancelled (fal's body: {detail})"),
+            422: UpstreamErrorBody.describe("The model rejected the input (fal's body, as the model answered), or a malformed request id"),
           },
         },
       },

@@ -7,7 +7,7 @@ import { publicBaseUrl } from '../http/public-url.js';
 import type { JobStore } from '../jobs/job-store.js';
 import { APP_ID } from '../model.js';
 import { ErrorEnvelope } from '../schemas/error.js';
-import { RequestIdParams, StatusQuery } from '../schemas/requests.js';
+import { flagOn, RequestIdParams, StatusQuery } from '../schemas/requests.js';
 import type { UpstreamClient } from '../upstream/client.js';
 import { pickRelayedHeaders } from '../upstream/headers.js';
 import { relay } from '../upstream/relay.js';
@@ -68,7 +68,10 @@ export function streamRoutes(app: FastifyInstance, deps: StreamRouteDeps): void 
           params: RequestIdParams,
           querystring: StatusQuery,
           response: {
-            200: z.string().describe('text/event-stream of status objects'),
+            200: {
+              description: 'Server-sent events: `data:` lines of status objects, keep-alive comments in between',
+              content: { 'text/event-stream': { schema: z.string() } },
+            },
             401: ErrorEnvelope.describe('Missing or unknown API key'),
             404: ErrorEnvelope.describe('No such request for this tenant'),
             422: ErrorEnvelope.describe('Malformed request id or query'),
@@ -79,7 +82,7 @@ export function streamRoutes(app: FastifyInstance, deps: StreamRouteDeps): void 
       async (request, reply) => {
         const { request_id: requestId } = request.params;
         await assertOwned(deps.jobs, request, requestId);
-        const logs = request.query.logs === '1' || request.query.logs === 'true';
+        const logs = flagOn(request.query.logs);
         // Before anything is opened: a Host that names no host is a 400, not an empty stream.
         const base = publicBaseUrl(request, deps.publicBaseUrl);
         const res = reply.raw;

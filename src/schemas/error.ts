@@ -19,3 +19,15 @@ export const ErrorEnvelope = z
   });
 
 export type ErrorEnvelope = z.infer<typeof ErrorEnvelope>;
+
+/** An error body fal itself sent, passed on as it came: `error_type` only when fal gave one. */
+export const UpstreamErrorBody = z
+  .object({
+    detail: z.union([z.string(), z.array(ValidationEntry)]),
+    error_type: z.string().optional().meta({ description: 'Present when fal (or the gateway) names a category.' }),
+  })
+  .meta({
+    id: 'UpstreamError',
+    description: "An error body as fal answered it (the model's own 422, a result that is not ready), or one of the gateway's.",
+    examples: [{ detail: 'Request is still in progress' }],
+  });

@@ -11,11 +11,18 @@ export const RequestIdParams = z.object({
     .meta({ description: 'The `request_id` returned by submit.', examples: ['c0ffee00-1234-4abc-8def-0123456789ab'] }),
 });
 
+/** A yes/no query flag as clients send it: 1 or 0, true or false in any case (Python sends True), or bare (`?logs`: on). */
+const FLAG = /^(?:[01]|true|false|)$/i;
+
+/** Whether a flag accepted by FLAG is on. */
+export const flagOn = (value: string | undefined): boolean => value !== undefined && /^(?:1|true|)$/i.test(value);
+
 export const StatusQuery = z.object({
   logs: z
-    .enum(['0', '1', 'true', 'false'], { error: 'logs must be 0 or 1' })
+    .string()
+    .regex(FLAG, { error: 'logs must be 1, 0, true or false' })
     .optional()
-    .meta({ description: 'Set to 1 to include the runner logs.', default: '0' }),
+    .meta({ description: 'Set to 1 (or true) to include the runner logs.', default: '0' }),
 });
 
 const jsonObject = (value: string) => {
@@ -54,7 +61,7 @@ export const SubmitHeaders = z.looseObject({
         'Makes a retried submit safe: the same key with the same body within 24 h replays the first answer (same request_id) instead of queuing another paid job. The same key with another body is 422.',
     }),
   'x-fal-no-retry': z
-    .enum(['0', '1', 'true', 'false'], { error: 'x-fal-no-retry must be 0 or 1' })
+    .enum(['0', '1', 'true', 'false'], { error: 'x-fal-no-retry must be 0, 1, true or false' })
     .optional()
     .meta({ description: "1 disables fal's own retries of the job." }),
 });
