@@ -53,6 +53,7 @@ export const errors = {
     415,
     'Content-Type "%s" is not supported; send application/json',
   ),
+  UnsupportedEncoding: define('UNSUPPORTED_MEDIA_TYPE', 415, 'Content-Encoding "%s" is not supported; send the body uncompressed'),
   UpstreamAuthFailed: define(
     'UPSTREAM_AUTH_FAILED',
     502,

@@ -172,6 +172,18 @@ describe('multipart submit', () => {
     expectAccepted(answer, { ...SEED_FIELDS, image_url: dataUri(type, bytes) });
   });
 
+  it('a compressed form (Content-Encoding: gzip) → 415, nothing queued', async () => {
+    const { gzipSync } = await import('node:zlib');
+    const encoded = new Response(form(SEED_PARTS, { bytes: PNG }));
+    const res = await fetch(`${stack.url}${SUBMIT}`, {
+      method: 'POST',
+      headers: { ...stack.bearer('team-a'), 'content-type': encoded.headers.get('content-type')!, 'content-encoding': 'gzip' },
+      body: gzipSync(Buffer.from(await encoded.arrayBuffer())),
+    });
+    expect(res.status).toBe(415);
+    expect(((await res.json()) as { error_type: string }).error_type).toBe('unsupported_media_type');
+  });
+
   it('the fal-compatible path accepts the same multipart body', async () => {
     const answer = await post(stack, form(SEED_PARTS, { bytes: PNG }), { path: FAL_SUBMIT });
     expectAccepted(answer, { ...SEED_FIELDS, image_url: dataUri('png', PNG) });

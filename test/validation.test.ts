@@ -386,6 +386,21 @@ describe('POST /v1/image-to-image: bodies that are not a JSON object', () => {
     expectAccepted(await send(undefined, { raw: `\ufeff${JSON.stringify(SEED_REQUEST)}` }), SEED_REQUEST);
   });
 
+  it('a compressed body (Content-Encoding: gzip) → 415 saying to send it uncompressed, not a JSON error quoting bytes', async () => {
+    const { gzipSync } = await import('node:zlib');
+    for (const encoding of ['gzip', 'br']) {
+      const res = await fetch(`${stack.url}${SUBMIT}`, {
+        method: 'POST',
+        headers: { ...json, ...stack.bearer('team-a'), 'content-encoding': encoding },
+        body: gzipSync(JSON.stringify(SEED_REQUEST)),
+      });
+      expect(res.status).toBe(415);
+      expect(await res.json()).toEqual({ detail: `Content-Encoding "${encoding}" is not supported; send the body uncompressed`, error_type: 'unsupported_media_type' });
+    }
+    // identity is no encoding at all.
+    expectAccepted(await send(SEED_REQUEST, { headers: { 'content-encoding': 'identity' } }), SEED_REQUEST);
+  });
+
   it('content-type text/plain → 415 unsupported_media_type', async () => {
     const answer = await send(undefined, { raw: JSON.stringify(SEED_REQUEST), headers: { 'content-type': 'text/plain' } });
     expect(answer.status).toBe(415);

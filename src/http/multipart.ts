@@ -5,6 +5,7 @@ import { jsonSchemaTransform } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import { errors, RequestValidationError, type FalValidationEntry } from '../errors.js';
 import { MODEL_ID } from '../model.js';
+import { unsupportedEncoding } from './content-encoding.js';
 import { ModelInput } from '../schemas/model-input.js';
 
 export interface MultipartOptions {
@@ -257,6 +258,11 @@ export async function registerMultipartSubmit(app: FastifyInstance, options: Mul
     }
     if (request.method !== 'POST' || !SUBMIT_URLS.has(request.routeOptions.url ?? '')) {
       done(new errors.UnsupportedMediaType(request.headers['content-type'] ?? '(none)'));
+      return;
+    }
+    const encoded = unsupportedEncoding(request.headers);
+    if (encoded) {
+      done(encoded);
       return;
     }
     readForm(request, maxFileBytes).then((body) => {

@@ -1,0 +1,13 @@
+import type { IncomingHttpHeaders } from 'node:http';
+import { errors } from '../errors.js';
+
+/**
+ * The gateway reads request bodies as sent: a compressed one (Content-Encoding: gzip, br, ...)
+ * would be parsed as garbage and answered with a confusing JSON error quoting binary bytes.
+ * It is refused instead, with a 415 that says what to do.
+ */
+export function unsupportedEncoding(headers: IncomingHttpHeaders): Error | undefined {
+  const encoding = headers['content-encoding'];
+  if (encoding === undefined || /^\s*(identity)?\s*$/i.test(encoding)) return undefined;
+  return new errors.UnsupportedEncoding(encoding.slice(0, 64));
+}
