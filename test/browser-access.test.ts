@@ -136,7 +136,7 @@ describe('browser access: CORS per tenant and short-lived tokens', () => {
     }
   });
 
-  it('refuses expired, forged, tampered and foreign-secret tokens with the same 401', async () => {
+  it('refuses expired, forged, tampered and foreign-secret tokens with a 401; only our own expired token is told so', async () => {
     const longAgo = new TokenIssuer(SECRET, () => Date.now() - 2 * 3_600_000);
     const expired = (await longAgo.issue('team-a', 60)).token;
     const foreign = (await new TokenIssuer('another-secret-another-secret-another-secret').issue('team-a', 600)).token;
@@ -145,10 +145,18 @@ describe('browser access: CORS per tenant and short-lived tokens', () => {
     const elevated = Buffer.from(JSON.stringify({ ...JSON.parse(Buffer.from(payload!, 'base64url').toString()), sub: 'team-b' })).toString('base64url');
     const unsigned = `${Buffer.from(JSON.stringify({ alg: 'none', typ: 'JWT' })).toString('base64url')}.${payload}.`;
     const unknownTenant = (await new TokenIssuer(SECRET).issue('team-gone', 600)).token;
-    for (const token of [expired, foreign, `${header}.${elevated}.${signature}`, unsigned, unknownTenant]) {
+    const expiredForeign = (await new TokenIssuer('another-secret-another-secret-another-secret', () => Date.now() - 2 * 3_600_000).issue('team-a', 60)).token;
+    const detailOf = async (token: string) => {
       const res = await fetch(`${stack.url}/v1/requests/x/status`, { headers: { authorization: `Bearer ${token}` } });
       expect(res.status).toBe(401);
-      expect(((await res.json()) as { error_type: string }).error_type).toBe('unauthorized');
+      const body = (await res.json()) as { error_type: string; detail: string };
+      expect(body.error_type).toBe('unauthorized');
+      return body.detail;
+    };
+    expect(await detailOf(expired)).toBe('The browser token has expired: get a new one (POST /v1/tokens) and retry');
+    // Anything not signed for this deployment learns nothing, expired or not.
+    for (const token of [foreign, expiredForeign, `${header}.${elevated}.${signature}`, unsigned, unknownTenant]) {
+      expect(await detailOf(token)).toMatch(/^A valid API key is required/);
     }
     // A page on an allowed origin can read that its token expired (and renew it); other origins cannot.
     const fromApp = await fetch(`${stack.url}/v1/requests/x/status`, { headers: { authorization: `Bearer ${expired}`, origin: APP } });

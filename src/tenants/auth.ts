@@ -70,11 +70,11 @@ export function decorateAuth(app: FastifyInstance): void {
 }
 
 /** Settles who the caller is: 401 without a tenant, 403 from an origin the tenant does not allow. */
-function accept(request: FastifyRequest, reply: FastifyReply, tenant: Tenant | undefined, credential: 'key' | 'token', options: AuthOptions): void {
-  if (!tenant) {
+function accept(request: FastifyRequest, reply: FastifyReply, tenant: Tenant | undefined | 'expired', credential: 'key' | 'token', options: AuthOptions): void {
+  if (!tenant || tenant === 'expired') {
     reply.header('www-authenticate', 'Bearer realm="fal-gateway"');
     corsForRefusal(request, reply, options.registry());
-    throw new errors.Unauthorized();
+    throw tenant === 'expired' ? new errors.TokenExpired() : new errors.Unauthorized();
   }
   checkOrigin(request, reply, tenant, options.publicBaseUrl, options.registry());
   request.tenant = tenant;
@@ -82,10 +82,11 @@ function accept(request: FastifyRequest, reply: FastifyReply, tenant: Tenant | u
   addLogBindings(request, credential === 'token' ? { tenant: tenant.id, credential } : { tenant: tenant.id });
 }
 
-/** A browser token's tenant, once its signature and claims check out. */
-async function tenantOfToken(token: string, tokens: TokenIssuer, registry: () => TenantRegistry): Promise<Tenant | undefined> {
-  const tenantId = await tokens.verify(token);
-  const tenant = tenantId === undefined ? undefined : registry().findById(tenantId);
+/** A browser token's tenant, once its signature and claims check out (or that it has expired). */
+async function tenantOfToken(token: string, tokens: TokenIssuer, registry: () => TenantRegistry): Promise<Tenant | undefined | 'expired'> {
+  const verified = await tokens.verify(token);
+  if (verified === 'expired') return verified;
+  const tenant = verified === undefined ? undefined : registry().findById(verified.tenantId);
   // A tenant whose keys were all removed is disabled: its tokens stop working too.
   return tenant && tenant.keyDigests.length > 0 ? tenant : undefined;
 }

@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { jwtVerify, SignJWT } from 'jose';
+import { errors as joseErrors, jwtVerify, SignJWT } from 'jose';
 
 export const MIN_TOKEN_TTL_SECONDS = 60;
 export const MAX_TOKEN_TTL_SECONDS = 3_600;
@@ -42,8 +42,12 @@ export class TokenIssuer {
     return { token, expiresAt: new Date(expiresAt * 1000) };
   }
 
-  /** The tenant id a valid, unexpired token names; undefined for anything else. */
-  async verify(token: string): Promise<string | undefined> {
+  /**
+   * The tenant id a valid, unexpired token names, or `expired` for a token of this deployment
+   * (signature and audience checked) whose time is up, so a page can be told to get a new one;
+   * undefined for anything else.
+   */
+  async verify(token: string): Promise<{ tenantId: string } | 'expired' | undefined> {
     try {
       const { payload } = await jwtVerify(token, this.key, {
         algorithms: ['HS256'],
@@ -51,9 +55,10 @@ export class TokenIssuer {
         requiredClaims: ['sub', 'exp'],
         audience: this.audience,
       });
-      return payload.scope === 'browser' ? payload.sub : undefined;
-    } catch {
-      return undefined;
+      return payload.scope === 'browser' && payload.sub !== undefined ? { tenantId: payload.sub } : undefined;
+    } catch (err) {
+      // jose checks the signature and the audience before the expiry: only our own tokens get here.
+      return err instanceof joseErrors.JWTExpired && err.payload.scope === 'browser' ? 'expired' : undefined;
     }
   }
 }
