@@ -38,7 +38,9 @@ async function main(): Promise<void> {
   }
 
   // SIGHUP reloads the tenants file: it must not also start a shutdown.
-  closeWithGrace({ delay: config.SHUTDOWN_GRACE_MS, skip: ['SIGHUP'] }, async ({ signal, err }) => {
+  // Its own messages (a second signal, the budget running out) go to the log as JSON lines too.
+  const shutdownLog = { error: (what: unknown) => app.log.error(what instanceof Error ? { err: what } : { detail: String(what) }, 'shutdown') };
+  closeWithGrace({ delay: config.SHUTDOWN_GRACE_MS, skip: ['SIGHUP'], logger: shutdownLog }, async ({ signal, err }) => {
     if (err) app.log.error({ err }, 'shutting down after an error');
     else app.log.info({ signal }, 'shutting down: finishing in-flight requests');
     app.startDraining();

@@ -134,4 +134,57 @@ describe('graceful shutdown', () => {
     expect(stoppedAt - sigtermAt).toBeLessThan(3_000);
     expect(output).not.toContain(UPSTREAM_TOKEN);
   }, 60_000);
+
+  it('exits 1 when the budget runs out with a request still running, saying so in a JSON log line', async () => {
+    const hanging = await startFaultyUpstream();
+    hanging.setHandler(() => {
+      // Never answers: the submit is still running when the budget ends.
+    });
+    const key = newKey();
+    const dir = await mkdtemp(join(tmpdir(), 'shutdown-'));
+    const tenantsFile = join(dir, 'tenants.json');
+    await writeFile(tenantsFile, JSON.stringify({ tenants: [{ id: 'team-a', keys: [digestKey(key)] }] }));
+    const port = await freePort();
+    const server = spawn(process.execPath, ['--import', 'tsx', 'src/server.ts'], {
+      cwd: new URL('..', import.meta.url),
+      env: {
+        PATH: process.env.PATH,
+        PORT: String(port),
+        HOST: '127.0.0.1',
+        UPSTREAM_TOKEN,
+        UPSTREAM_BASE_URL: hanging.url,
+        TENANTS_FILE: tenantsFile,
+        SHUTDOWN_DRAIN_DELAY_MS: '0',
+        SHUTDOWN_GRACE_MS: '500',
+      },
+    });
+    try {
+      let stdout = '';
+      let stderr = '';
+      server.stdout.on('data', (d) => (stdout += d));
+      server.stderr.on('data', (d) => (stderr += d));
+      const exited = new Promise<number | null>((resolve) => server.on('exit', (code) => resolve(code)));
+      const deadline = Date.now() + 20_000;
+      while (!stdout.includes('fal gateway ready')) {
+        if (Date.now() > deadline || server.exitCode !== null) throw new Error(`server did not start:\n${stdout}${stderr}`);
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      const pending = request(`http://127.0.0.1:${port}/v1/image-to-image`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+        body: JSON.stringify(SEED_REQUEST),
+      }).catch(() => undefined);
+      while (hanging.requests.length === 0) await new Promise((r) => setTimeout(r, 20));
+      server.kill('SIGTERM');
+      expect(await exited).toBe(1);
+      await pending;
+      const lines = stdout.trim().split('\n');
+      for (const line of lines) expect(() => JSON.parse(line), line).not.toThrow();
+      expect(lines.some((line) => line.includes('killed by timeout (500ms)'))).toBe(true);
+      expect(stderr).toBe('');
+    } finally {
+      server.kill('SIGKILL');
+      await hanging.close();
+    }
+  }, 30_000);
 });
