@@ -17,6 +17,29 @@ import { freePort } from './support/redis.js';
  * Everything sent before and during the drain, including a request still running when the
  * listener closes, is answered; nothing is reset or refused. The process exits 0.
  */
+/** The real server process with `env`, its output gathered; resolves once it says it is ready. */
+async function startServer(env: Record<string, string>) {
+  const key = newKey();
+  const dir = await mkdtemp(join(tmpdir(), 'shutdown-'));
+  const tenantsFile = join(dir, 'tenants.json');
+  await writeFile(tenantsFile, JSON.stringify({ tenants: [{ id: 'team-a', keys: [digestKey(key)], limits: { submit: { max: 100000, timeWindow: 60000 } } }] }));
+  const port = await freePort();
+  const server = spawn(process.execPath, ['--import', 'tsx', 'src/server.ts'], {
+    cwd: new URL('..', import.meta.url),
+    env: { PATH: process.env.PATH, PORT: String(port), HOST: '127.0.0.1', UPSTREAM_TOKEN, TENANTS_FILE: tenantsFile, ...env },
+  });
+  const output = { stdout: '', stderr: '' };
+  server.stdout.on('data', (d) => (output.stdout += d));
+  server.stderr.on('data', (d) => (output.stderr += d));
+  const exited = new Promise<number | null>((resolve) => server.on('exit', (code) => resolve(code)));
+  const deadline = Date.now() + 20_000;
+  while (!output.stdout.includes('fal gateway ready')) {
+    if (Date.now() > deadline || server.exitCode !== null) throw new Error(`server did not start:\n${output.stdout}${output.stderr}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return { server, key, base: `http://127.0.0.1:${port}`, output, exited };
+}
+
 describe('graceful shutdown', () => {
   let upstream: FaultyUpstream;
   afterAll(() => upstream?.close());
@@ -29,35 +52,11 @@ describe('graceful shutdown', () => {
         res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ status: 'IN_QUEUE', request_id: randomUUID(), queue_position: 0 }));
       }, body.includes('slow job') ? 4_000 : 150);
     });
-    const key = newKey();
-    const dir = await mkdtemp(join(tmpdir(), 'shutdown-'));
-    const tenantsFile = join(dir, 'tenants.json');
-    await writeFile(tenantsFile, JSON.stringify({ tenants: [{ id: 'team-a', keys: [digestKey(key)], limits: { submit: { max: 100000, timeWindow: 60000 } } }] }));
-    const port = await freePort();
-    const server = spawn(process.execPath, ['--import', 'tsx', 'src/server.ts'], {
-      cwd: new URL('..', import.meta.url),
-      env: {
-        PATH: process.env.PATH,
-        PORT: String(port),
-        HOST: '127.0.0.1',
-        UPSTREAM_TOKEN,
-        UPSTREAM_BASE_URL: upstream.url,
-        TENANTS_FILE: tenantsFile,
-        SHUTDOWN_DRAIN_DELAY_MS: '3000',
-        SHUTDOWN_GRACE_MS: '5000',
-      },
+    const { server, key, base, output: streams, exited } = await startServer({
+      UPSTREAM_BASE_URL: upstream.url,
+      SHUTDOWN_DRAIN_DELAY_MS: '3000',
+      SHUTDOWN_GRACE_MS: '5000',
     });
-    let output = '';
-    server.stdout.on('data', (d) => (output += d));
-    server.stderr.on('data', (d) => (output += d));
-    const exited = new Promise<number | null>((resolve) => server.on('exit', (code) => resolve(code)));
-    const deadline = Date.now() + 20_000;
-    while (!output.includes('fal gateway ready')) {
-      if (Date.now() > deadline || server.exitCode !== null) throw new Error(`server did not start:\n${output}`);
-      await new Promise((r) => setTimeout(r, 50));
-    }
-
-    const base = `http://127.0.0.1:${port}`;
     const agent = new Agent({ connections: 16, keepAliveTimeout: 30_000 });
     const outcomes: Array<{ at: number; status?: number; error?: string }> = [];
     let sigtermAt = Infinity;
@@ -113,6 +112,7 @@ describe('graceful shutdown', () => {
     const slowOutcome = await slow;
     const code = await exited;
     await agent.close();
+    const output = streams.stdout + streams.stderr;
 
     const errors = outcomes.filter((o) => o.error);
     const answered = outcomes.filter((o) => o.status !== undefined);
@@ -140,36 +140,9 @@ describe('graceful shutdown', () => {
     hanging.setHandler(() => {
       // Never answers: the submit is still running when the budget ends.
     });
-    const key = newKey();
-    const dir = await mkdtemp(join(tmpdir(), 'shutdown-'));
-    const tenantsFile = join(dir, 'tenants.json');
-    await writeFile(tenantsFile, JSON.stringify({ tenants: [{ id: 'team-a', keys: [digestKey(key)] }] }));
-    const port = await freePort();
-    const server = spawn(process.execPath, ['--import', 'tsx', 'src/server.ts'], {
-      cwd: new URL('..', import.meta.url),
-      env: {
-        PATH: process.env.PATH,
-        PORT: String(port),
-        HOST: '127.0.0.1',
-        UPSTREAM_TOKEN,
-        UPSTREAM_BASE_URL: hanging.url,
-        TENANTS_FILE: tenantsFile,
-        SHUTDOWN_DRAIN_DELAY_MS: '0',
-        SHUTDOWN_GRACE_MS: '500',
-      },
-    });
+    const { server, key, base, output, exited } = await startServer({ UPSTREAM_BASE_URL: hanging.url, SHUTDOWN_DRAIN_DELAY_MS: '0', SHUTDOWN_GRACE_MS: '500' });
     try {
-      let stdout = '';
-      let stderr = '';
-      server.stdout.on('data', (d) => (stdout += d));
-      server.stderr.on('data', (d) => (stderr += d));
-      const exited = new Promise<number | null>((resolve) => server.on('exit', (code) => resolve(code)));
-      const deadline = Date.now() + 20_000;
-      while (!stdout.includes('fal gateway ready')) {
-        if (Date.now() > deadline || server.exitCode !== null) throw new Error(`server did not start:\n${stdout}${stderr}`);
-        await new Promise((r) => setTimeout(r, 50));
-      }
-      const pending = request(`http://127.0.0.1:${port}/v1/image-to-image`, {
+      const pending = request(`${base}/v1/image-to-image`, {
         method: 'POST',
         headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
         body: JSON.stringify(SEED_REQUEST),
@@ -178,10 +151,10 @@ describe('graceful shutdown', () => {
       server.kill('SIGTERM');
       expect(await exited).toBe(1);
       await pending;
-      const lines = stdout.trim().split('\n');
+      const lines = output.stdout.trim().split('\n');
       for (const line of lines) expect(() => JSON.parse(line), line).not.toThrow();
       expect(lines.some((line) => line.includes('killed by timeout (500ms)'))).toBe(true);
-      expect(stderr).toBe('');
+      expect(output.stderr).toBe('');
     } finally {
       server.kill('SIGKILL');
       await hanging.close();
