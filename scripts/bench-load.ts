@@ -69,6 +69,10 @@ export async function drive(spec: LoadSpec): Promise<LoadRun> {
   let badBodies = 0;
   let next = 0;
   const started = performance.now();
+  // autocannon ends a run on its once-a-second sampling tick, not when the last answer arrives:
+  // its own duration (and ours, measured to its callback) would round each run up to a whole
+  // second. A run lasts until its last answer.
+  let lastAnswerAt = started;
   let timer: NodeJS.Timeout | undefined;
   const result = await new Promise<autocannon.Result>((resolve, reject) => {
     const instance = autocannon(
@@ -96,13 +100,14 @@ export async function drive(spec: LoadSpec): Promise<LoadRun> {
     );
     instance.on('response', (_client, _status, _bytes, responseTime) => {
       latencies.push(responseTime);
+      lastAnswerAt = performance.now();
     });
     timer = setTimeout(() => instance.stop(), spec.deadlineMs);
   }).finally(() => clearTimeout(timer));
   const statusCodes = Object.fromEntries(Object.entries(result.statusCodeStats ?? {}).map(([code, stat]) => [code, stat.count ?? 0]));
   return {
     latencies,
-    seconds: (performance.now() - started) / 1000,
+    seconds: (lastAnswerAt - started) / 1000,
     errors: result.errors,
     timeouts: result.timeouts,
     non2xx: result.non2xx,

@@ -196,7 +196,7 @@ export function renderMarkdown(r: BenchResults): string {
     '',
     `Gateway/baseline CPU per request, round by round (each gateway round against the baseline round next to it): submit ${r.submit.cpuRatioByRound.map((x) => `${fixed(x, 2)}x`).join(', ')}; status ${r.status.cpuRatioByRound.map((x) => `${fixed(x, 2)}x`).join(', ')}.`,
     '',
-    `Upstream status calls during the gateway's status phase: ${fixed(r.upstream.callsPer1000Reads, 1)} per 1,000 reads. ` +
+    `Upstream status calls while 100 clients polled ${r.upstream.jobs} jobs through the gateway for ${fixed(r.upstream.seconds, 1)} s: ${fixed(r.upstream.callsPer1000Reads, 1)} per 1,000 reads. ` +
       `Memory per tracked job: ${r.memory.measured.join('; ')}; ${fixed(r.memory.rssBytesPer100kJobs / 2 ** 20, 1)} MiB RSS per 100,000 jobs.`,
     '',
   ].join('\n');

@@ -122,7 +122,10 @@ describe('bench: a tiny run of npm run bench', () => {
     };
     for (const [figure, value] of Object.entries(others)) expect(positive(value), `${figure} = ${value}`).toBe(true);
     expect(Number.isFinite(results.gatewayHeap.heapBytesPerSubmittedJob)).toBe(true);
-    expect(results.upstream.statusReads).toBe(results.settings.status.requests);
+    // The upstream calls are counted over one continuous polling run of about a second at this
+    // scale, as many reads as the gateway served per second in the status rounds.
+    expect(results.upstream.statusReads).toBe(Math.round(results.status.gateway.requestsPerSecond));
+    expect(results.upstream.jobs).toBe(10);
     expect(results.memory.jobs).toBe(100_000);
   });
 
@@ -250,5 +253,35 @@ describe('bench:ab: two builds of the gateway, taking turns', () => {
     const usage = await runBench({}, 'scripts/bench-ab.ts', []);
     expect(usage.code).toBe(1);
     expect(usage.stderr).toContain('usage: npm run bench:ab -- <dist-a> <dist-b>');
+  });
+});
+
+describe('bench: the load driver', () => {
+  it('times a run to its last answer, not to autocannon\'s once-a-second tick', async () => {
+    const { createServer } = await import('node:http');
+    const { drive } = await import('../scripts/bench-load.js');
+    // Three answers of 100 ms each, one after the other: about 0.3 s of work.
+    const server = createServer((_req, res) => setTimeout(() => res.end('{"ok":true}'), 100));
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    try {
+      const { port } = server.address() as import('node:net').AddressInfo;
+      const run = await drive({
+        url: `http://127.0.0.1:${port}`,
+        connections: 1,
+        amount: 3,
+        method: 'GET',
+        headers: {},
+        paths: ['/'],
+        accept: (body) => body.includes('"ok"'),
+        deadlineMs: 10_000,
+      });
+      expect(run.latencies).toHaveLength(3);
+      expect(run.badBodies).toBe(0);
+      expect(run.seconds).toBeGreaterThanOrEqual(0.3);
+      // autocannon's own end comes at its first sampling tick, a whole second after the start.
+      expect(run.seconds).toBeLessThan(0.9);
+    } finally {
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    }
   });
 });
