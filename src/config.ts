@@ -170,7 +170,7 @@ const schema = z.object({
     .string()
     .min(32, { error: 'must be at least 32 characters (e.g. openssl rand -base64 48)' })
     .optional()
-    .describe('Secret that signs short-lived browser tokens (POST /v1/tokens). Unset: tokens are disabled. Never logged.'),
+    .describe('Secret that signs short-lived browser tokens (POST /v1/tokens), 32+ characters. Unset: tokens are disabled. Never logged.'),
   STATUS_CACHE_MS: int(0, 60_000)
     .default(300)
     .describe('How long a non-terminal status (IN_QUEUE, IN_PROGRESS) is served from memory before asking upstream again (ms); concurrent reads of one job always share one upstream call. 0: no cache.'),
@@ -189,10 +189,10 @@ const schema = z.object({
   METRICS_ENABLED: boolean.default(true).describe('Serve Prometheus metrics at GET /metrics.'),
   METRICS_TOKEN: headerSafe(z.string().min(16, { error: 'must be at least 16 characters' }))
     .optional()
-    .describe('When set, GET /metrics requires `Authorization: Bearer <METRICS_TOKEN>`. Unset: /metrics is open (keep it off the public network). Never logged.'),
+    .describe('When set (16+ characters), GET /metrics requires `Authorization: Bearer <METRICS_TOKEN>`. Unset: /metrics is open (keep it off the public network). Never logged.'),
   ADMIN_TOKEN: headerSafe(z.string().min(32, { error: 'must be at least 32 characters (e.g. openssl rand -base64 48)' }))
     .optional()
-    .describe('Bearer token of the operators: GET /v1/usage with it sees every tenant. Unset: no admin access. Never logged.'),
+    .describe('Bearer token of the operators (32+ characters): GET /v1/usage with it sees every tenant. Unset: no admin access. Never logged.'),
   USAGE_RETENTION_DAYS: int(1, 3_660)
     .default(400)
     .describe('How long per-tenant daily usage is kept (days).'),

@@ -1,3 +1,5 @@
+import { existsSync } from 'node:fs';
+import { resolve } from 'node:path';
 import closeWithGrace from 'close-with-grace';
 import { createLogDestination } from './log-destination.js';
 import { buildApp } from './app.js';
@@ -13,7 +15,13 @@ import { TenantsFileError } from './tenants/tenants-file.js';
 async function main(): Promise<void> {
   let config;
   let snapshot;
+  // A .env in the working directory (made from .env.example) is read, as `npm start` and
+  // `npm run dev` are expected to; a variable set in the environment wins over the file. The
+  // Docker image has none: it takes its settings from the environment alone.
+  const envFile = resolve('.env');
+  const readEnvFile = existsSync(envFile);
   try {
+    if (readEnvFile) process.loadEnvFile(envFile);
     config = parseConfig(process.env);
     snapshot = await readTenantsSnapshot(config.TENANTS_FILE);
   } catch (err) {
@@ -30,6 +38,7 @@ async function main(): Promise<void> {
   // Every exit, including a forced one after the shutdown grace period, writes what is buffered.
   process.once('exit', () => stdout.flushSync());
   const app = await buildApp({ config, tenants, logStream: stdout.stream });
+  if (readEnvFile) app.log.info({ file: envFile }, 'settings read from .env (variables set in the environment win)');
   const reloader = attachTenantsReloader(app, { file: config.TENANTS_FILE, watch: config.TENANTS_WATCH, appliedDigest: snapshot.digest });
   process.on('SIGHUP', () => void reloader.reload('signal'));
   if (tenants.length === 0) app.log.warn({ file: config.TENANTS_FILE }, 'the tenants file lists no tenant: every call will be 401');

@@ -1,5 +1,9 @@
 import { execFile } from 'node:child_process';
 import { readFileSync } from 'node:fs';
+import { mkdtemp, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
 import { ConfigError, configSchema, describeConfig, parseConfig } from '../src/config.js';
@@ -7,10 +11,12 @@ import { ConfigError, configSchema, describeConfig, parseConfig } from '../src/c
 const run = promisify(execFile);
 const required = { UPSTREAM_TOKEN: 'secret-token', TENANTS_FILE: '/etc/tenants.json' };
 
-/** Runs the real entry point with only `env` (and PATH); it is expected to stop at start. */
-function startServer(env: Record<string, string>): Promise<{ code: number; stderr: string }> {
-  return run(process.execPath, ['--import', 'tsx', 'src/server.ts'], {
-    cwd: new URL('..', import.meta.url),
+/** Runs the real entry point with only `env` (and PATH), in `cwd`; it is expected to stop at start. */
+function startServer(env: Record<string, string>, cwd: string | URL = new URL('..', import.meta.url)): Promise<{ code: number; stderr: string }> {
+  // tsx by its own path: `--import tsx` resolves from the working directory, which may be elsewhere.
+  const tsx = new URL('../node_modules/tsx/dist/loader.mjs', import.meta.url).href;
+  return run(process.execPath, ['--import', tsx, fileURLToPath(new URL('../src/server.ts', import.meta.url))], {
+    cwd,
     env: { PATH: process.env.PATH, ...env },
   }).then(
     () => ({ code: 0, stderr: '' }),
@@ -144,6 +150,16 @@ describe('configuration', () => {
     expect(result.stderr).toContain('PORT: must be an integer');
     expect(result.stderr).toContain('UPSTREAM_TOKEN: is required');
     expect(result.stderr).not.toMatch(/\n\s+at /);
+  });
+
+  it('reads a .env in the working directory, the environment winning over it', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'env-file-'));
+    await writeFile(join(dir, '.env'), 'UPSTREAM_TOKEN=from-the-file\nTENANTS_FILE=/nonexistent/from-file.json\n');
+    const result = await startServer({ TENANTS_FILE: '/nonexistent/from-env.json' }, dir);
+    expect(result.code).toBe(1);
+    // The token came from the file (no "is required"); the tenants file from the environment.
+    expect(result.stderr).not.toContain('UPSTREAM_TOKEN');
+    expect(result.stderr).toContain('Invalid tenants file /nonexistent/from-env.json');
   });
 
   it('stops the server at start when the tenants file is missing', async () => {

@@ -26,6 +26,12 @@ describe('deploy/docker-compose.yml', () => {
     expect(read('nginx.conf')).toMatch(/server gateway-a:3000[\s\S]*server gateway-b:3000/);
   });
 
+  it('keeps /metrics off the load balancer: it is open without METRICS_TOKEN, and per replica', () => {
+    const gateways = Object.entries(compose.services).filter(([name]) => name.startsWith('gateway'));
+    for (const [, service] of gateways) expect(service.environment?.METRICS_TOKEN).toBeUndefined();
+    expect(read('nginx.conf')).toMatch(/location = \/metrics \{\s*return 404;\s*\}/);
+  });
+
   it('mounts an example tenants file the gateway accepts', () => {
     expect(parseTenants(JSON.parse(read('tenants.example.json')))).toHaveLength(1);
   });

@@ -56,7 +56,7 @@ export async function registerDocsUi(app: FastifyInstance): Promise<void> {
   await app.register(swaggerUi, {
     routePrefix: '/docs',
     uiConfig: { persistAuthorization: true, tryItOutEnabled: true, displayRequestDuration: true },
-    // Swagger UI's own CSP (hashes of its inline code), minus the upgrade to https, which would
+    // Swagger UI's own CSP (its scripts and styles from the gateway only), minus the upgrade to https, which would
     // break a gateway served over plain http on an internal network.
     staticCSP: true,
     transformStaticCSP: (header) => header.replace(/\s*upgrade-insecure-requests;?/, ''),
