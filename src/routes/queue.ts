@@ -37,10 +37,12 @@ const errorsFor = (...codes: number[]) =>
   Object.fromEntries(codes.map((code) => [code, ErrorEnvelope.describe(ERROR_TEXT[code] ?? 'Error')]));
 const ERROR_TEXT: Record<number, string> = {
   400: 'Bad request',
-  401: 'Missing or unknown API key',
+  401: 'Missing or unknown API key, or an invalid or expired browser token',
+  403: 'A browser origin this tenant does not allow (origin_not_allowed)',
   404: 'No such request for this tenant',
-  413: 'Body too large',
-  415: 'Body is not JSON',
+  409: 'A submit with the same Idempotency-Key is still in flight (see Retry-After)',
+  413: 'Body too large (payload_too_large), or an uploaded image over the limit (image_too_large)',
+  415: 'Body is neither JSON nor a form, or is compressed',
   422: 'Validation failed: one entry per problem',
   429: 'Rate limit exceeded (see Retry-After)',
   500: 'The job may have been queued but the gateway cannot confirm it (submit_outcome_unknown, ownership_not_recorded): do not resubmit blindly',
@@ -89,7 +91,7 @@ export function submitRoutes(app: FastifyInstance, deps: QueueRouteDeps): void {
           body: ModelInput,
           response: {
             200: SubmitResponse.describe('Queued: poll status_url, then fetch response_url'),
-            ...errorsFor(400, 401, 413, 415, 422, 429, 500, 502, 503, 504),
+            ...errorsFor(400, 401, 403, 409, 413, 415, 422, 429, 500, 502, 503, 504),
           },
         },
       },
@@ -129,7 +131,7 @@ export function queueRoutes(app: FastifyInstance, deps: QueueRouteDeps): void {
           response: {
             200: QueueStatus.describe('COMPLETED: fetch response_url for the result'),
             202: QueueStatus.describe('IN_QUEUE (with queue_position) or IN_PROGRESS (with logs when ?logs=1)'),
-            ...errorsFor(401, 404, 422, 429, 502, 503, 504),
+            ...errorsFor(401, 403, 404, 422, 429, 502, 503, 504),
           },
         },
       },
@@ -171,7 +173,7 @@ export function queueRoutes(app: FastifyInstance, deps: QueueRouteDeps): void {
           params: RequestIdParams,
           response: {
             200: ModelOutput.describe('The generated images'),
-            ...errorsFor(401, 404, 429, 502, 503, 504),
+            ...errorsFor(401, 403, 404, 429, 502, 503, 504),
             400: UpstreamErrorBody.describe("Still in progress, or cancelled (fal's body: {detail})"),
             422: UpstreamErrorBody.describe("The model rejected the input (fal's body, as the model answered), or a malformed request id"),
           },
@@ -199,7 +201,7 @@ export function queueRoutes(app: FastifyInstance, deps: QueueRouteDeps): void {
           response: {
             202: CancelResponse.describe('Cancellation requested'),
             400: CancelResponse.describe('The job had already completed'),
-            ...errorsFor(401, 404, 422, 429, 502, 503, 504),
+            ...errorsFor(401, 403, 404, 422, 429, 502, 503, 504),
           },
         },
       },
