@@ -54,6 +54,11 @@ export const errors = {
     415,
     'Content-Type "%s" is not supported; send application/json',
   ),
+  UnsupportedSubmitMediaType: define(
+    'UNSUPPORTED_MEDIA_TYPE',
+    415,
+    'Content-Type "%s" is not supported; send application/json, or multipart/form-data with an image file',
+  ),
   UnsupportedEncoding: define('UNSUPPORTED_MEDIA_TYPE', 415, 'Content-Encoding "%s" is not supported; send the body uncompressed'),
   UpstreamAuthFailed: define(
     'UPSTREAM_AUTH_FAILED',

@@ -1,14 +1,18 @@
 import type { FastifyError, FastifyInstance } from 'fastify';
 import { errors, errorTypeOf, RequestValidationError } from '../errors.js';
 import type { ErrorEnvelope } from '../schemas/error.js';
+import { SUBMIT_URLS } from './multipart.js';
 
 /** Fastify's own request errors, translated into the gateway's. */
-function fromFastify(err: FastifyError, bodyLimit: number, contentType: unknown): Error | undefined {
+function fromFastify(err: FastifyError, bodyLimit: number, contentType: unknown, route: string | undefined): Error | undefined {
   switch (err.code) {
     case 'FST_ERR_CTP_BODY_TOO_LARGE':
       return new errors.PayloadTooLarge(bodyLimit);
-    case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
-      return new errors.UnsupportedMediaType(typeof contentType === 'string' ? contentType : '(none)');
+    case 'FST_ERR_CTP_INVALID_MEDIA_TYPE': {
+      const type = typeof contentType === 'string' ? contentType : '(none)';
+      // The submit routes take a form too: their 415 says so.
+      return route !== undefined && SUBMIT_URLS.has(route) ? new errors.UnsupportedSubmitMediaType(type) : new errors.UnsupportedMediaType(type);
+    }
     case 'FST_ERR_CTP_EMPTY_JSON_BODY':
       return new errors.InvalidJson('the body is empty');
     case 'FST_ERR_CTP_INVALID_JSON_BODY':
@@ -32,7 +36,7 @@ export function registerErrorHandling(app: FastifyInstance, bodyLimit: number): 
       return reply.code(422).send(body);
     }
     const own = typeof raw.code === 'string' && raw.code.startsWith('FGW_');
-    const err = (own ? raw : fromFastify(raw, bodyLimit, request.headers['content-type'])) as FastifyError | undefined;
+    const err = (own ? raw : fromFastify(raw, bodyLimit, request.headers['content-type'], request.routeOptions.url)) as FastifyError | undefined;
     if (!err) {
       request.log.error({ err: raw }, 'unhandled error');
       const internal = new errors.Internal();
