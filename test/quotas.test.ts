@@ -375,6 +375,20 @@ describe('usage', () => {
     expect(one.body.tenants.map((t) => t.tenant_id)).toEqual(['team-b']);
   });
 
+  it("lists every tenant of the tenants file in the admin view, those that used nothing with zeros", async () => {
+    const idle = await startStack({ env: { ADMIN_TOKEN }, tenants: [{ id: 'team-a' }, { id: 'team-idle' }] });
+    try {
+      await post(idle, 'team-a', 1);
+      await idle.app.whenIdle();
+      const admin = await usage(idle, { authorization: `Bearer ${ADMIN_TOKEN}` });
+      expect(admin.body.tenants.map((t) => t.tenant_id)).toEqual(['team-a', 'team-idle']);
+      expect(admin.body.tenants[1]!.days).toEqual([]);
+      expect(admin.body.tenants[1]!.totals).toMatchObject({ submitted: 0, images: 0, completed: 0, failed: 0, cancelled: 0, inference_seconds: 0 });
+    } finally {
+      await idle.close();
+    }
+  });
+
   it('counts a job that ends with an error as failed, with its inference time', async () => {
     const upstream = await startFaultyUpstream();
     upstream.setHandler((req, res) => {

@@ -98,8 +98,11 @@ export async function usageRoutes(app: FastifyInstance, deps: UsageRouteDeps): P
           const rows = await deps.accounting.usage(request.query.tenant, from, to).catch(storeDown);
           const byTenant = new Map<string, UsageRow[]>();
           for (const row of rows) byTenant.set(row.tenantId, [...(byTenant.get(row.tenantId) ?? []), row]);
+          // Every tenant in the tenants file is listed (with zeros when it used nothing), and so is
+          // any tenant the store has counts for (one removed since, say).
+          const ids = request.query.tenant !== undefined ? [request.query.tenant] : deps.auth.registry().tenants.map((t) => t.id);
+          for (const id of ids) if (!byTenant.has(id)) byTenant.set(id, []);
           const tenants = [...byTenant].sort(([a], [b]) => (a < b ? -1 : 1)).map(([id, list]) => tenantReport(id, list));
-          if (request.query.tenant !== undefined && tenants.length === 0) tenants.push(tenantReport(request.query.tenant, []));
           return { from, to, tenants };
         }
         const tenant: Tenant = tenantOf(request);
