@@ -137,9 +137,63 @@ describe('upstream resilience', () => {
     expect((await submit()).status).toBe(200);
     expect(calls('POST')).toBe(5);
   });
+
+  it('does not count callers who hang up on a status stream that is still opening as upstream failures', async () => {
+    await start({ CIRCUIT_BREAKER_THRESHOLD: '2', UPSTREAM_READ_RETRIES: '0', METRICS_ENABLED: 'true' });
+    await ownJob();
+    // The stream takes 400 ms to answer; each caller leaves after 100 ms.
+    upstream.setHandler((req, res) => {
+      if (req.url?.includes('/status/stream')) {
+        setTimeout(() => {
+          if (!res.destroyed) res.writeHead(200, { 'content-type': 'text/event-stream' }).end();
+        }, 400);
+        return;
+      }
+      res.writeHead(202, { 'content-type': 'application/json' }).end(JSON.stringify({ status: 'IN_QUEUE', request_id: ID, queue_position: 0 }));
+    });
+    for (let i = 0; i < 4; i++) {
+      await fetch(`${url}/v1/requests/${ID}/status/stream?logs=${i % 2}`, { headers: auth, signal: AbortSignal.timeout(100) }).catch(() => undefined);
+      await new Promise((r) => setTimeout(r, 150));
+    }
+    await app.whenIdle();
+    const status = await fetch(`${url}/v1/requests/${ID}/status`, { headers: auth });
+    expect(status.status).toBe(202);
+    const metrics = await (await fetch(`${url}/metrics`)).text();
+    expect(metrics).toContain('fal_gateway_circuit_state 0');
+    expect(metrics).toMatch(/fal_gateway_upstream_calls_total\{operation="stream",outcome="aborted"\} [1-9]/);
+  });
+
+  it('ends a half-open probe whose answer is over the size limit, so the next call can probe', async () => {
+    await start({ CIRCUIT_BREAKER_THRESHOLD: '1', CIRCUIT_BREAKER_COOLDOWN_MS: '300', UPSTREAM_READ_RETRIES: '0', UPSTREAM_MAX_RESPONSE_BYTES: '1024' });
+    await ownJob();
+    upstream.setHandler((_req, res) => failing(503)(res));
+    expect((await fetch(`${url}/v1/requests/${ID}/status`, { headers: auth })).status).toBe(503);
+    await new Promise((r) => setTimeout(r, 350));
+    // The probe: an answer too large to read.
+    upstream.setHandler((_req, res) => res.writeHead(202, { 'content-type': 'application/json' }).end(JSON.stringify({ status: 'IN_QUEUE', pad: 'x'.repeat(4_000) })));
+    const probe = await timed(() => fetch(`${url}/v1/requests/${ID}/status`, { headers: auth }));
+    expect(probe.body.error_type).toBe('upstream_response_too_large');
+    // Not stuck half open: the next call goes upstream (and closes the circuit).
+    upstream.setHandler((_req, res) => res.writeHead(202, { 'content-type': 'application/json' }).end(JSON.stringify({ status: 'IN_QUEUE', request_id: ID, queue_position: 0 })));
+    expect((await fetch(`${url}/v1/requests/${ID}/status`, { headers: auth })).status).toBe(202);
+  });
 });
 
 describe('circuit breaker', () => {
+  it('frees the probe when a call says nothing about the upstream', () => {
+    let now = 0;
+    const breaker = new CircuitBreaker({ threshold: 1, cooldownMs: 1_000, now: () => now });
+    breaker.failure();
+    now = 1_000;
+    breaker.before();
+    expect(() => breaker.before()).toThrow();
+    breaker.release();
+    expect(breaker.state).toBe('half_open');
+    expect(() => breaker.before()).not.toThrow();
+    breaker.success();
+    expect(breaker.state).toBe('closed');
+  });
+
   it('lets one probe through after the cool-down, and reopens when it fails', () => {
     let now = 0;
     const states: string[] = [];

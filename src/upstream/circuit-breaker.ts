@@ -52,6 +52,15 @@ export class CircuitBreaker {
     if (wasOpen) this.options.onStateChange?.('closed');
   }
 
+  /**
+   * The call ended without saying anything about the upstream's health (the caller left while it
+   * was opening, the request could not be built, the answer was over the size limit): the probe,
+   * if it was one, is over, and the next call may probe again. Nothing else changes.
+   */
+  release(): void {
+    this.probing = false;
+  }
+
   failure(): void {
     this.failures++;
     if (this.probing || (this.openedAt === undefined && this.failures >= this.options.threshold)) {

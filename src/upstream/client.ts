@@ -131,7 +131,15 @@ export class UpstreamClient {
       });
     } catch (err) {
       const mapped = mapTransportError(err);
+      // Every subscriber left while it was opening: the upstream did nothing wrong. Counting
+      // that as a failure would let any caller open the circuit for everyone by hanging up.
+      if (signal.aborted) {
+        this.options.breaker?.release();
+        this.reportCall('stream', 'aborted', started);
+        throw mapped;
+      }
       if (isRetryableError(mapped)) this.options.breaker?.failure();
+      else this.options.breaker?.release();
       this.reportCall('stream', errorKind(mapped), started);
       throw mapped;
     }
@@ -202,7 +210,10 @@ export class UpstreamClient {
       try {
         response = await this.send(method, path, extra, body);
       } catch (err) {
+        // Anything else (an answer over the size limit, a request that could not be built) says
+        // nothing about the upstream being down, but must still end a half-open probe.
         if (isRetryableError(err)) breaker?.failure();
+        else breaker?.release();
         throw err;
       }
     } catch (err) {
