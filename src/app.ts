@@ -326,6 +326,9 @@ export async function buildApp(options: AppOptions): Promise<GatewayApp> {
     if (mayUpload(req.headers, authOptions)) res.writeContinue();
     app.server.emit('request', req, res);
   });
+  // One limiter per policy for the whole app: status, result, cancel, streams, tokens and usage
+  // draw from a tenant's one `read` budget (each limiter has a counter store of its own).
+  const readLimit = createPolicyLimiter(app, 'read', config.RATE_LIMIT_ON_STORE_ERROR);
   await app.register(async (tenantScope) => {
     registerAuth(tenantScope, authOptions);
     // Proxy calls whose target was not mapped onto a gateway route (OPTIONS is the preflight).
@@ -337,7 +340,6 @@ export async function buildApp(options: AppOptions): Promise<GatewayApp> {
         throw new errors.ProxyTargetNotAllowed(TARGET_HEADER);
       },
     });
-    const readLimit = createPolicyLimiter(tenantScope, 'read', config.RATE_LIMIT_ON_STORE_ERROR);
     tokenRoutes(tenantScope, { tokens, limit: readLimit, security: SECURITY });
     streamRoutes(tenantScope, {
       upstream,
@@ -378,7 +380,7 @@ export async function buildApp(options: AppOptions): Promise<GatewayApp> {
   await usageRoutes(app, {
     accounting,
     auth: { registry: () => registry, tokens, publicBaseUrl: config.PUBLIC_BASE_URL },
-    readLimit: createPolicyLimiter(app, 'read', config.RATE_LIMIT_ON_STORE_ERROR),
+    readLimit,
     adminToken: config.ADMIN_TOKEN,
     security: SECURITY,
   });

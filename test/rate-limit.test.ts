@@ -46,9 +46,9 @@ describe('per-tenant rate limits', () => {
     expect((await submit(stack, 'team-b')).status).toBe(429);
   });
 
-  it('keeps submit and read budgets apart, and status, result and cancel share the read budget', async () => {
+  it('keeps submit and read budgets apart, and status, result, cancel and usage share the read budget', async () => {
     stack = await startStack({
-      tenants: [{ id: 'team-a', submit: { max: 1, timeWindowMs: 60_000 }, read: { max: 3, timeWindowMs: 60_000 } }],
+      tenants: [{ id: 'team-a', submit: { max: 1, timeWindowMs: 60_000 }, read: { max: 4, timeWindowMs: 60_000 } }],
       // The job stays queued for the whole test, so each read's answer is known in advance.
       sim: { queueMs: 600_000 },
     });
@@ -58,9 +58,11 @@ describe('per-tenant rate limits', () => {
     expect((await fetch(job.status_url!, { headers: auth })).status).toBe(202);
     expect((await fetch(job.response_url!, { headers: auth })).status).toBe(400);
     expect((await fetch(job.cancel_url!, { method: 'PUT', headers: auth })).status).toBe(202);
-    const fourth = await fetch(job.status_url!, { headers: auth });
-    expect(fourth.status).toBe(429);
-    expect(((await fourth.json()) as { detail: string }).detail).toMatch(/read requests \(3 per 1 minute\)/);
+    // Usage reads count against the same budget (they had a counter of their own).
+    expect((await fetch(`${stack.url}/v1/usage`, { headers: auth })).status).toBe(200);
+    const fifth = await fetch(job.status_url!, { headers: auth });
+    expect(fifth.status).toBe(429);
+    expect(((await fifth.json()) as { detail: string }).detail).toMatch(/read requests \(4 per 1 minute\)/);
   });
 
   it('does not count unauthenticated calls against a tenant, and opens a new window when the old one ends', async () => {
