@@ -238,4 +238,22 @@ describe('public URLs', () => {
       }
     }
   });
+
+  it('refuses a forwarded scheme that is not http or https, before anything is queued', async () => {
+    const stack = await startStack({ env: { TRUST_PROXY: 'true' } });
+    try {
+      for (const proto of ['https://evil.example/x?', 'javascript:alert(1)//', 'ftp']) {
+        const res = await fetch(`${stack.url}/v1/image-to-image`, {
+          method: 'POST',
+          headers: { ...json, ...stack.bearer('team-a'), 'x-forwarded-proto': proto },
+          body: JSON.stringify(SEED_REQUEST),
+        });
+        expect(res.status, proto).toBe(400);
+        expect(await res.json()).toEqual({ detail: 'X-Forwarded-Proto must be http or https; the operator can set PUBLIC_BASE_URL', error_type: 'bad_request' });
+      }
+      expect(upstreamCalls(stack).filter((c) => c.method === 'POST')).toEqual([]);
+    } finally {
+      await stack.close();
+    }
+  });
 });
