@@ -70,6 +70,20 @@ describe('input policy', () => {
     expect((await submit('open', { ...SEED_REQUEST, image_url: 'https://anywhere.example.org/x.png' })).status).toBe(200);
   });
 
+  it('refuses URLs that parsers read differently (backslashes, control characters), so an allowed host cannot hide another', async () => {
+    for (const image_url of ['https://storage.googleapis.com\\@evil.com/a.png', 'https://storage.googleapis.com/a\\b.png', 'https://storage.google\tapis.com/a.png', 'https://storage.googleapis.com/a.png\n']) {
+      for (const tenant of ['restricted', 'open']) {
+        const res = await submit(tenant, { ...SEED_REQUEST, image_url });
+        expect(res.status, `${tenant} ${JSON.stringify(image_url)}`).toBe(422);
+        expect(res.reachedUpstream).toBe(false);
+        expect(res.payload.detail![0]!.msg).toContain('no backslashes or control characters');
+      }
+    }
+    const lora = await submit('restricted', { ...SEED_REQUEST, loras: [{ path: 'https://storage.googleapis.com\\@evil.com/w.safetensors' }] });
+    expect(lora.status).toBe(422);
+    expect(lora.payload.detail![0]!.loc).toEqual(['body', 'loras', 0, 'path']);
+  });
+
   it('matches host patterns exactly or by subdomain', () => {
     const patterns = ['example.com', '*.cdn.example.com'];
     expect(hostAllowed('example.com', patterns)).toBe(true);

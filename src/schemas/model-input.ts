@@ -18,6 +18,15 @@ const DATA_URI = /^data:image\/(png|jpeg|webp|gif|avif);base64,[A-Za-z0-9+/]+={0
 /** A Hugging Face repository (owner/name, optionally a file path in it), not a URL of any scheme. */
 const HF_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]*\/[A-Za-z0-9][A-Za-z0-9._-]*(\/[A-Za-z0-9][A-Za-z0-9._-]*)*$/;
 
+/** A backslash or a control character (including tab, CR, LF and DEL). */
+function ambiguous(value: string): boolean {
+  for (let i = 0; i < value.length; i++) {
+    const code = value.charCodeAt(i);
+    if (code < 0x20 || code === 0x7f || code === 0x5c) return true;
+  }
+  return false;
+}
+
 let lastValue: string | undefined;
 let lastUrl: URL | undefined;
 
@@ -30,6 +39,10 @@ export function parseHttpUrl(value: string): URL | undefined {
   if (value === lastValue) return lastUrl;
   // Only http(s) candidates are kept: a data URI of megabytes is never held on to.
   if (!/^https?:\/\//i.test(value)) return undefined;
+  // A backslash or a control character is read differently by different URL parsers (WHATWG
+  // takes `\` for `/` and drops tabs; others do not): the host checked here could then differ
+  // from the host the model's fetcher reads in the very same string. Such a URL is refused.
+  if (ambiguous(value)) return undefined;
   let url: URL | undefined;
   try {
     const parsed = new URL(value);
@@ -48,7 +61,7 @@ export const ImageUrl = z
   .string({ error: 'image_url must be a string' })
   .refine((v) => isHttpUrl(v) || DATA_URI.test(v), {
     error:
-      'image_url must be an http(s) URL or a data URI of the form data:image/<png|jpeg|webp|gif|avif>;base64,<data>',
+      'image_url must be an http(s) URL (no backslashes or control characters) or a data URI of the form data:image/<png|jpeg|webp|gif|avif>;base64,<data>',
   });
 
 export const MAX_LORAS = 16;
@@ -83,7 +96,7 @@ export const Lora = z.strictObject(
     .string({ error: 'loras[].path must be a string' })
     .min(1, { error: 'loras[].path must not be empty', abort: true })
     .refine((v) => isHttpUrl(v) || (HF_NAME.test(v) && !v.includes('..')), {
-      error: 'loras[].path must be an http(s) URL or a Hugging Face name such as owner/repo',
+      error: 'loras[].path must be an http(s) URL (no backslashes or control characters) or a Hugging Face name such as owner/repo',
     })
     .meta({ description: 'URL or Hugging Face name of the LoRA weights.' }),
   scale: z
