@@ -22,7 +22,7 @@ describe('secrets never leave the gateway', () => {
   const keyB = newKey();
   const logs: string[] = [];
   const seen: Array<{ what: string; status: number; headers: string; body: string }> = [];
-  let mode: 'ok' | 'auth' | 'error' | 'hang' | 'html' = 'ok';
+  let mode: 'ok' | 'auth' | 'error' | 'hang' | 'html' | 'reject' = 'ok';
 
   beforeAll(async () => {
     upstream = await startFaultyUpstream();
@@ -34,9 +34,11 @@ describe('secrets never leave the gateway', () => {
       if (mode === 'html') return void res.writeHead(404, { 'content-type': 'text/html' }).end(`<html>${echo}</html>`);
       if (mode === 'auth') return void res.writeHead(401, headers).end(JSON.stringify({ detail: `Invalid ${echo}` }));
       if (mode === 'error') return void res.writeHead(503, headers).end(JSON.stringify({ detail: `runner saw ${echo}`, error_type: 'runner_scheduling_failure', echo }));
-      const body = req.method === 'POST' ? { status: 'IN_QUEUE', request_id: id, queue_position: 0, echo } : req.url?.includes('/status') ? { status: 'COMPLETED', request_id: id, echo } : { images: [], echo };
       // Also the token with its first character as a JSON escape: raw bytes differ, parsed text does not.
       const escaped = JSON.stringify(echo).replace(/^"(Key |Bearer )(.)/, (_m, scheme: string, c: string) => `"${scheme}\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+      // The model's own 422, passed on as fal sent it.
+      if (mode === 'reject') return void res.writeHead(422, headers).end(JSON.stringify({ detail: [{ loc: ['body', 'prompt'], msg: 'ESCAPED', type: 'value_error' }] }).replace('"ESCAPED"', escaped));
+      const body = req.method === 'POST' ? { status: 'IN_QUEUE', request_id: id, queue_position: 0, echo } : req.url?.includes('/status') ? { status: 'COMPLETED', request_id: id, echo } : { images: [], echo };
       res.writeHead(req.method === 'PUT' ? 202 : 200, headers).end(JSON.stringify({ ...body, escaped: 'ESCAPED' }).replace('"ESCAPED"', escaped));
     });
     const config = parseConfig({
@@ -98,6 +100,9 @@ describe('secrets never leave the gateway', () => {
     await submitA('idempotent', { 'idempotency-key': idem });
     await submitA('replay', { 'idempotency-key': idem });
     await submitA('reused key', { 'idempotency-key': idem }, { ...SEED_REQUEST, seed: 1 });
+    mode = 'reject';
+    expect((await submitA('upstream 422')).status).toBe(422);
+    await call('upstream 422 result', `/v1/requests/${id}`, { headers: a });
     mode = 'html';
     await call('html from upstream', `/v1/requests/${id}`, { headers: a });
     mode = 'auth';
@@ -117,8 +122,16 @@ describe('secrets never leave the gateway', () => {
 
     const statuses = new Set(seen.map((s) => s.status));
     for (const status of [200, 202, 400, 401, 404, 415, 422, 429, 500, 502, 503]) expect(statuses, `no ${status} exercised`).toContain(status);
+    // A body is read as a client reads it too: JSON escapes decoded.
+    const decoded = (body: string) => {
+      try {
+        return JSON.stringify(JSON.parse(body));
+      } catch {
+        return body;
+      }
+    };
     for (const secret of [UPSTREAM_TOKEN, keyA, keyB]) {
-      const leaks = seen.filter((s) => s.headers.includes(secret) || s.body.includes(secret)).map((s) => s.what);
+      const leaks = seen.filter((s) => s.headers.includes(secret) || s.body.includes(secret) || decoded(s.body).includes(secret)).map((s) => s.what);
       expect(leaks, 'responses holding a secret').toEqual([]);
       expect(logs.filter((l) => l.includes(secret)), 'log lines holding a secret').toEqual([]);
     }

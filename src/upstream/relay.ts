@@ -68,7 +68,26 @@ export function relay(
     reply.log.error({ upstreamStatus: statusCode, contentType: response.contentType }, 'upstream answered with a body that is not JSON');
     throw new errors.UpstreamBadResponse();
   }
-  return reply.code(statusCode).type(response.contentType!).send(response.body);
+  return reply.code(statusCode).type(response.contentType!).send(withoutEscapedToken(response));
+}
+
+const JSON_ESCAPE = Buffer.from('\\u');
+
+/**
+ * The body to pass on as it came. The upstream token is scrubbed from the raw bytes already, but
+ * JSON can spell it in `\u` escapes that a client's parser turns back into the token: a body with
+ * an escape in it is decoded, written out again and scrubbed once more. (One that does not parse
+ * cannot be decoded by the client either, and passes as it is.)
+ */
+function withoutEscapedToken(response: UpstreamResponse): Buffer | string {
+  if (!response.body.includes(JSON_ESCAPE)) return response.body;
+  let value: unknown;
+  try {
+    value = JSON.parse(response.body.toString('utf8'));
+  } catch {
+    return response.body;
+  }
+  return response.redact(JSON.stringify(value));
 }
 
 function isJson(contentType: string | undefined): boolean {
