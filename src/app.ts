@@ -1,3 +1,4 @@
+import type { Duplex } from 'node:stream';
 import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import type { IncomingMessage, ServerResponse } from 'node:http';
@@ -114,6 +115,26 @@ function jsonProblem(text: string): Error {
   return new errors.BadRequest('The request body may not hold "__proto__" or "constructor" keys');
 }
 
+/**
+ * Node's HTTP errors before a request exists (a request not received within REQUEST_TIMEOUT_MS,
+ * headers too large, bytes that are not HTTP), answered in the gateway's envelope on a
+ * connection that then closes. Nothing is written to a socket already gone or answered.
+ */
+function answerClientError(err: Error & { code?: string }, socket: Duplex): void {
+  if (err.code === 'ECONNRESET' || socket.destroyed) return;
+  const [status, reason, detail, type] =
+    err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+      ? [408, 'Request Timeout', 'The request was not received in time (REQUEST_TIMEOUT_MS)', 'request_timeout']
+      : err.code === 'HPE_HEADER_OVERFLOW'
+        ? [431, 'Request Header Fields Too Large', 'The request headers are too large', 'headers_too_large']
+        : [400, 'Bad Request', 'The request is not valid HTTP', 'bad_request'];
+  const body = JSON.stringify({ detail, error_type: type });
+  if (socket.writable && (socket as Duplex & { bytesWritten?: number }).bytesWritten === 0) {
+    socket.write(`HTTP/1.1 ${status} ${reason}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
+  }
+  socket.destroy(err);
+}
+
 /** A hop count trusts that many proxies nearest to the gateway. */
 function trustProxyOption(value: Config['TRUST_PROXY']): boolean | string | ((addr: string, hop: number) => boolean) {
   if (typeof value === 'number') return (_addr, hop) => hop < value;
@@ -134,6 +155,16 @@ export async function buildApp(options: AppOptions): Promise<GatewayApp> {
         }),
     trustProxy: trustProxyOption(config.TRUST_PROXY),
     bodyLimit: config.BODY_LIMIT_BYTES,
+    // A client that sends its request (headers and body) slower than this is cut off (408): it
+    // cannot hold a connection open for ever by trickling bytes.
+    requestTimeout: config.REQUEST_TIMEOUT_MS,
+    http: {
+      // Node enforces the request timeout only when the headers timeout is no longer than it,
+      // and looks for late clients every 30 s by default: set here, so the timeout holds.
+      requestTimeout: config.REQUEST_TIMEOUT_MS,
+      headersTimeout: Math.min(60_000, config.REQUEST_TIMEOUT_MS),
+      connectionsCheckingInterval: Math.max(250, Math.min(5_000, Math.floor(config.REQUEST_TIMEOUT_MS / 4))),
+    },
     // One log line per request, written by the onResponse hook below.
     logController: new LogController({ disableRequestLogging: true, requestIdLogLabel: 'reqId' }),
     // Always the gateway's own id: a caller must not choose the id its log lines are filed under.
@@ -146,6 +177,7 @@ export async function buildApp(options: AppOptions): Promise<GatewayApp> {
       reply.header('x-request-id', request.id).header('x-content-type-options', 'nosniff');
       (reply as FastifyReply).code(400).send({ detail: `The request could not be read: ${error.message}`, error_type: 'bad_request' });
     },
+    clientErrorHandler: answerClientError,
     routerOptions: { ignoreTrailingSlash: true },
     rewriteUrl: proxyRewrite(config.FAL_PROXY_PATH),
   }) as unknown as GatewayApp;
@@ -298,6 +330,9 @@ export async function buildApp(options: AppOptions): Promise<GatewayApp> {
     // While draining, every response closes its connection so clients reconnect elsewhere
     // instead of reusing a socket that is about to go away.
     if (draining) reply.header('connection', 'close');
+    // Answered before its body arrived (a 401 or 403 from authentication, a 413): the connection
+    // closes after the answer instead of reading, and discarding, whatever the client still sends.
+    if (!request.raw.complete) reply.header('connection', 'close');
     recordIfClientGone(request, reply);
     done(null, payload);
   });

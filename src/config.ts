@@ -158,6 +158,9 @@ const schema = z.object({
   BODY_LIMIT_BYTES: int(1024, 512 * 1024 * 1024)
     .default(10 * 1024 * 1024)
     .describe('Largest request body accepted (bytes), sized for a data-URI image.'),
+  REQUEST_TIMEOUT_MS: int(1_000, 3_600_000)
+    .default(120_000)
+    .describe('Longest a client may take to send a whole request, headers and body (ms); a slower one is cut off with 408, so trickled bytes cannot hold a connection.'),
   SHUTDOWN_DRAIN_DELAY_MS: int(0, 600_000)
     .default(2_000)
     .describe(

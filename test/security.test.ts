@@ -179,6 +179,83 @@ describe('secrets never leave the gateway', () => {
     // (Hosts that are hosts, names and addresses with ports, are what every other test sends.)
   });
 
+  it('closes the connection of a caller refused before its body arrived, instead of reading what it still sends', async () => {
+    const { connect } = await import('node:net');
+    const port = Number(new URL(url).port);
+    const socket = connect(port, '127.0.0.1');
+    let answer = '';
+    socket.on('data', (chunk: Buffer) => (answer += chunk.toString()));
+    const closed = new Promise<number>((resolve) => socket.on('close', () => resolve(Date.now())));
+    socket.write('POST /v1/image-to-image HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\nContent-Length: 100000000\r\n\r\n{"prompt":');
+    const started = Date.now();
+    // It keeps trickling, as a slow attacker would; the gateway must not wait for the rest.
+    const drip = setInterval(() => socket.writable && socket.write(' '), 100);
+    const closedAt = await closed;
+    clearInterval(drip);
+    expect(answer).toMatch(/^HTTP\/1\.1 401/);
+    expect(answer.toLowerCase()).toContain('connection: close');
+    expect(closedAt - started).toBeLessThan(3_000);
+  });
+
+  it('cuts off a tenant that sends its body slower than REQUEST_TIMEOUT_MS allows (408)', async () => {
+    const key = newKey();
+    const slow = await buildApp({
+      config: parseConfig({ UPSTREAM_TOKEN, UPSTREAM_BASE_URL: upstream.url, TENANTS_FILE: 'x', LOG_LEVEL: 'silent', REQUEST_TIMEOUT_MS: '1000' }),
+      tenants: [{ id: 'team-a', keyDigests: [digestKey(key)], limits: { submit: { max: 10, timeWindowMs: 60_000 }, read: { max: 10, timeWindowMs: 60_000 } } }],
+    });
+    const slowUrl = await slow.listen({ port: 0, host: '127.0.0.1' });
+    try {
+      const { connect } = await import('node:net');
+      const socket = connect(Number(new URL(slowUrl).port), '127.0.0.1');
+      let answer = '';
+      socket.on('data', (chunk: Buffer) => (answer += chunk.toString()));
+      const closed = new Promise<void>((resolve) => socket.on('close', () => resolve()));
+      socket.write(`POST /v1/image-to-image HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer ${key}\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{`);
+      const started = Date.now();
+      const drip = setInterval(() => socket.writable && socket.write(' '), 200);
+      await closed;
+      clearInterval(drip);
+      expect(answer).toMatch(/^HTTP\/1\.1 408/);
+      expect(answer.slice(answer.indexOf('\r\n\r\n') + 4)).toBe('{"detail":"The request was not received in time (REQUEST_TIMEOUT_MS)","error_type":"request_timeout"}');
+      expect(Date.now() - started).toBeLessThan(5_000);
+    } finally {
+      await slow.close();
+    }
+  });
+
+  it("answers Node's own refusals (headers too large, not HTTP) in the error envelope", async () => {
+    const { connect } = await import('node:net');
+    const raw = (bytes: string) =>
+      new Promise<string>((resolve) => {
+        const socket = connect(Number(new URL(url).port), '127.0.0.1');
+        let answer = '';
+        socket.on('data', (chunk: Buffer) => (answer += chunk.toString()));
+        socket.on('close', () => resolve(answer));
+        socket.write(bytes);
+      });
+    const big = await raw(`GET /healthz HTTP/1.1\r\nHost: gw\r\nX-Big: ${'a'.repeat(20_000)}\r\n\r\n`);
+    expect(big).toMatch(/^HTTP\/1\.1 431/);
+    expect(big).toContain('{"detail":"The request headers are too large","error_type":"headers_too_large"}');
+    const garbage = await raw('NOT HTTP AT ALL\r\n\r\n');
+    expect(garbage).toMatch(/^HTTP\/1\.1 400/);
+    expect(garbage).toContain('"error_type":"bad_request"');
+  });
+
+  it('keeps the connection of callers whose requests were read whole', async () => {
+    const { Agent, request } = await import('undici');
+    const agent = new Agent({ connections: 1 });
+    try {
+      for (let i = 0; i < 3; i++) {
+        const res = await request(`${url}/v1/image-to-image`, { method: 'POST', dispatcher: agent, headers: { ...json, authorization: `Bearer ${keyB}` }, body: JSON.stringify({ ...SEED_REQUEST, strength: 9 }) });
+        await res.body.text();
+        expect(res.statusCode).toBe(422);
+        expect(res.headers.connection).toBe('keep-alive');
+      }
+    } finally {
+      await agent.close();
+    }
+  });
+
   it('answers an unknown key exactly like a missing one', async () => {
     const missing = await fetch(`${url}/v1/requests/x/status`);
     const unknown = await fetch(`${url}/v1/requests/x/status`, { headers: { authorization: `Bearer ${newKey()}` } });
