@@ -407,7 +407,7 @@ export async function buildApp(options: AppOptions): Promise<GatewayApp> {
     // base64 makes a data URI about 4/3 of the file: the file cap is the one that fits the URI cap.
     const maxFileBytes = Math.floor((config.IMAGE_DATA_URI_MAX_BYTES - 'data:image/jpeg;base64,'.length) / 4) * 3;
     await tenantScope.register(async (uploads) => {
-      await registerMultipartSubmit(uploads, { maxFileBytes });
+      await registerMultipartSubmit(uploads, { maxFileBytes, maxBodyBytes: config.BODY_LIMIT_BYTES });
       submitRoutes(uploads, queueDeps);
     });
     queueRoutes(tenantScope, queueDeps);

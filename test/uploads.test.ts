@@ -451,6 +451,66 @@ describe('the file size cap', () => {
   });
 });
 
+describe('the body limit on forms (BODY_LIMIT_BYTES)', () => {
+  let limited: Stack;
+  const LIMIT = 65_536;
+
+  beforeAll(async () => {
+    limited = await startStack({ env: { BODY_LIMIT_BYTES: String(LIMIT) } });
+  });
+
+  afterAll(async () => {
+    await limited?.close();
+  });
+
+  /** Sends a valid form with `padding` bytes of preamble before its first part; chunked when `declare` is false. */
+  function send(padding: number, declare: boolean): Promise<{ status: number; body: string }> {
+    const boundary = 'gateway-test-boundary';
+    const fields = Object.entries(SEED_PARTS).map(([name, value]) => `--${boundary}\r\nContent-Disposition: form-data; name="${name}"\r\n\r\n${value}\r\n`);
+    const file = `--${boundary}\r\nContent-Disposition: form-data; name="image"; filename="a.png"\r\nContent-Type: image/png\r\n\r\n`;
+    // A preamble (text before the first boundary, which ends a line) is allowed and skipped by parsers.
+    const body = Buffer.concat([Buffer.alloc(padding, 0x20), Buffer.from(`\r\n${fields.join('')}${file}`), PNG, Buffer.from(`\r\n--${boundary}--\r\n`)]);
+    return new Promise((resolve) => {
+      let answered = false;
+      const req = httpRequest(`${limited.url}${SUBMIT}`, {
+        method: 'POST',
+        headers: {
+          ...limited.bearer('team-a'),
+          'content-type': `multipart/form-data; boundary=${boundary}`,
+          ...(declare ? { 'content-length': String(body.length) } : { 'transfer-encoding': 'chunked' }),
+        },
+      }, (res) => {
+        answered = true;
+        let text = '';
+        res.on('data', (chunk: Buffer) => (text += chunk.toString()));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body: text }));
+      });
+      // Refused early, the rest of the upload may hit a closed connection: only an error before any answer counts.
+      req.on('error', () => answered || resolve({ status: -1, body: '' }));
+      // In pieces, as a slow or streaming client sends it.
+      for (let at = 0; at < body.length; at += 16_384) req.write(body.subarray(at, at + 16_384));
+      req.end();
+    });
+  }
+
+  it.each([
+    ['declared with Content-Length', true],
+    ['streamed without a length (chunked)', false],
+  ])('a form over the limit, %s: 413 payload_too_large, nothing queued', async (_name, declare) => {
+    await limited.app.whenIdle();
+    const before = upstreamCalls(limited).length;
+    const answer = await send(LIMIT * 4, declare);
+    expect(answer.status).toBe(413);
+    expect(JSON.parse(answer.body)).toEqual({ detail: `The request body exceeds the limit of ${LIMIT} bytes`, error_type: 'payload_too_large' });
+    expect(upstreamCalls(limited).length).toBe(before);
+  });
+
+  it('a form within the limit goes through, chunked or not', async () => {
+    expect((await send(1_000, true)).status).toBe(200);
+    expect((await send(1_000, false)).status).toBe(200);
+  });
+});
+
 describe('OpenAPI', () => {
   interface Media {
     schema: { $ref?: string; type?: string; required?: string[]; properties?: Record<string, { type?: string; format?: string }> };

@@ -11,6 +11,30 @@ import { ModelInput } from '../schemas/model-input.js';
 export interface MultipartOptions {
   /** Largest uploaded image accepted (bytes). */
   maxFileBytes: number;
+  /** Largest whole form accepted (bytes): BODY_LIMIT_BYTES, as for a JSON body. */
+  maxBodyBytes: number;
+}
+
+/**
+ * Counts a form's bytes as they arrive. Busboy bounds the parts, not what lies around them (a
+ * preamble before the first part, an epilogue after the last), so the whole body is bounded
+ * here: past `limit`, reading stops and `exceeded` rejects.
+ */
+function boundBody(raw: FastifyRequest['raw'], limit: number): { exceeded: Promise<never>; stop: () => void } {
+  let received = 0;
+  let fail: (err: Error) => void = () => {};
+  const exceeded = new Promise<never>((_resolve, reject) => (fail = reject));
+  exceeded.catch(() => undefined);
+  const onData = (chunk: Buffer) => {
+    received += chunk.length;
+    if (received <= limit) return;
+    raw.off('data', onData);
+    raw.unpipe();
+    raw.pause();
+    fail(new errors.PayloadTooLarge(limit));
+  };
+  raw.on('data', onData);
+  return { exceeded, stop: () => raw.off('data', onData) };
 }
 
 /** The submit routes: the gateway's own path and fal's. Nothing else takes a form. */
@@ -172,15 +196,25 @@ function fromMultipartError(err: unknown, maxFileBytes: number): Error {
  * Reads the whole form (the file is bounded by the file size limit, each text part by
  * MAX_FIELD_BYTES) and turns it into the JSON model input the route validates.
  */
-async function readForm(request: FastifyRequest, maxFileBytes: number): Promise<Record<string, unknown>> {
+async function readForm(request: FastifyRequest, { maxFileBytes, maxBodyBytes }: MultipartOptions): Promise<Record<string, unknown>> {
+  const declared = Number(request.headers['content-length']);
+  if (Number.isFinite(declared) && declared > maxBodyBytes) throw new errors.PayloadTooLarge(maxBodyBytes);
   const fields = new Map<string, unknown[]>();
   const problems: FalValidationEntry[] = [];
   let image: Buffer | undefined;
+  const parts = request.parts()[Symbol.asyncIterator]();
+  // The first step pipes the request into the parser; the bound counts from there on.
+  let first: ReturnType<typeof parts.next> | undefined = parts.next();
+  const bound = boundBody(request.raw, maxBodyBytes);
   try {
-    for await (const part of request.parts()) {
+    for (;;) {
+      const step = await Promise.race([first ?? parts.next(), bound.exceeded]);
+      first = undefined;
+      if (step.done) break;
+      const part = step.value;
       if (part.type === 'file') {
         // Read even a misnamed file, so the request is consumed and the answer lists every problem.
-        const bytes = await part.toBuffer();
+        const bytes = await Promise.race([part.toBuffer(), bound.exceeded]);
         if (part.fieldname !== IMAGE_PART) {
           problems.push(problem([part.fieldname], `Only the "${IMAGE_PART}" part may be a file; send ${part.fieldname} as a text field`));
         } else if (!(bytes.length === 0 && part.filename === '')) {
@@ -198,7 +232,10 @@ async function readForm(request: FastifyRequest, maxFileBytes: number): Promise<
       fields.set(part.fieldname, [...(fields.get(part.fieldname) ?? []), part.value]);
     }
   } catch (err) {
+    if ((err as { code?: unknown }).code === 'FGW_PAYLOAD_TOO_LARGE') throw err;
     throw fromMultipartError(err, maxFileBytes);
+  } finally {
+    bound.stop();
   }
   // The parser takes a connection closed mid-body for the end of the form: never submit what is left of it.
   if (!request.raw.complete) throw new errors.BadRequest('The multipart body ended before it was complete');
@@ -265,7 +302,7 @@ export async function registerMultipartSubmit(app: FastifyInstance, options: Mul
       done(encoded);
       return;
     }
-    readForm(request, maxFileBytes).then((body) => {
+    readForm(request, options).then((body) => {
       request.body = body;
       done();
     }, done);
