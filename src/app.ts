@@ -383,6 +383,7 @@ export async function buildApp(options: AppOptions): Promise<GatewayApp> {
       readLimit,
       security: SECURITY,
       maxEventBytes: config.UPSTREAM_MAX_RESPONSE_BYTES,
+      streamsPerTenant: config.STREAMS_PER_TENANT,
       onStatus: (requestId, status) => lifecycle.observe(requestId, status),
     });
     const queueDeps: QueueRouteDeps = {

@@ -104,6 +104,9 @@ const schema = z.object({
   UPSTREAM_STREAM_CONNECTIONS: int(1, 100_000)
     .default(256)
     .describe('Maximum concurrent status streams to the upstream; a separate pool, so streams never take the connections reads and submits need.'),
+  STREAMS_PER_TENANT: int(1, 100_000)
+    .default(64)
+    .describe('Status streams one tenant may have open at once on each replica; past it, 429 too_many_streams (poll status_url instead), so no tenant can hold every upstream stream connection.'),
   UPSTREAM_MAX_RESPONSE_BYTES: int(1024, 1024 ** 3)
     .default(64 * 1024 * 1024)
     .describe('Largest upstream response body accepted (bytes); larger answers become 502.'),

@@ -1,5 +1,6 @@
 import { createFalClient } from '@fal-ai/client';
 import { request as httpRequest } from 'node:http';
+import { Agent, request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MemoryJobStore } from '../src/jobs/memory-job-store.js';
 import { MODEL_ID } from '../src/model.js';
@@ -110,6 +111,51 @@ describe('status stream (SSE)', () => {
       expect(await (await fetch(`${slow.url}/metrics`)).text()).toMatch(/fal_gateway_http_requests_total\{route="\/v1\/requests\/:request_id\/status\/stream",method="GET",status="200",tenant="team-a"\} 1/);
     } finally {
       await slow.close();
+    }
+  });
+});
+
+describe('status streams per tenant (STREAMS_PER_TENANT)', () => {
+  it("caps one tenant's open streams without touching another's, and frees a place when a stream ends", async () => {
+    const capped = await startStack({ env: { STREAMS_PER_TENANT: '2' }, sim: { queueMs: 600_000, streamPollMs: 20 } });
+    // Its own connections, destroyed at the end: a stream left open would hold the gateway's close.
+    const agent = new Agent({ connections: 16 });
+    try {
+      const submit = async (tenant: string) =>
+        ((await (await fetch(`${capped.url}/v1/image-to-image`, { method: 'POST', headers: { ...json, ...capped.bearer(tenant) }, body: JSON.stringify(SEED_REQUEST) })).json()) as { request_id: string }).request_id;
+      const open = async (tenant: string, id: string) => {
+        const res = await request(`${capped.url}/v1/requests/${id}/status/stream`, { headers: capped.bearer(tenant), dispatcher: agent });
+        const first = res.statusCode === 200 ? String((await (res.body as AsyncIterable<Buffer>)[Symbol.asyncIterator]().next()).value) : await res.body.text();
+        return { status: res.statusCode, headers: res.headers, first, close: () => res.body.destroy() };
+      };
+      const [a1, a2, a3, b1] = [await submit('team-a'), await submit('team-a'), await submit('team-a'), await submit('team-b')];
+      const first = await open('team-a', a1);
+      expect(first.status).toBe(200);
+      expect(first.first).toContain('"status":"IN_QUEUE"');
+      expect((await open('team-a', a2)).status).toBe(200);
+      const third = await open('team-a', a3);
+      expect(third.status).toBe(429);
+      expect(third.headers['retry-after']).toBe('5');
+      expect(JSON.parse(third.first)).toEqual({
+        detail: 'This tenant already has 2 status streams open on this gateway: poll status_url for this job, or close a stream first',
+        error_type: 'too_many_streams',
+      });
+      // Another tenant is not affected.
+      expect((await open('team-b', b1)).status).toBe(200);
+      // Polling still works for the refused job.
+      expect((await fetch(`${capped.url}/v1/requests/${a3}/status`, { headers: capped.bearer('team-a') })).status).toBe(202);
+      // A stream that ends gives its place back.
+      first.close();
+      const deadline = Date.now() + 3_000;
+      let again = await open('team-a', a3);
+      while (again.status === 429 && Date.now() < deadline) {
+        await new Promise((r) => setTimeout(r, 25));
+        again = await open('team-a', a3);
+      }
+      expect(again.status).toBe(200);
+    } finally {
+      await agent.destroy();
+      await capped.close();
     }
   });
 });

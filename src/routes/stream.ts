@@ -13,6 +13,7 @@ import { pickRelayedHeaders } from '../upstream/headers.js';
 import { relay } from '../upstream/relay.js';
 import { StatusStreamHub, type StatusSink } from '../upstream/stream-hub.js';
 import { assertOwned } from './ownership.js';
+import { tenantOf } from '../tenants/auth.js';
 import { writeRateLimitFields } from '../tenants/ratelimit-fields.js';
 import { CLIENT_CLOSED_REQUEST } from '../http/request-record.js';
 
@@ -26,6 +27,8 @@ export interface StreamRouteDeps {
   maxEventBytes: number;
   /** Called once per upstream status event (not per client), with the status before URL rewriting. */
   onStatus?: (requestId: string, status: Record<string, unknown>) => void;
+  /** Status streams one tenant may have open at once (on this replica). */
+  streamsPerTenant: number;
   /** Counts status streams opened upstream ('miss') and joined ('shared'). */
   metrics?: { cache(kind: 'status', outcome: 'hit' | 'miss' | 'shared'): void };
 }
@@ -50,6 +53,8 @@ export function streamRoutes(app: FastifyInstance, deps: StreamRouteDeps): void 
   app.addHook('preClose', async () => {
     for (const stop of [...open]) stop();
   });
+  // Streams open per tenant: one tenant cannot take every upstream stream connection.
+  const heldBy = new Map<string, number>();
   for (const [path, fal] of [
     ['/v1/requests/:request_id/status/stream', false],
     [`/${APP_ID}/requests/:request_id/status/stream`, true],
@@ -106,9 +111,18 @@ export function streamRoutes(app: FastifyInstance, deps: StreamRouteDeps): void 
           shutDown = true;
           leave.abort();
           if (!hijacked) return;
+          // Taken first: once the answer has ended, Node may already have let go of its socket.
+          const socket = res.socket;
           if (!res.writableEnded) res.end();
-          res.socket?.destroy();
+          socket?.destroy();
         };
+        const tenantId = tenantOf(request).id;
+        const held = heldBy.get(tenantId) ?? 0;
+        if (held >= deps.streamsPerTenant) {
+          res.off('close', onClose);
+          throw Object.assign(new errors.TooManyStreams(deps.streamsPerTenant), { headers: { 'retry-after': '5' } });
+        }
+        heldBy.set(tenantId, held + 1);
         open.add(stop);
         try {
           if (clientGone) {
@@ -145,6 +159,9 @@ export function streamRoutes(app: FastifyInstance, deps: StreamRouteDeps): void 
           });
           await joined.attach(responseSink(res), base);
         } finally {
+          const left = (heldBy.get(tenantId) ?? 1) - 1;
+          if (left > 0) heldBy.set(tenantId, left);
+          else heldBy.delete(tenantId);
           open.delete(stop);
           if (hijacked && !res.writableEnded && !res.destroyed) res.end();
         }
