@@ -129,7 +129,9 @@ function answerClientError(err: Error & { code?: string }, socket: Duplex): void
         ? [431, 'Request Header Fields Too Large', 'The request headers are too large', 'headers_too_large']
         : [400, 'Bad Request', 'The request is not valid HTTP', 'bad_request'];
   const body = JSON.stringify({ detail, error_type: type });
-  if (socket.writable && (socket as Duplex & { bytesWritten?: number }).bytesWritten === 0) {
+  // Unless an answer is already under way on it (a reused connection may have sent others before).
+  const current = (socket as Duplex & { _httpMessage?: { headersSent?: boolean } | null })._httpMessage;
+  if (socket.writable && !current?.headersSent) {
     socket.write(`HTTP/1.1 ${status} ${reason}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
   }
   socket.destroy(err);

@@ -29,10 +29,10 @@ const trustProxy = z.string().transform((v): boolean | number | string => {
  * characters. A secret read from a file often ends with a newline, which no header can carry:
  * the variable is refused at start rather than failing every request.
  */
-const HEADER_SAFE = /^[\x21-\x7e\u0080-\uffff]*$/;
+const HEADER_SAFE = /^[\x21-\x7e]*$/;
 const headerSafe = <T extends z.ZodString>(field: T) =>
   field.regex(HEADER_SAFE, {
-    error: 'must not contain spaces, line breaks or other control characters (a secret read from a file often ends with a newline: strip it)',
+    error: 'must be visible ASCII characters only: no spaces, line breaks or other control characters (a secret read from a file often ends with a newline: strip it)',
   });
 
 /** A Redis URL's path selects a database: nothing, "/" or "/<number>". */
@@ -73,7 +73,7 @@ const schema = z.object({
       .string({ error: 'is required: the fal key (or reseller token) the gateway injects upstream' })
       .min(1, { error: 'is required: the fal key (or reseller token) the gateway injects upstream' }),
   )
-    .describe('The upstream credential. Required, never logged, never returned to callers; no spaces or line breaks (strip the newline of a secret file).'),
+    .describe('The upstream credential. Required, never logged, never returned to callers; visible ASCII only, no spaces or line breaks (strip the newline of a secret file).'),
   UPSTREAM_AUTH_SCHEME: z
     .enum(['Key', 'Bearer'], { error: 'must be Key (fal) or Bearer (resellers)' })
     .default('Key')
@@ -133,7 +133,20 @@ const schema = z.object({
     .describe('Upper bound on jobs tracked in memory; the oldest are forgotten first.'),
   REDIS_URL: z
     .url({ protocol: /^rediss?$/, error: 'must be a redis:// or rediss:// URL' })
-    .refine((value) => REDIS_DB_PATH.test(new URL(value).pathname), { error: 'must name its database as a number, e.g. redis://host:6379/0' })
+    .refine(
+      (value) => {
+        let url: URL;
+        try {
+          url = new URL(value);
+        } catch {
+          return true; // not a URL at all: the check above says so
+        }
+        // The database: in the path (redis://host:6379/0), or as ?db= (ioredis reads both).
+        const db = url.searchParams.get('db');
+        return REDIS_DB_PATH.test(url.pathname) && (db === null || /^\d{1,5}$/.test(db));
+      },
+      { error: 'must name its database as a number, e.g. redis://host:6379/0' },
+    )
     .optional()
     .describe(
       'Redis shared by all replicas (rate-limit counters, jobs, quotas, concurrency slots, usage, kept results), e.g. redis://127.0.0.1:6379/0; rediss:// for TLS. Unset: in-memory, per replica.',

@@ -93,9 +93,10 @@ describe('configuration', () => {
     for (const name of ['UPSTREAM_TOKEN', 'METRICS_TOKEN', 'ADMIN_TOKEN']) {
       const secret = `${'s'.repeat(40)}`;
       expect(problemsOf({ [name]: secret }), name).toEqual([]);
-      for (const bad of [`${secret}\n`, `${secret}\r\n`, ` ${secret}`, `${secret.slice(0, 20)} ${secret.slice(20)}`, `${secret}\t`]) {
+      // Characters no HTTP client can put in a header (undici refuses them) are refused too.
+      for (const bad of [`${secret}\n`, `${secret}\r\n`, ` ${secret}`, `${secret.slice(0, 20)} ${secret.slice(20)}`, `${secret}\t`, `${secret}€`, `${secret}\u0085`, `${secret}é`]) {
         const problems = problemsOf({ [name]: bad });
-        expect(problems, JSON.stringify(bad)).toEqual([expect.stringMatching(new RegExp(`^${name}: must not contain spaces, line breaks`))]);
+        expect(problems, JSON.stringify(bad)).toEqual([expect.stringMatching(new RegExp(`^${name}: must be visible ASCII characters only`))]);
         // The message never repeats the secret.
         expect(problems.join('')).not.toContain(secret);
       }
@@ -112,10 +113,12 @@ describe('configuration', () => {
   });
 
   it('takes a REDIS_URL database only as a number', () => {
-    for (const url of ['redis://h:6379', 'redis://h:6379/', 'redis://h:6379/0', 'rediss://:pw@h:6380/15']) expect(problemsOf({ REDIS_URL: url }), url).toEqual([]);
-    for (const url of ['redis://h:6379/db1', 'redis://h:6379/0/x', 'redis://h:6379/-1']) {
+    for (const url of ['redis://h:6379', 'redis://h:6379/', 'redis://h:6379/0', 'rediss://:pw@h:6380/15', 'redis://h:6379?db=2']) expect(problemsOf({ REDIS_URL: url }), url).toEqual([]);
+    for (const url of ['redis://h:6379/db1', 'redis://h:6379/0/x', 'redis://h:6379/-1', 'redis://h:6379?db=x', 'redis://h:6379/0?db=']) {
       expect(problemsOf({ REDIS_URL: url }), url).toEqual(['REDIS_URL: must name its database as a number, e.g. redis://host:6379/0']);
     }
+    // Not a URL at all: one line, as for any other variable (not a crash).
+    expect(problemsOf({ REDIS_URL: 'not a url', PORT: 'x' })).toEqual(['PORT: must be an integer from 0 to 65535', 'REDIS_URL: must be a redis:// or rediss:// URL']);
   });
 
   it('trims a trailing slash from PUBLIC_BASE_URL and treats empty variables as unset', () => {

@@ -252,6 +252,14 @@ describe('public URLs', () => {
         expect(await res.json()).toEqual({ detail: 'X-Forwarded-Proto must be http or https; the operator can set PUBLIC_BASE_URL', error_type: 'bad_request' });
       }
       expect(upstreamCalls(stack).filter((c) => c.method === 'POST')).toEqual([]);
+      // A scheme in capitals is the same scheme.
+      const upper = await fetch(`${stack.url}/v1/image-to-image`, {
+        method: 'POST',
+        headers: { ...json, ...stack.bearer('team-a'), 'x-forwarded-proto': 'HTTPS' },
+        body: JSON.stringify(SEED_REQUEST),
+      });
+      expect(upper.status).toBe(200);
+      expect(((await upper.json()) as { status_url: string }).status_url).toMatch(/^https:\/\//);
     } finally {
       await stack.close();
     }

@@ -180,16 +180,23 @@ describe('upstream resilience', () => {
 });
 
 describe('circuit breaker', () => {
-  it('frees the probe when a call says nothing about the upstream', () => {
+  it('frees the probe when the probe itself says nothing about the upstream, and only then', () => {
     let now = 0;
     const breaker = new CircuitBreaker({ threshold: 1, cooldownMs: 1_000, now: () => now });
+    // A call that started while the circuit was closed...
+    const early = breaker.before();
+    expect(early).toBe(false);
     breaker.failure();
     now = 1_000;
-    breaker.before();
+    const probe = breaker.before();
+    expect(probe).toBe(true);
     expect(() => breaker.before()).toThrow();
-    breaker.release();
+    // ...and ends without a verdict while the probe runs: the probe stays the only one.
+    breaker.release(early);
+    expect(() => breaker.before()).toThrow();
+    breaker.release(probe);
     expect(breaker.state).toBe('half_open');
-    expect(() => breaker.before()).not.toThrow();
+    expect(breaker.before()).toBe(true);
     breaker.success();
     expect(breaker.state).toBe('closed');
   });

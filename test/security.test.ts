@@ -236,6 +236,21 @@ describe('secrets never leave the gateway', () => {
     const big = await raw(`GET /healthz HTTP/1.1\r\nHost: gw\r\nX-Big: ${'a'.repeat(20_000)}\r\n\r\n`);
     expect(big).toMatch(/^HTTP\/1\.1 431/);
     expect(big).toContain('{"detail":"The request headers are too large","error_type":"headers_too_large"}');
+    // Also on a connection that has already served a request.
+    const reused = await new Promise<string>((resolve) => {
+      const socket = connect(Number(new URL(url).port), '127.0.0.1');
+      let answer = '';
+      socket.on('data', (chunk: Buffer) => {
+        const first = answer === '';
+        answer += chunk.toString();
+        // The first answer is in: now the oversized request, on the same connection.
+        if (first) socket.write(`GET /healthz HTTP/1.1\r\nHost: gw\r\nX-Big: ${'a'.repeat(20_000)}\r\n\r\n`);
+      });
+      socket.on('close', () => resolve(answer));
+      socket.write('GET /healthz HTTP/1.1\r\nHost: gw\r\n\r\n');
+    });
+    expect(reused).toMatch(/^HTTP\/1\.1 200/);
+    expect(reused).toContain('HTTP/1.1 431 Request Header Fields Too Large');
     const garbage = await raw('NOT HTTP AT ALL\r\n\r\n');
     expect(garbage).toMatch(/^HTTP\/1\.1 400/);
     expect(garbage).toContain('"error_type":"bad_request"');

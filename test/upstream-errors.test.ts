@@ -221,6 +221,25 @@ describe('gateway in front of a misbehaving upstream', () => {
       }
     });
 
+    it('scrubs a token spelled with JSON escapes such as \\/ from a body passed on as it came', async () => {
+      // A reseller's token may hold "/" (base64), which JSON may write as "\/".
+      const token = 'reseller/token+with/slashes-0123456789';
+      const slashed = await startGateway(faulty.url, { UPSTREAM_TOKEN: token });
+      try {
+        const id = randomUUID();
+        faulty.setHandler(json(200, queuedBody(id)));
+        expect((await submit(slashed)).status).toBe(200);
+        const escaped = JSON.stringify(`the runner saw Key ${token}`).replace(/\//g, '\\/');
+        faulty.setHandler((_req, res) => sendJson(res, 400, `{"detail":${escaped}}`));
+        const res = await call(slashed, 'PUT', `/v1/requests/${id}/cancel`);
+        expect(res.status).toBe(400);
+        expect(res.text).not.toContain(token);
+        expect(JSON.parse(res.text)).toEqual({ detail: 'the runner saw Key [redacted]' });
+      } finally {
+        await slashed.close();
+      }
+    });
+
     it('connection refused → 503 upstream_unavailable', async () => {
       const probe = createServer();
       await new Promise<void>((resolve) => probe.listen(0, '127.0.0.1', resolve));

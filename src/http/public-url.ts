@@ -17,7 +17,8 @@ export function publicBaseUrl(request: FastifyRequest, configured: string | unde
   const host = request.host;
   if (!HOST.test(host)) throw new errors.BadRequest('The Host header does not name a host; the operator can set PUBLIC_BASE_URL');
   // With TRUST_PROXY the scheme comes from X-Forwarded-Proto: anything but http or https is no scheme.
-  const protocol = request.protocol;
+  // Schemes are case-insensitive: HTTPS is https.
+  const protocol = request.protocol.toLowerCase();
   if (protocol !== 'http' && protocol !== 'https') {
     throw new errors.BadRequest('X-Forwarded-Proto must be http or https; the operator can set PUBLIC_BASE_URL');
   }

@@ -31,9 +31,12 @@ export class CircuitBreaker {
     return this.now() - this.openedAt >= this.options.cooldownMs ? 'half_open' : 'open';
   }
 
-  /** Throws the fail-fast error when the call must not go upstream. */
-  before(): void {
-    if (this.openedAt === undefined) return;
+  /**
+   * Throws the fail-fast error when the call must not go upstream. Returns whether this call is
+   * the half-open probe (what `release` needs to know).
+   */
+  before(): boolean {
+    if (this.openedAt === undefined) return false;
     const remaining = this.openedAt + this.options.cooldownMs - this.now();
     if (remaining > 0 || this.probing) {
       throw Object.assign(new errors.UpstreamCircuitOpen(), {
@@ -42,6 +45,7 @@ export class CircuitBreaker {
     }
     this.probing = true;
     this.options.onStateChange?.('half_open');
+    return true;
   }
 
   success(): void {
@@ -54,11 +58,12 @@ export class CircuitBreaker {
 
   /**
    * The call ended without saying anything about the upstream's health (the caller left while it
-   * was opening, the request could not be built, the answer was over the size limit): the probe,
-   * if it was one, is over, and the next call may probe again. Nothing else changes.
+   * was opening, the request could not be built, the answer was over the size limit). If it was
+   * the probe (`before` returned true), the next call may probe again; a call that started
+   * before the circuit opened frees nobody's probe. Nothing else changes.
    */
-  release(): void {
-    this.probing = false;
+  release(wasProbe: boolean): void {
+    if (wasProbe) this.probing = false;
   }
 
   failure(): void {

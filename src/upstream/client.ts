@@ -114,8 +114,9 @@ export class UpstreamClient {
     signal: AbortSignal,
   ): Promise<{ stream: AsyncIterable<Buffer>; headers: Dispatcher.ResponseData['headers'] } | { response: UpstreamResponse }> {
     const started = performance.now();
+    let probe: boolean;
     try {
-      this.options.breaker?.before();
+      probe = this.options.breaker?.before() ?? false;
     } catch (err) {
       this.reportCall('stream', errorKind(err), started);
       throw err;
@@ -134,12 +135,12 @@ export class UpstreamClient {
       // Every subscriber left while it was opening: the upstream did nothing wrong. Counting
       // that as a failure would let any caller open the circuit for everyone by hanging up.
       if (signal.aborted) {
-        this.options.breaker?.release();
+        this.options.breaker?.release(probe);
         this.reportCall('stream', 'aborted', started);
         throw mapped;
       }
       if (isRetryableError(mapped)) this.options.breaker?.failure();
-      else this.options.breaker?.release();
+      else this.options.breaker?.release(probe);
       this.reportCall('stream', errorKind(mapped), started);
       throw mapped;
     }
@@ -206,14 +207,14 @@ export class UpstreamClient {
     const started = performance.now();
     let response: UpstreamResponse;
     try {
-      breaker?.before();
+      const probe = breaker?.before() ?? false;
       try {
         response = await this.send(method, path, extra, body);
       } catch (err) {
         // Anything else (an answer over the size limit, a request that could not be built) says
         // nothing about the upstream being down, but must still end a half-open probe.
         if (isRetryableError(err)) breaker?.failure();
-        else breaker?.release();
+        else breaker?.release(probe);
         throw err;
       }
     } catch (err) {

@@ -71,13 +71,14 @@ export function relay(
   return reply.code(statusCode).type(response.contentType!).send(withoutEscapedToken(response));
 }
 
-const JSON_ESCAPE = Buffer.from('\\u');
+/** A backslash: every JSON escape starts with one. */
+const JSON_ESCAPE = 0x5c;
 
 /**
  * The body to pass on as it came. The upstream token is scrubbed from the raw bytes already, but
- * JSON can spell it in `\u` escapes that a client's parser turns back into the token: a body with
- * an escape in it is decoded, written out again and scrubbed once more. (One that does not parse
- * cannot be decoded by the client either, and passes as it is.)
+ * JSON can spell it with escapes (`\u0041`, `\/`) that a client's parser turns back into the
+ * token: a body with any escape in it is decoded, written out again and scrubbed once more. (One
+ * that does not parse cannot be decoded by the client either, and passes as it is.)
  */
 function withoutEscapedToken(response: UpstreamResponse): Buffer | string {
   if (!response.body.includes(JSON_ESCAPE)) return response.body;
