@@ -135,6 +135,27 @@ describe('graceful shutdown', () => {
     expect(output).not.toContain(UPSTREAM_TOKEN);
   }, 60_000);
 
+  it('does not wait at close for connections that carry no request (a preconnect, a spare keep-alive)', async () => {
+    const { startStack } = await import('./helpers.js');
+    const { connect } = await import('node:net');
+    const stack = await startStack();
+    const port = Number(new URL(stack.url).port);
+    // One connection that never sends anything, one that served a request and stays open.
+    const silent = connect(port, '127.0.0.1');
+    const used = connect(port, '127.0.0.1');
+    await Promise.all([silent, used].map((socket) => new Promise((resolve) => socket.once('connect', resolve))));
+    await new Promise<void>((resolve) => {
+      used.once('data', () => resolve());
+      used.write('GET /healthz HTTP/1.1\r\nHost: gw\r\n\r\n');
+    });
+    const closed = Promise.all([silent, used].map((socket) => new Promise((resolve) => socket.once('close', resolve))));
+    const started = Date.now();
+    await stack.close();
+    await closed;
+    // Node would otherwise hold the silent one until its 60 s headers timeout.
+    expect(Date.now() - started).toBeLessThan(10_000);
+  });
+
   it('exits 1 when the budget runs out with a request still running, saying so in a JSON log line', async () => {
     const hanging = await startFaultyUpstream();
     hanging.setHandler(() => {
