@@ -3,6 +3,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { buildApp, type GatewayApp } from '../src/app.js';
 import { newKey } from '../src/cli/key.js';
 import { parseConfig } from '../src/config.js';
+import { MemoryJobStore } from '../src/jobs/memory-job-store.js';
 import { digestKey } from '../src/tenants/registry.js';
 import { json, SEED_REQUEST, startStack, upstreamCalls, UPSTREAM_TOKEN, type Stack } from './helpers.js';
 import { startFaultyUpstream, type FaultyUpstream } from './support/faulty-upstream.js';
@@ -163,5 +164,40 @@ describe('Idempotency-Key when the upstream fails', () => {
     expect(second.headers.get('retry-after')).toBe('1');
     expect((await first).status).toBe(200);
     expect((await submit(idem)).headers.get('idempotent-replayed')).toBe('true');
+  });
+});
+
+describe('Idempotency-Key when the store cannot save the answer', () => {
+  /** A store whose next write of a settled key fails, as a Redis SET past its command timeout would. */
+  class FailingOnce extends MemoryJobStore {
+    failNext = false;
+    override async completeIdempotencyKey(...args: Parameters<MemoryJobStore['completeIdempotencyKey']>): Promise<void> {
+      if (this.failNext) {
+        this.failNext = false;
+        throw new Error('Command timed out');
+      }
+      return super.completeIdempotencyKey(...args);
+    }
+  }
+  const store = new FailingOnce({ ttlMs: 3_600_000, maxEntries: 1_000 });
+  let stack: Stack;
+  beforeAll(async () => {
+    stack = await startStack({ app: { jobs: store }, tenants: [{ id: 'team-a', quota: { imagesPerDay: 10 } }] });
+  });
+  afterAll(() => stack.close());
+
+  it('still answers with the queued job, and a retry with the key queues no second job', async () => {
+    const headers = { ...json, ...stack.bearer('team-a'), 'idempotency-key': randomUUID() };
+    const submit = () => fetch(`${stack.url}/v1/image-to-image`, { method: 'POST', headers, body: JSON.stringify(SEED_REQUEST) });
+    store.failNext = true;
+    const first = await submit();
+    expect(first.status).toBe(200);
+    const job = (await first.json()) as { request_id: string };
+    expect(job.request_id).toMatch(/^[0-9a-f-]{36}$/);
+    // The key stays claimed: the retry is told to wait, it does not take the key over.
+    const retry = await submit();
+    expect(retry.status).toBe(409);
+    expect(posts(stack)).toBe(1);
+    expect(stack.logs.some((line) => line.includes('could not save the answer for its Idempotency-Key'))).toBe(true);
   });
 });

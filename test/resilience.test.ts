@@ -177,6 +177,41 @@ describe('upstream resilience', () => {
     upstream.setHandler((_req, res) => res.writeHead(202, { 'content-type': 'application/json' }).end(JSON.stringify({ status: 'IN_QUEUE', request_id: ID, queue_position: 0 })));
     expect((await fetch(`${url}/v1/requests/${ID}/status`, { headers: auth })).status).toBe(202);
   });
+  /** The job's status reads IN_QUEUE; its result is whatever `result` answers (fal relays the model's own code). */
+  const jobWhoseResultIs = (result: (res: import('node:http').ServerResponse) => void) =>
+    upstream.setHandler((req, res) => {
+      if (req.method === 'GET' && req.url?.split('?')[0] === `/fal-ai/flux-lora/requests/${ID}`) return result(res);
+      if (req.method === 'POST') return queued(res);
+      res.writeHead(202, { 'content-type': 'application/json' }).end(JSON.stringify({ status: 'IN_QUEUE', request_id: ID, queue_position: 0 }));
+    });
+  const submitStatus = async () =>
+    (await fetch(`${url}/v1/image-to-image`, { method: 'POST', headers: { ...json, ...auth }, body: JSON.stringify(SEED_REQUEST) })).status;
+
+  it("does not let a model's failed jobs (a 500 result) open the circuit for every tenant", async () => {
+    await start({ CIRCUIT_BREAKER_THRESHOLD: '2', UPSTREAM_READ_RETRIES: '0' });
+    await ownJob();
+    jobWhoseResultIs((res) => res.writeHead(500, { 'content-type': 'application/json' }).end('{"detail":"CUDA out of memory"}'));
+    for (let i = 0; i < 4; i++) expect((await fetch(`${url}/v1/requests/${ID}`, { headers: auth })).status).toBe(500);
+    expect(await submitStatus()).toBe(200);
+    expect((await fetch(`${url}/v1/requests/${ID}/status`, { headers: auth })).status).toBe(202);
+  });
+
+  it("reads a job that outlived the caller's own start timeout once: no retry, and no mark against the upstream", async () => {
+    await start({ CIRCUIT_BREAKER_THRESHOLD: '2', UPSTREAM_READ_RETRIES: '3' });
+    await ownJob();
+    const before = calls('GET');
+    jobWhoseResultIs((res) =>
+      res
+        .writeHead(504, { 'content-type': 'application/json', 'x-fal-request-timeout-type': 'user', 'x-fal-error-type': 'request_timeout' })
+        .end('{"detail":"Request timed out before it started","error_type":"request_timeout"}'),
+    );
+    const first = await fetch(`${url}/v1/requests/${ID}`, { headers: auth });
+    expect(first.status).toBe(504);
+    expect(first.headers.get('x-fal-request-timeout-type')).toBe('user');
+    expect(calls('GET') - before).toBe(1);
+    for (let i = 0; i < 3; i++) expect((await fetch(`${url}/v1/requests/${ID}`, { headers: auth })).status).toBe(504);
+    expect(await submitStatus()).toBe(200);
+  });
 });
 
 describe('circuit breaker', () => {

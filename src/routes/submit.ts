@@ -94,14 +94,9 @@ export async function submit(deps: SubmitDeps, request: FastifyRequest, input: M
     return reply.code(existing.statusCode).header('idempotent-replayed', 'true').type('application/json; charset=utf-8').send(deps.upstream.scrubText(JSON.stringify(body)));
   }
 
+  let queued: Queued;
   try {
-    const queued = await queue(deps, request, input, reply, base);
-    if (queued.statusCode >= 200 && queued.statusCode < 300) {
-      await deps.jobs.completeIdempotencyKey(claim, { state: 'done', fingerprint, statusCode: queued.statusCode, body: queued.body }, deps.idempotencyTtlMs);
-    } else {
-      await deps.jobs.releaseIdempotencyKey(claim);
-    }
-    return queued.send();
+    queued = await queue(deps, request, input, reply, base);
   } catch (err) {
     const code = (err as { code?: string }).code ?? '';
     const settle = MAYBE_QUEUED.has(code)
@@ -114,6 +109,21 @@ export async function submit(deps: SubmitDeps, request: FastifyRequest, input: M
     await settle.catch((storeErr: unknown) => request.log.error({ err: storeErr }, 'could not settle an Idempotency-Key'));
     throw err;
   }
+  // Settled outside the try above: the job is queued and recorded whatever the store says now.
+  // A failed write must neither release the key (a retry would queue a second paid job) nor
+  // turn the answer into an error (the caller, not knowing the job, would retry): the key stays
+  // claimed, so a retry meets 409 until the claim lapses, and the caller gets its job.
+  const queuedOk = queued.statusCode >= 200 && queued.statusCode < 300;
+  try {
+    if (queuedOk) {
+      await deps.jobs.completeIdempotencyKey(claim, { state: 'done', fingerprint, statusCode: queued.statusCode, body: queued.body }, deps.idempotencyTtlMs);
+    } else {
+      await deps.jobs.releaseIdempotencyKey(claim);
+    }
+  } catch (storeErr) {
+    request.log.error({ err: storeErr, requestId: request.jobId }, queuedOk ? 'could not save the answer for its Idempotency-Key; the key stays claimed' : 'could not settle an Idempotency-Key');
+  }
+  return queued.send();
 }
 
 /**

@@ -53,6 +53,24 @@ export function errorKind(err: unknown): string {
   }
 }
 
+/**
+ * fal's answer to a job that did not start within the caller's own X-Fal-Request-Timeout: the
+ * caller's deadline, not a fault, and final (fal's clients never retry it).
+ */
+export function isUserTimeout(response: { statusCode: number; headers: Record<string, string | string[] | undefined> }): boolean {
+  return response.statusCode === 504 && response.headers['x-fal-request-timeout-type'] === 'user';
+}
+
+/**
+ * Whether an answer counts against the upstream in the circuit breaker. A result is the model's
+ * own status code and body: a model failing one job (500 "CUDA out of memory") says nothing
+ * about fal being reachable, and counting it would let one tenant's failing jobs open the
+ * circuit for every tenant. Queue answers (submit, status, cancel) with a 5xx do count.
+ */
+function saysUpstreamIsFailing(operation: UpstreamOperation, response: UpstreamResponse): boolean {
+  return response.statusCode >= 500 && operation !== 'result' && !isUserTimeout(response);
+}
+
 export interface UpstreamResponse {
   statusCode: number;
   headers: Record<string, string | string[] | undefined>;
@@ -184,7 +202,7 @@ export class UpstreamClient {
       } catch (err) {
         error = err;
       }
-      const retryable = response ? RETRYABLE_STATUS.has(response.statusCode) : isRetryableError(error);
+      const retryable = response ? RETRYABLE_STATUS.has(response.statusCode) && !isUserTimeout(response) : isRetryableError(error);
       const delay = parseRetryAfter(response?.headers['retry-after']) ?? backoffDelay(attempt, policy);
       if (!retryable || attempt >= policy.retries || Date.now() + delay >= deadline) {
         if (response) return response;
@@ -222,7 +240,7 @@ export class UpstreamClient {
       throw err;
     }
     this.reportCall(operation, statusClass(response.statusCode), started);
-    if (response.statusCode >= 500) breaker?.failure();
+    if (saysUpstreamIsFailing(operation, response)) breaker?.failure();
     else breaker?.success();
     return response;
   }
