@@ -90,13 +90,13 @@ const schema = z.object({
     .describe('Longest one upstream call may take, body included (ms): a trickling upstream cannot hold a request.'),
   UPSTREAM_READ_RETRIES: int(0, 10)
     .default(2)
-    .describe('Retries of a status or result read after a connection failure, timeout, 429, 502, 503 or 504. Submits and cancels are never retried.'),
+    .describe('Retries of a status or result read after a connection failure, timeout, 429, 502, 503 or 504 (not a 504 for the caller\'s own start timeout). Submits and cancels are never retried.'),
   UPSTREAM_READ_DEADLINE_MS: int(100, 600_000)
     .default(10_000)
     .describe('Total time a read may spend on retries (ms); backoff is exponential with jitter, Retry-After honoured.'),
   CIRCUIT_BREAKER_THRESHOLD: int(1, 1_000)
     .default(5)
-    .describe('Consecutive upstream failures (connection errors, timeouts, 5xx) that open the circuit breaker.'),
+    .describe('Consecutive upstream failures (connection errors, timeouts, 5xx answers to submit, status or cancel; never a model\'s 5xx result) that open the circuit breaker.'),
   CIRCUIT_BREAKER_COOLDOWN_MS: int(100, 600_000)
     .default(10_000)
     .describe('How long an open circuit answers 503 with Retry-After before letting one probe through (ms).'),
