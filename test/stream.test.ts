@@ -5,7 +5,12 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MemoryJobStore } from '../src/jobs/memory-job-store.js';
 import { MODEL_ID } from '../src/model.js';
 import { SseRewriter } from '../src/upstream/sse-rewriter.js';
-import { json, SEED_REQUEST, startStack, type Stack } from './helpers.js';
+import { buildApp, type GatewayApp } from '../src/app.js';
+import { newKey } from '../src/cli/key.js';
+import { parseConfig } from '../src/config.js';
+import { digestKey } from '../src/tenants/registry.js';
+import { json, SEED_REQUEST, startStack, UPSTREAM_TOKEN, type Stack } from './helpers.js';
+import { startFaultyUpstream, type FaultyUpstream } from './support/faulty-upstream.js';
 
 function parseEvents(text: string): Array<Record<string, unknown>> {
   return text
@@ -232,5 +237,76 @@ describe('SSE rewriter', () => {
     const encoded = bytes('data: lí\ndata: on\n\n');
     const out = r.push(encoded.slice(0, 8)) + r.push(encoded.slice(8));
     expect(out).toBe('data: [lí\ndata: on]\n\n');
+  });
+});
+
+describe('status stream: the upstream stream breaks before COMPLETED', () => {
+  const ID = '6f1c2b8e-0000-4000-8000-0000000000aa';
+  const key = newKey();
+  let upstream: FaultyUpstream;
+  let app: GatewayApp;
+  let url: string;
+  beforeAll(async () => {
+    upstream = await startFaultyUpstream();
+    upstream.setHandler((req, res) => {
+      if (req.method === 'POST') {
+        res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ status: 'IN_QUEUE', request_id: ID, queue_position: 0 }));
+      } else if (req.url?.includes('/status/stream')) {
+        // One event, then the connection drops mid-job.
+        res.writeHead(200, { 'content-type': 'text/event-stream' });
+        res.write(`data: ${JSON.stringify({ status: 'IN_PROGRESS', request_id: ID, logs: [] })}\n\n`);
+        setTimeout(() => res.socket?.destroy(), 100);
+      } else if (req.url?.includes('/status')) {
+        res.writeHead(202, { 'content-type': 'application/json' }).end(JSON.stringify({ status: 'IN_PROGRESS', request_id: ID, logs: null }));
+      } else {
+        res.writeHead(400, { 'content-type': 'application/json' }).end('{"detail":"Request is still in progress"}');
+      }
+    });
+    const config = parseConfig({ UPSTREAM_TOKEN, UPSTREAM_BASE_URL: upstream.url, TENANTS_FILE: 'x', LOG_LEVEL: 'silent', STALE_JOB_CHECK_MS: '0' });
+    const big = { max: 100_000, timeWindowMs: 60_000 };
+    app = await buildApp({ config, tenants: [{ id: 'team-a', keyDigests: [digestKey(key)], limits: { submit: big, read: big } }] });
+    url = await app.listen({ port: 0, host: '127.0.0.1' });
+    const submitted = await fetch(`${url}/v1/image-to-image`, { method: 'POST', headers: { ...json, authorization: `Key ${key}` }, body: JSON.stringify(SEED_REQUEST) });
+    expect(submitted.status).toBe(200);
+  });
+  afterAll(async () => {
+    await app.close();
+    await upstream.close();
+  });
+
+  it('cuts the client off instead of ending cleanly, so it does not take the job for done', async () => {
+    const res = await fetch(`${url}/v1/requests/${ID}/status/stream`, { headers: { authorization: `Key ${key}` } });
+    expect(res.status).toBe(200);
+    const reader = res.body!.getReader();
+    const first = await reader.read();
+    expect(parseEvents(Buffer.from(first.value!).toString())[0]).toMatchObject({ status: 'IN_PROGRESS' });
+    await expect(
+      (async () => {
+        while (!(await reader.read()).done);
+      })(),
+    ).rejects.toThrow();
+  });
+
+  it('answers HEAD at once, opening nothing upstream', async () => {
+    const streams = () => upstream.requests.filter((r) => r.url.includes('/status/stream')).length;
+    const before = streams();
+    const res = await fetch(`${url}/v1/requests/${ID}/status/stream`, { method: 'HEAD', headers: { authorization: `Key ${key}` }, signal: AbortSignal.timeout(2_000) });
+    expect(res.status).toBe(200);
+    expect(res.headers.get('content-type')).toContain('text/event-stream');
+    expect(streams()).toBe(before);
+  });
+
+  it("makes @fal-ai/client's streaming subscribe fail on the break, not ask for a result that is not there", async () => {
+    const fal = createFalClient({ proxyUrl: { url: `${url}/api/fal/proxy`, when: 'always' }, credentials: key });
+    const resultReads = () => upstream.requests.filter((r) => r.method === 'GET' && r.url.split('?')[0] === `/fal-ai/flux-lora/requests/${ID}`).length;
+    const before = resultReads();
+    const outcome = await fal.subscribe(MODEL_ID, { input: SEED_REQUEST, mode: 'streaming' }).then(
+      () => 'resolved',
+      (err: unknown) => err,
+    );
+    expect(outcome).toBeInstanceOf(Error);
+    // The client never went on to the result: it saw the stream fail.
+    expect((outcome as { status?: number }).status).not.toBe(400);
+    expect(resultReads()).toBe(before);
   });
 });

@@ -88,6 +88,8 @@ export function streamRoutes(app: FastifyInstance, deps: StreamRouteDeps): void 
       async (request, reply) => {
         const { request_id: requestId } = request.params;
         await assertOwned(deps.jobs, request, requestId);
+        // HEAD: what a GET would answer, at once; nothing is opened upstream.
+        if (request.method === 'HEAD') return reply.type('text/event-stream; charset=utf-8').header('cache-control', 'no-cache').send();
         const logs = flagOn(request.query.logs);
         // Before anything is opened: a Host that names no host is a 400, not an empty stream.
         const base = publicBaseUrl(request, deps.publicBaseUrl);
@@ -111,10 +113,9 @@ export function streamRoutes(app: FastifyInstance, deps: StreamRouteDeps): void 
           shutDown = true;
           leave.abort();
           if (!hijacked) return;
-          // Taken first: once the answer has ended, Node may already have let go of its socket.
-          const socket = res.socket;
-          if (!res.writableEnded) res.end();
-          socket?.destroy();
+          // Cut off, not ended: a stream that ends cleanly before COMPLETED tells fal's clients
+          // the job is done. A broken one makes them reconnect (to another replica) or poll.
+          res.destroy();
         };
         const tenantId = tenantOf(request).id;
         const held = heldBy.get(tenantId) ?? 0;

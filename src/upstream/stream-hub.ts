@@ -14,19 +14,31 @@ import { SseRewriter } from './sse-rewriter.js';
  * (fal's clients add them up), so the late joiner's first status carries every line the stream
  * has brought so far instead: it ends up with the same logs as those who were there from the
  * start. When the last subscriber leaves,
- * the upstream stream is closed; when the upstream ends or fails, every subscriber is ended. A
+ * the upstream stream is closed; when the upstream ends or fails, every subscriber is ended (cut
+ * off, unless the stream brought COMPLETED: see closeSink). A
  * subscriber that stops reading is disconnected once its unsent bytes pass a bound, so it can
  * neither hold the others back nor make the gateway buffer without limit.
  */
+
+/**
+ * A stream that brought COMPLETED is over: it ends, as fal's does. One that stopped before (the
+ * upstream connection dropped, the gateway is shutting down) is cut off instead: a clean end
+ * would tell a client such as fal's own that the job is done, and it would then ask for a result
+ * that does not exist yet. A broken stream makes it reconnect or poll.
+ */
+function closeSink(channel: Channel, sink: StatusSink): void {
+  if (channel.latestStatus?.status === 'COMPLETED') sink.end();
+  else sink.drop();
+}
 
 /** Where one subscriber's events go (in the gateway, a hijacked HTTP response). */
 export interface StatusSink {
   write(text: string): void;
   /** Bytes written but not yet delivered to the client. */
   readonly buffered: number;
-  /** The upstream stream ended (or failed): end the response. */
+  /** The upstream stream ended after COMPLETED: end the response. */
   end(): void;
-  /** The subscriber fell too far behind: disconnect it. */
+  /** The subscriber fell too far behind, or the stream stopped before COMPLETED: disconnect it. */
   drop(): void;
 }
 
@@ -179,7 +191,7 @@ export class StatusStreamHub {
     if (channel.state === 'ended') {
       // Ended between opening and attaching: the last status (COMPLETED, usually), then the end.
       if (channel.latest && !member.signal.aborted) sink.write(this.render(channel, this.catchUp(channel), publicBase));
-      sink.end();
+      closeSink(channel, sink);
       return Promise.resolve();
     }
     if (!channel.members.has(member)) return Promise.resolve();
@@ -290,7 +302,7 @@ export class StatusStreamHub {
     this.forget(channel);
     for (const member of channel.members) {
       member.signal.removeEventListener('abort', member.onAbort);
-      member.sink?.end();
+      if (member.sink) closeSink(channel, member.sink);
       member.finish();
     }
     channel.members.clear();
