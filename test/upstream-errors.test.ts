@@ -104,6 +104,8 @@ function expectEnvelope(res: CallResult, status: number, errorType: string): { d
   expect(Object.keys(body).sort()).toEqual(['detail', 'error_type']);
   expect(typeof body.detail).toBe('string');
   expect(body.error_type).toBe(errorType);
+  // The category in fal's header too.
+  expect(res.headers.get('x-fal-error-type')).toBe(errorType);
   expectNoToken(res);
   expect(res.ms).toBeLessThan(FAST_MS);
   return body as { detail: string; error_type: string };
@@ -249,6 +251,7 @@ describe('gateway in front of a misbehaving upstream', () => {
       try {
         const res = await submit(refused);
         expectEnvelope(res, 503, 'upstream_unavailable');
+        expect(res.headers.get('retry-after')).toBe('5');
         for (const line of refused.logs) expect(line).not.toContain(UPSTREAM_TOKEN);
       } finally {
         await refused.close();

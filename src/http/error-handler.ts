@@ -24,6 +24,9 @@ function fromFastify(err: FastifyError, bodyLimit: number, contentType: unknown,
   }
 }
 
+/** Retry-After on a 503 that carries none of its own (upstream unreachable, a store down). */
+const UNAVAILABLE_RETRY_AFTER_SECONDS = '5';
+
 /**
  * One envelope everywhere, in fal's dialect: {"detail": ..., "error_type": ...}. 5xx bodies
  * carry the gateway's own message only; internals go to the log under the request id.
@@ -49,6 +52,10 @@ export function registerErrorHandling(app: FastifyInstance, bodyLimit: number): 
     // 501 is the gateway's configuration (a feature turned off), not a failure: the request line says it.
     if (status >= 500 && status !== 501) request.log.error({ err: err.cause ?? err, errorType: errorTypeOf(err.code) }, err.message);
     const body: ErrorEnvelope = { detail: err.message, error_type: errorTypeOf(err.code) };
+    // As fal does: the category in a header too (unless fal's own was relayed), and a hint on
+    // when to come back from a 503 that gave none (fal's clients retry 503s).
+    if (!reply.hasHeader('x-fal-error-type')) reply.header('x-fal-error-type', body.error_type);
+    if (status === 503 && !reply.hasHeader('retry-after')) reply.header('retry-after', UNAVAILABLE_RETRY_AFTER_SECONDS);
     return reply.code(status).send(body);
   });
 
