@@ -7,7 +7,7 @@ describe('input policy', () => {
   let stack: Stack;
   beforeAll(async () => {
     stack = await startStack({
-      env: { IMAGE_DATA_URI_MAX_BYTES: '2048' },
+      env: { IMAGE_DATA_URI_MAX_BYTES: '2050' },
       tenants: [{ id: 'open' }, { id: 'restricted', imageHosts: ['storage.googleapis.com', '*.images.example.com'] }],
     });
   });
@@ -20,15 +20,20 @@ describe('input policy', () => {
     return { status: res.status, payload, reachedUpstream: upstreamCalls(stack).length > before };
   }
 
-  const dataUri = (bytes: number) => `data:image/png;base64,${'A'.repeat(bytes - 'data:image/png;base64,'.length)}`;
+  /** A PNG data URI of exactly `bytes` characters (base64 comes in fours: 22 + 4n). */
+  const dataUri = (bytes: number) => {
+    const head = 'data:image/png;base64,iVBORw0KGgoAAAAN';
+    if ((bytes - head.length) % 4 !== 0) throw new Error(`no PNG data URI is ${bytes} characters long`);
+    return `${head}${'A'.repeat(bytes - head.length)}`;
+  };
 
   it('caps inline images: a data URI at the limit passes, one byte over is 422 before anything is queued', async () => {
-    expect((await submit('open', { ...SEED_REQUEST, image_url: dataUri(2048) })).status).toBe(200);
-    const over = await submit('open', { ...SEED_REQUEST, image_url: dataUri(2052) });
+    expect((await submit('open', { ...SEED_REQUEST, image_url: dataUri(2050) })).status).toBe(200);
+    const over = await submit('open', { ...SEED_REQUEST, image_url: dataUri(2054) });
     expect(over.status).toBe(422);
     expect(over.reachedUpstream).toBe(false);
     expect(over.payload.detail![0]).toMatchObject({ loc: ['body', 'image_url'], type: 'string_too_long' });
-    expect(over.payload.detail![0]!.msg).toMatch(/limit is 2048/);
+    expect(over.payload.detail![0]!.msg).toMatch(/limit is 2050/);
   });
 
   it.each(['owner/repo', 'owner/repo/weights.safetensors', 'https://huggingface.co/owner/repo/resolve/main/w.safetensors'])(
@@ -51,7 +56,7 @@ describe('input policy', () => {
   it("limits a tenant's image and LoRA URLs to its allowed hosts", async () => {
     expect((await submit('restricted', SEED_REQUEST)).status).toBe(200);
     expect((await submit('restricted', { ...SEED_REQUEST, image_url: 'https://cdn.images.example.com/a.png' })).status).toBe(200);
-    expect((await submit('restricted', { ...SEED_REQUEST, image_url: dataUri(100) })).status).toBe(200);
+    expect((await submit('restricted', { ...SEED_REQUEST, image_url: dataUri(102) })).status).toBe(200);
     expect((await submit('restricted', { ...SEED_REQUEST, loras: [{ path: 'owner/repo' }] })).status).toBe(200);
 
     const elsewhere = await submit('restricted', {

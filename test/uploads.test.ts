@@ -1,7 +1,7 @@
 import { request as httpRequest } from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { FalValidationEntry } from '../src/errors.js';
-import { sniffImageType } from '../src/http/multipart.js';
+import { sniffImageType } from '../src/schemas/image-type.js';
 import { renderImage } from '../src/simulator/images.js';
 import type { RecordedRequest } from '../src/simulator/index.js';
 import { SEED_REQUEST, startStack, upstreamCalls, type Stack } from './helpers.js';

@@ -166,9 +166,11 @@ const accepted: Case[] = [
   { field: 'image_url', value: 'http://example.com/cat.png' },
   { field: 'image_url', value: 'data:image/png;base64,iVBORw0KGgo=' },
   { field: 'image_url', value: 'data:image/jpeg;base64,/9j/4AAQSkZJRg==' },
-  { field: 'image_url', value: 'data:image/webp;base64,UklGRg==' },
+  { field: 'image_url', value: 'data:image/webp;base64,UklGRgAAAABXRUJQ' },
   { field: 'image_url', value: 'data:image/gif;base64,R0lGODlh' },
   { field: 'image_url', value: 'data:image/avif;base64,AAAAIGZ0eXBhdmlm' },
+  // Labelled png, but a GIF: the model reads the bytes, as a browser labels a file by its name.
+  { field: 'image_url', value: 'data:image/png;base64,R0lGODlh' },
 ];
 
 const STRENGTH = ['strength', '0.01', '1'];
@@ -238,6 +240,11 @@ const rejected: BadCase[] = [
   { field: 'image_url', value: 'data:image/png,notbase64', type: 'value_error', msg: IMAGE_URL },
   { field: 'image_url', value: 'data:image/svg+xml;base64,PHN2Zz4=', type: 'value_error', msg: IMAGE_URL },
   { field: 'image_url', value: 'data:image/jpg;base64,/9j/4AAQSkZJRg==', type: 'value_error', msg: IMAGE_URL },
+  // The accepted form, but data no decoder takes: a paid job would fail on it.
+  { field: 'image_url', value: 'data:image/png;base64,A', type: 'value_error', msg: ['image_url', 'base64', 'multiple of 4'] },
+  { field: 'image_url', value: 'data:image/png;base64,iVBORw0KGgoAAAANA', type: 'value_error', msg: ['image_url', 'base64', 'multiple of 4'] },
+  { field: 'image_url', value: 'data:image/png;base64,PGh0bWw+bm90IGFuIGltYWdlPC9odG1sPg==', type: 'value_error', msg: ['image_url', 'not a png, jpeg, webp, gif or avif image'] },
+  { field: 'image_url', value: 'data:image/gif;base64,AAAAAAAAAAAAAAAA', type: 'value_error', msg: ['image_url', 'not a png, jpeg, webp, gif or avif image'] },
   { field: 'image_url', value: 'not a url', type: 'value_error', msg: IMAGE_URL },
   { field: 'image_url', value: 'https://', type: 'value_error', msg: IMAGE_URL },
   { field: 'image_url', value: 42, type: 'string_type', msg: ['image_url', 'string'] },

@@ -6,6 +6,7 @@ import { z } from 'zod';
 import { errors, RequestValidationError, type FalValidationEntry } from '../errors.js';
 import { MODEL_ID } from '../model.js';
 import { unsupportedEncoding } from './content-encoding.js';
+import { ACCEPTED_IMAGE_TYPES as ACCEPTED, sniffImageType } from '../schemas/image-type.js';
 import { ModelInput } from '../schemas/model-input.js';
 
 export interface MultipartOptions {
@@ -48,22 +49,6 @@ export const MAX_FIELD_BYTES = 64 * 1024;
 
 /** The model input has 13 fields; room for a few more, reported as unknown by the validation. */
 export const MAX_FIELDS = 20;
-
-export type ImageType = 'png' | 'jpeg' | 'webp' | 'gif' | 'avif';
-
-const ACCEPTED = 'png, jpeg, webp, gif or avif';
-
-const ascii = (bytes: Buffer, start: number, end: number) => bytes.subarray(start, end).toString('latin1');
-
-/** The image type from the file's first bytes; the client's declared type and file name are never trusted. */
-export function sniffImageType(bytes: Buffer): ImageType | undefined {
-  if (bytes.length >= 8 && bytes.subarray(0, 8).equals(Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]))) return 'png';
-  if (bytes.length >= 3 && bytes[0] === 0xff && bytes[1] === 0xd8 && bytes[2] === 0xff) return 'jpeg';
-  if (bytes.length >= 6 && (ascii(bytes, 0, 6) === 'GIF87a' || ascii(bytes, 0, 6) === 'GIF89a')) return 'gif';
-  if (bytes.length >= 12 && ascii(bytes, 0, 4) === 'RIFF' && ascii(bytes, 8, 12) === 'WEBP') return 'webp';
-  if (bytes.length >= 12 && (ascii(bytes, 4, 12) === 'ftypavif' || ascii(bytes, 4, 12) === 'ftypavis')) return 'avif';
-  return undefined;
-}
 
 /**
  * The multipart variant of the submit body, for the OpenAPI document only: `image` is a file

@@ -89,7 +89,7 @@ export function streamRoutes(app: FastifyInstance, deps: StreamRouteDeps): void 
         const { request_id: requestId } = request.params;
         await assertOwned(deps.jobs, request, requestId);
         // HEAD: what a GET would answer, at once; nothing is opened upstream.
-        if (request.method === 'HEAD') return reply.type('text/event-stream; charset=utf-8').header('cache-control', 'no-cache').send();
+        if (request.method === 'HEAD') return reply.type('text/event-stream; charset=utf-8').header('cache-control', 'no-cache').send('');
         const logs = flagOn(request.query.logs);
         // Before anything is opened: a Host that names no host is a 400, not an empty stream.
         const base = publicBaseUrl(request, deps.publicBaseUrl);

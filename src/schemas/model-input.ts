@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { SEED_REQUEST } from '../model.js';
+import { ACCEPTED_IMAGE_TYPES, SNIFF_BYTES, sniffImageType } from './image-type.js';
 
 /**
  * Input of `fal-ai/flux-lora/image-to-image`, strictly. Defaults are documented with `.meta`
@@ -15,6 +16,7 @@ const range = (field: string, min: number, max: number, integer = false) => {
 };
 
 const DATA_URI = /^data:image\/(png|jpeg|webp|gif|avif);base64,[A-Za-z0-9+/]+={0,2}$/;
+const DATA_URI_PREFIX = /^data:image\/[a-z]+;base64,/;
 /** A Hugging Face repository (owner/name, optionally a file path in it), not a URL of any scheme. */
 const HF_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]*\/[A-Za-z0-9][A-Za-z0-9._-]*(\/[A-Za-z0-9][A-Za-z0-9._-]*)*$/;
 
@@ -57,12 +59,29 @@ export function parseHttpUrl(value: string): URL | undefined {
 
 const isHttpUrl = (value: string): boolean => parseHttpUrl(value) !== undefined;
 
-export const ImageUrl = z
-  .string({ error: 'image_url must be a string' })
-  .refine((v) => isHttpUrl(v) || DATA_URI.test(v), {
-    error:
-      'image_url must be an http(s) URL (no backslashes or control characters) or a data URI of the form data:image/<png|jpeg|webp|gif|avif>;base64,<data>',
-  });
+const IMAGE_URL_FORM =
+  'image_url must be an http(s) URL (no backslashes or control characters) or a data URI of the form data:image/<png|jpeg|webp|gif|avif>;base64,<data>';
+
+/**
+ * What is wrong with a data URI of the accepted form, if anything: base64 a decoder would refuse
+ * (a length that is not a multiple of 4), or bytes that are no image the model takes. A paid job
+ * would fail on either. The type the bytes show may differ from the declared one (a browser
+ * labels a file by its name), as the model reads the bytes.
+ */
+function dataUriProblem(value: string): string | undefined {
+  const data = value.slice(value.match(DATA_URI_PREFIX)![0].length);
+  if (data.length % 4 !== 0) return 'image_url holds base64 data whose length is not a multiple of 4: it is cut short or not padded';
+  const head = Buffer.from(data.slice(0, (Math.ceil(SNIFF_BYTES / 3) + 1) * 4), 'base64');
+  if (sniffImageType(head) === undefined) return `image_url holds data that is not a ${ACCEPTED_IMAGE_TYPES} image`;
+  return undefined;
+}
+
+export const ImageUrl = z.string({ error: 'image_url must be a string' }).check((ctx) => {
+  const value = ctx.value;
+  if (isHttpUrl(value)) return;
+  const problem = DATA_URI.test(value) ? dataUriProblem(value) : IMAGE_URL_FORM;
+  if (problem) ctx.issues.push({ code: 'custom', message: problem, input: value });
+});
 
 export const MAX_LORAS = 16;
 
