@@ -270,6 +270,8 @@ export async function buildApp(options: AppOptions): Promise<GatewayApp> {
     onStatus: (requestId, status) => lifecycle.observe(requestId, status),
     onFinalResult: (requestId) => lifecycle.resultSeen(requestId),
     onLookup: (kind, outcome) => metrics.cache(kind, outcome),
+    // The memory cache shares its room among tenants by owner (Redis bounds its own memory).
+    ...(redis ? {} : { ownerOf: (requestId: string) => jobs.ownerOf(requestId) }),
     onCacheError: (operation, err) => {
       metrics.storeError('cache', operation);
       app.log.warn({ err: (err as Error).message, operation }, 'answer cache unavailable: reading upstream');

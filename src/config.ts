@@ -204,7 +204,7 @@ const schema = z.object({
     .describe('Largest result body kept in the result cache (bytes); larger results are always read from upstream.'),
   RESULT_CACHE_MAX_BYTES: int(1024 * 1024, 64 * 1024 ** 3)
     .default(256 * 1024 * 1024)
-    .describe('Memory the in-process result cache may use (bytes); the oldest results are dropped first. Unused with REDIS_URL.'),
+    .describe('Memory the in-process result cache may use (bytes); when full, the tenant keeping the most bytes gives up its oldest result first, so one tenant\'s large results never push out the others\'. Unused with REDIS_URL.'),
   METRICS_ENABLED: boolean.default(true).describe('Serve Prometheus metrics at GET /metrics.'),
   METRICS_TOKEN: headerSafe(z.string().min(16, { error: 'must be at least 16 characters' }))
     .optional()

@@ -13,24 +13,36 @@ export interface CachedAnswer {
  * Where final answers (a COMPLETED status, a result) are kept for `ttlMs`: in memory for one
  * process, or in Redis so every replica serves them and they outlive fal's own retention.
  * A cache is an optimisation: a failing one is a miss, never an error for the caller.
+ * `owner` (the job's tenant) lets a bounded cache share its room fairly among tenants.
  */
 export interface AnswerCache {
   readonly kind: 'memory' | 'redis';
   get(key: string): Promise<CachedAnswer | undefined>;
-  set(key: string, answer: CachedAnswer): Promise<void>;
+  set(key: string, answer: CachedAnswer, owner?: string): Promise<void>;
   close(): Promise<void>;
 }
 
 /** Bytes an answer is charged in memory: its body plus a fixed allowance for the rest. */
 const sizeOf = (answer: CachedAnswer) => answer.body.length + 256;
 
+interface Entry {
+  answer: CachedAnswer;
+  expiresAt: number;
+  owner: string;
+}
+
 /**
  * In-process cache bounded by bytes and age. Every entry lives for the same TTL, so insertion
- * order is expiry order: expired and, past the byte budget, oldest entries leave from the front.
+ * order is expiry order: expired entries leave from the front. Past the byte budget, the owner
+ * holding the most bytes gives up its oldest answer first, so a tenant keeping many large
+ * results (sync_mode images are data URIs of megabytes) pushes out its own, never the few that
+ * other tenants keep.
  */
 export class MemoryAnswerCache implements AnswerCache {
   readonly kind = 'memory' as const;
-  private readonly entries = new Map<string, { answer: CachedAnswer; expiresAt: number }>();
+  private readonly entries = new Map<string, Entry>();
+  /** Per owner: its keys, oldest first, and the bytes they hold. */
+  private readonly owners = new Map<string, { keys: Set<string>; bytes: number }>();
   private bytes = 0;
 
   constructor(
@@ -51,16 +63,21 @@ export class MemoryAnswerCache implements AnswerCache {
     return entry.answer;
   }
 
-  async set(key: string, answer: CachedAnswer): Promise<void> {
+  async set(key: string, answer: CachedAnswer, owner = ''): Promise<void> {
     if (this.options.ttlMs <= 0 || sizeOf(answer) > this.options.maxBytes) return;
     this.remove(key);
     const now = this.now();
-    this.entries.set(key, { answer, expiresAt: now + this.options.ttlMs });
+    this.entries.set(key, { answer, expiresAt: now + this.options.ttlMs, owner });
+    let own = this.owners.get(owner);
+    if (!own) this.owners.set(owner, (own = { keys: new Set(), bytes: 0 }));
+    own.keys.add(key);
+    own.bytes += sizeOf(answer);
     this.bytes += sizeOf(answer);
     for (const [oldest, entry] of this.entries) {
-      if (this.bytes <= this.options.maxBytes && entry.expiresAt > now) break;
+      if (entry.expiresAt > now) break;
       this.remove(oldest);
     }
+    while (this.bytes > this.options.maxBytes) this.remove(this.oldestOfLargestOwner());
   }
 
   get size(): number {
@@ -71,9 +88,22 @@ export class MemoryAnswerCache implements AnswerCache {
     return this.bytes;
   }
 
+  /** Bytes kept for one owner. */
+  bytesOf(owner: string): number {
+    return this.owners.get(owner)?.bytes ?? 0;
+  }
+
   async close(): Promise<void> {
     this.entries.clear();
+    this.owners.clear();
     this.bytes = 0;
+  }
+
+  /** Owners are tenants: few enough to look through. */
+  private oldestOfLargestOwner(): string {
+    let largest: { keys: Set<string>; bytes: number } | undefined;
+    for (const own of this.owners.values()) if (!largest || own.bytes > largest.bytes) largest = own;
+    return largest!.keys.values().next().value!;
   }
 
   private remove(key: string): void {
@@ -81,6 +111,10 @@ export class MemoryAnswerCache implements AnswerCache {
     if (!entry) return;
     this.entries.delete(key);
     this.bytes -= sizeOf(entry.answer);
+    const own = this.owners.get(entry.owner)!;
+    own.keys.delete(key);
+    own.bytes -= sizeOf(entry.answer);
+    if (own.keys.size === 0) this.owners.delete(entry.owner);
   }
 }
 
@@ -111,6 +145,7 @@ export class RedisAnswerCache implements AnswerCache {
   }
 
   async set(key: string, answer: CachedAnswer): Promise<void> {
+    // Redis bounds its memory itself (maxmemory and its eviction policy), not per owner.
     if (this.ttlMs <= 0) return;
     const head = JSON.stringify({ statusCode: answer.statusCode, contentType: answer.contentType ?? null, headers: answer.headers });
     await this.redis.set(`cache:${key}`, Buffer.concat([Buffer.from(`${head}\n`), answer.body]), 'PX', this.ttlMs);

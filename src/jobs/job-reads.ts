@@ -19,6 +19,8 @@ export interface JobReadsOptions {
   onFinalResult?: (requestId: string) => void;
   onLookup?: (kind: 'status' | 'result', outcome: CacheOutcome) => void;
   onCacheError?: (operation: 'get' | 'set', err: unknown) => void;
+  /** The tenant a job belongs to, so a bounded cache can share its room fairly among tenants. */
+  ownerOf?: (requestId: string) => Promise<string | undefined>;
 }
 
 /** Most status answers reused at once (jobs polled within one STATUS_CACHE_MS). */
@@ -69,7 +71,7 @@ export class JobReads {
       if (kept) return kept;
       const response = await this.options.upstream.result(requestId);
       if (FINAL_RESULT.has(response.statusCode)) {
-        if (response.body.length <= this.options.maxResultBytes) await this.keep(key, response);
+        if (response.body.length <= this.options.maxResultBytes) await this.keep(key, requestId, response);
         this.options.onFinalResult?.(requestId);
       }
       return response;
@@ -98,7 +100,7 @@ export class JobReads {
       // Not a status object: relayed (and rejected) as it is, never cached.
     }
     if (!status) return response;
-    if (status.status === 'COMPLETED') await this.keep(key, response);
+    if (status.status === 'COMPLETED') await this.keep(key, requestId, response);
     this.options.onStatus?.(requestId, status);
     return response;
   }
@@ -153,14 +155,19 @@ export class JobReads {
     };
   }
 
-  private async keep(key: string, response: UpstreamResponse): Promise<void> {
+  private async keep(key: string, requestId: string, response: UpstreamResponse): Promise<void> {
     try {
-      await this.options.cache.set(key, {
-        statusCode: response.statusCode,
-        contentType: response.contentType,
-        headers: pickRelayedHeaders(response.headers),
-        body: response.body,
-      });
+      const owner = await this.options.ownerOf?.(requestId);
+      await this.options.cache.set(
+        key,
+        {
+          statusCode: response.statusCode,
+          contentType: response.contentType,
+          headers: pickRelayedHeaders(response.headers),
+          body: response.body,
+        },
+        owner,
+      );
     } catch (err) {
       this.options.onCacheError?.('set', err);
     }
