@@ -31,7 +31,7 @@ import { tokenRoutes } from './routes/tokens.js';
 import { usageRoutes } from './routes/usage.js';
 import { TokenIssuer } from './tenants/tokens.js';
 import { registerPreflight } from './http/cors.js';
-import { unsupportedEncoding } from './http/content-encoding.js';
+import { unsupportedCharset, unsupportedEncoding } from './http/content-encoding.js';
 import { APP_ID } from './model.js';
 import { playgroundRoutes } from './routes/playground.js';
 import { registerMultipartSubmit } from './http/multipart.js';
@@ -301,8 +301,8 @@ export async function buildApp(options: AppOptions): Promise<GatewayApp> {
   app.removeContentTypeParser(['text/plain', 'application/json']);
   const parseJson = app.getDefaultJsonParser('error', 'error');
   app.addContentTypeParser('application/json', { parseAs: 'string' }, (request, body, done) => {
-    const encoded = unsupportedEncoding(request.headers);
-    if (encoded) return done(encoded);
+    const refused = unsupportedEncoding(request.headers) ?? unsupportedCharset(request.headers);
+    if (refused) return done(refused);
     const text = body.toString();
     if (text.trim() === '') return done(null, undefined);
     if (!needsGuardedParse(text)) {

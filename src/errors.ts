@@ -60,6 +60,7 @@ export const errors = {
     'Content-Type "%s" is not supported; send application/json, or multipart/form-data with an image file',
   ),
   UnsupportedEncoding: define('UNSUPPORTED_MEDIA_TYPE', 415, 'Content-Encoding "%s" is not supported; send the body uncompressed'),
+  UnsupportedCharset: define('UNSUPPORTED_MEDIA_TYPE', 415, 'charset "%s" is not supported; send JSON as UTF-8'),
   UpstreamAuthFailed: define(
     'UPSTREAM_AUTH_FAILED',
     502,

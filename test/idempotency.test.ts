@@ -58,6 +58,23 @@ describe('Idempotency-Key on submit', () => {
     expect(posts(stack)).toBe(before);
   });
 
+  it('refuses the same key with other queue headers (another priority is another request)', async () => {
+    const key = randomUUID();
+    const withPriority = (priority: string) =>
+      fetch(`${stack.url}/v1/image-to-image`, {
+        method: 'POST',
+        headers: { ...json, ...stack.bearer('team-a'), 'idempotency-key': key, 'x-fal-queue-priority': priority },
+        body: JSON.stringify(SEED_REQUEST),
+      });
+    expect((await withPriority('low')).status).toBe(200);
+    expect((await withPriority('low')).headers.get('idempotent-replayed')).toBe('true');
+    const before = posts(stack);
+    const other = await withPriority('normal');
+    expect(other.status).toBe(422);
+    expect(((await other.json()) as { detail: Array<{ type: string }> }).detail[0]!.type).toBe('idempotency_key_reused');
+    expect(posts(stack)).toBe(before);
+  });
+
   it("keeps keys per tenant: another tenant's same key is a new job, and never a replay of someone else's", async () => {
     const key = randomUUID();
     const a = (await (await submit('team-a', key)).json()) as Record<string, string>;

@@ -200,6 +200,8 @@ const rejected: BadCase[] = [
   { field: 'output_format', value: 'JPEG', type: 'enum', msg: ['output_format', 'jpeg', 'png'] },
   { field: 'seed', value: 1.5, type: 'int_type', msg: ['seed', 'integer'] },
   { field: 'seed', value: '42', type: 'int_type', msg: ['seed', 'integer'] },
+  // Past 2^53 a JSON number has lost its last digits already: said so, not "must be an integer".
+  { field: 'seed', value: 2 ** 60, type: 'less_than_equal', msg: ['seed', '2^53 - 1'] },
   {
     field: 'image_size',
     value: 'huge',
@@ -406,6 +408,17 @@ describe('POST /v1/image-to-image: bodies that are not a JSON object', () => {
     }
     // identity is no encoding at all.
     expectAccepted(await send(SEED_REQUEST, { headers: { 'content-encoding': 'identity' } }), SEED_REQUEST);
+  });
+
+  it('JSON declared in a charset other than UTF-8 → 415, not read as the wrong characters', async () => {
+    for (const type of ['application/json; charset=utf-16le', 'application/json;charset="ISO-8859-1"']) {
+      const answer = await send(undefined, { raw: JSON.stringify(SEED_REQUEST), headers: { 'content-type': type } });
+      expect(answer.status).toBe(415);
+      expect(answer.body).toMatchObject({ error_type: 'unsupported_media_type', detail: expect.stringContaining('send JSON as UTF-8') });
+    }
+    for (const type of ['application/json; charset=utf-8', 'application/json; charset=UTF8', 'application/json; charset="utf-8"']) {
+      expectAccepted(await send(SEED_REQUEST, { headers: { 'content-type': type } }), SEED_REQUEST);
+    }
   });
 
   it('content-type text/plain → 415 unsupported_media_type', async () => {

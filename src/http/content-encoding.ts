@@ -11,3 +11,13 @@ export function unsupportedEncoding(headers: IncomingHttpHeaders): Error | undef
   if (encoding === undefined || /^\s*(identity)?\s*$/i.test(encoding)) return undefined;
   return new errors.UnsupportedEncoding(encoding.slice(0, 64));
 }
+
+/**
+ * JSON is UTF-8 (RFC 8259), and the gateway reads it so. A body declared in another charset
+ * (`application/json; charset=utf-16le`) would be read as the wrong characters: refused.
+ */
+export function unsupportedCharset(headers: IncomingHttpHeaders): Error | undefined {
+  const charset = /;\s*charset\s*=\s*"?([^";\s]*)/i.exec(headers['content-type'] ?? '')?.[1];
+  if (charset === undefined || /^utf-?8$/i.test(charset)) return undefined;
+  return new errors.UnsupportedCharset(charset.slice(0, 64));
+}

@@ -69,7 +69,10 @@ export async function submit(deps: SubmitDeps, request: FastifyRequest, input: M
   if (typeof idempotencyKey !== 'string') return (await queue(deps, request, input, reply, base)).send();
 
   const claim = `${tenant.id}:${sha256(idempotencyKey)}`;
-  const fingerprint = sha256(canonicalJson(input));
+  // The queue headers (priority, timeout...) are part of the request: the same key with another
+  // priority is another request, not a retry. Left out when there are none, as before.
+  const forwarded = pickForwardedHeaders(request.headers);
+  const fingerprint = sha256(Object.keys(forwarded).length === 0 ? canonicalJson(input) : `${canonicalJson(input)}\n${canonicalJson(forwarded)}`);
   const existing = await deps.jobs.claimIdempotencyKey(claim, fingerprint, deps.idempotencyPendingMs).catch((err: unknown) => {
     throw new errors.StoreUnavailable({ cause: err });
   });

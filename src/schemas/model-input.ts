@@ -161,7 +161,11 @@ export const ModelInput = z
       .optional()
       .meta({ description: 'File format of the generated images.', default: 'jpeg' }),
     seed: z
-      .int({ error: 'seed must be an integer' })
+      .int({
+        // zod's int is a safe integer: a larger JSON number has already lost its last digits.
+        error: (issue) =>
+          issue.code === 'too_big' || issue.code === 'too_small' ? 'seed must be an integer of at most 2^53 - 1 either way' : 'seed must be an integer',
+      })
       .optional()
       .meta({ description: 'Seed for reproducible results; random when left out.' }),
     image_size: ImageSize.optional(),
