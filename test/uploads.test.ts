@@ -318,11 +318,11 @@ describe('multipart submit: rejected, nothing sent upstream', () => {
 
   it.each([
     { field: 'strength', value: 'abc', type: 'float_type', msg: 'strength must be a number between 0.01 and 1' },
-    { field: 'num_images', value: '2.5', type: 'int_type', msg: 'num_images must be an integer between 1 and 4' },
+    { field: 'num_images', value: '2.5', type: 'int_from_float', msg: 'num_images must be an integer between 1 and 4' },
     { field: 'num_inference_steps', value: '0x10', type: 'int_type', msg: 'num_inference_steps must be an integer' },
     { field: 'enable_safety_checker', value: 'yes', type: 'bool_type', msg: 'enable_safety_checker must be true or false' },
     { field: 'loras', value: 'owner/repo', type: 'list_type', msg: 'loras must be an array' },
-    { field: 'image_size', value: '{"width": 640', type: 'enum', msg: 'image_size must be one of' },
+    { field: 'image_size', value: '{"width": 640', type: 'literal_error', msg: 'image_size must be one of' },
   ])('$field "$value" that cannot be read: 422 $type from the usual validation', async ({ field, value, type, msg }) => {
     const answer = await post(stack, form({ ...SEED_PARTS, [field]: value }, { bytes: PNG }));
     expectRejected(answer, { loc: ['body', field], type, msg: [msg] });

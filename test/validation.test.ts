@@ -188,24 +188,24 @@ const rejected: BadCase[] = [
   { field: 'strength', value: '0.5', type: 'float_type', msg: STRENGTH },
   { field: 'num_inference_steps', value: 0, type: 'greater_than_equal', msg: STEPS },
   { field: 'num_inference_steps', value: 51, type: 'less_than_equal', msg: STEPS },
-  { field: 'num_inference_steps', value: 28.5, type: 'int_type', msg: STEPS },
+  { field: 'num_inference_steps', value: 28.5, type: 'int_from_float', msg: STEPS },
   { field: 'guidance_scale', value: -0.1, type: 'greater_than_equal', msg: GUIDANCE },
   { field: 'guidance_scale', value: 35.1, type: 'less_than_equal', msg: GUIDANCE },
   { field: 'num_images', value: 0, type: 'greater_than_equal', msg: IMAGES },
   { field: 'num_images', value: 5, type: 'less_than_equal', msg: IMAGES },
-  { field: 'num_images', value: 2.5, type: 'int_type', msg: IMAGES },
+  { field: 'num_images', value: 2.5, type: 'int_from_float', msg: IMAGES },
   { field: 'enable_safety_checker', value: 'true', type: 'bool_type', msg: ['enable_safety_checker', 'true', 'false'] },
   { field: 'enable_safety_checker', value: 1, type: 'bool_type', msg: ['enable_safety_checker', 'true', 'false'] },
-  { field: 'output_format', value: 'webp', type: 'enum', msg: ['output_format', 'jpeg', 'png'] },
-  { field: 'output_format', value: 'JPEG', type: 'enum', msg: ['output_format', 'jpeg', 'png'] },
-  { field: 'seed', value: 1.5, type: 'int_type', msg: ['seed', 'integer'] },
+  { field: 'output_format', value: 'webp', type: 'literal_error', msg: ['output_format', 'jpeg', 'png'] },
+  { field: 'output_format', value: 'JPEG', type: 'literal_error', msg: ['output_format', 'jpeg', 'png'] },
+  { field: 'seed', value: 1.5, type: 'int_from_float', msg: ['seed', 'integer'] },
   { field: 'seed', value: '42', type: 'int_type', msg: ['seed', 'integer'] },
   // Past 2^53 a JSON number has lost its last digits already: said so, not "must be an integer".
   { field: 'seed', value: 2 ** 60, type: 'less_than_equal', msg: ['seed', '2^53 - 1'] },
   {
     field: 'image_size',
     value: 'huge',
-    type: 'enum',
+    type: 'literal_error',
     msg: ['image_size', 'square_hd', 'square', 'portrait_4_3', 'portrait_16_9', 'landscape_4_3', 'landscape_16_9', 'width', 'height'],
   },
   { field: 'image_size', value: { width: 0, height: 10 }, type: 'greater_than_equal', loc: ['body', 'image_size', 'width'], msg: WIDTH },
@@ -232,7 +232,7 @@ const rejected: BadCase[] = [
   // A bare name instead of {path, scale}: a likely client mistake, so the message must say what is expected.
   { field: 'loras', value: ['owner/repo'], type: 'model_type', loc: ['body', 'loras', 0], msg: ['loras', 'path'] },
   { field: 'sync_mode', value: 'yes', type: 'bool_type', msg: ['sync_mode', 'true', 'false'] },
-  { field: 'acceleration', value: 'fast', type: 'enum', msg: ['acceleration', 'none', 'regular'] },
+  { field: 'acceleration', value: 'fast', type: 'literal_error', msg: ['acceleration', 'none', 'regular'] },
   { field: 'prompt', value: '', type: 'string_too_short', msg: ['prompt', 'empty'] },
   { field: 'prompt', value: 123, type: 'string_type', msg: ['prompt', 'string'] },
   { field: 'image_url', value: 'ftp://x/y.png', type: 'value_error', msg: IMAGE_URL },
@@ -334,7 +334,7 @@ describe('POST /v1/image-to-image: values out of range are rejected before the u
           loras: [{ path: 'owner/ok' }, { scale: 2 }],
         }),
       ),
-      { loc: ['body', 'output_format'], type: 'enum', msg: ['output_format'] },
+      { loc: ['body', 'output_format'], type: 'literal_error', msg: ['output_format'] },
       { loc: ['body', 'image_size', 'height'], type: 'greater_than_equal', msg: ['height', '1', '14142'] },
       { loc: ['body', 'loras', 1, 'path'], type: 'missing', msg: ['path'] },
     );
@@ -455,7 +455,7 @@ describe('POST /v1/image-to-image: query and headers', () => {
     const answer = await send(SEED_REQUEST, { headers: { 'x-fal-queue-priority': 'urgent' } });
     expectRejected(answer, {
       loc: ['header', 'x-fal-queue-priority'],
-      type: 'enum',
+      type: 'literal_error',
       msg: ['normal', 'low'],
     });
   });

@@ -56,6 +56,8 @@ function typeOf(issue: z.core.$ZodIssue, root: SchemaNode): string {
       if (issue.input === undefined) return 'missing';
       // zod reports integer fields as expecting a "number" when given a non-number.
       const expected = issue.expected === 'number' && schemaAt(root, issue.path)?.format?.includes('int') ? 'int' : issue.expected;
+      // pydantic's code for a number with a fractional part where an integer goes.
+      if (expected === 'int' && typeof issue.input === 'number' && Number.isFinite(issue.input)) return 'int_from_float';
       return TYPE_BY_EXPECTED[expected] ?? `${expected}_type`;
     }
     case 'too_big':
@@ -63,7 +65,8 @@ function typeOf(issue: z.core.$ZodIssue, root: SchemaNode): string {
     case 'too_small':
       return issue.origin === 'string' ? 'string_too_short' : issue.origin === 'array' ? 'too_short' : 'greater_than_equal';
     case 'invalid_value':
-      return 'enum';
+      // fal's models declare these fields as Literal[...]: pydantic says literal_error.
+      return 'literal_error';
     case 'not_multiple_of':
       return 'multiple_of';
     default:
