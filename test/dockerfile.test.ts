@@ -70,8 +70,13 @@ describe('Dockerfile', async () => {
     await run('npx', ['tsc', '-p', 'tsconfig.build.json', '--outDir', join(dir, 'dist')], { cwd: root });
     // Runtime stage: its COPY of the manifests and its RUN lines, verbatim.
     for (const file of ['package.json', 'package-lock.json']) await cp(join(root, file), join(dir, file));
+    // With engine-strict: the production dependencies must install on the Node running this
+    // test too (the oldest supported one in CI), not only on the image's Node 24.
     for (const line of runtime.lines.filter((l) => l.startsWith('RUN'))) {
-      await run('bash', ['-c', shellForm(line)], { cwd: dir, env: { ...process.env, NODE_ENV: 'production', npm_config_prefer_offline: 'true' } });
+      await run('bash', ['-c', shellForm(line)], {
+        cwd: dir,
+        env: { ...process.env, NODE_ENV: 'production', npm_config_prefer_offline: 'true', npm_config_engine_strict: 'true' },
+      });
     }
     await expect(readFile(join(dir, 'node_modules', 'vitest', 'package.json'))).rejects.toThrow();
     await expect(readFile(join(dir, 'node_modules', 'fastify', 'package.json'))).resolves.toBeDefined();
