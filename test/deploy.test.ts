@@ -29,7 +29,7 @@ describe('deploy/docker-compose.yml', () => {
   it('keeps /metrics off the load balancer: it is open without METRICS_TOKEN, and per replica', () => {
     const gateways = Object.entries(compose.services).filter(([name]) => name.startsWith('gateway'));
     for (const [, service] of gateways) expect(service.environment?.METRICS_TOKEN).toBeUndefined();
-    expect(read('nginx.conf')).toMatch(/location = \/metrics \{\s*return 404;\s*\}/);
+    expect(read('nginx.conf')).toMatch(/location ~ \^\/metrics\(\/\|\$\) \{\s*return 404;\s*\}/);
   });
 
   it('mounts an example tenants file the gateway accepts', () => {
