@@ -43,6 +43,8 @@ const httpUrl = z
   .url({ protocol: /^https?$/, error: 'must be an http(s) URL' })
   .refine(
     (value) => {
+      // Runs after a failed URL check too (zod goes on): a value that is no URL at all must not throw.
+      if (!URL.canParse(value)) return true;
       const url = new URL(value);
       return !url.username && !url.password && !url.search && !url.hash;
     },

@@ -89,6 +89,14 @@ describe('configuration', () => {
     }
   };
 
+  it('reports a URL without a scheme as a line about its variable, with the other problems', () => {
+    expect(problemsOf({ UPSTREAM_BASE_URL: 'queue.fal.run', PUBLIC_BASE_URL: 'gateway.example.com', PORT: 'x' })).toEqual([
+      'PORT: must be an integer from 0 to 65535',
+      'UPSTREAM_BASE_URL: must be an http(s) URL',
+      'PUBLIC_BASE_URL: must be an http(s) URL',
+    ]);
+  });
+
   it('refuses a header credential with a line break or a space (a secret file read with its newline)', () => {
     for (const name of ['UPSTREAM_TOKEN', 'METRICS_TOKEN', 'ADMIN_TOKEN']) {
       const secret = `${'s'.repeat(40)}`;
