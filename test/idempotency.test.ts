@@ -36,6 +36,7 @@ describe('Idempotency-Key on submit', () => {
     const again = await submit('team-a', key, reordered, '/fal-ai/flux-lora/image-to-image');
     expect(again.status).toBe(200);
     expect(again.headers.get('idempotent-replayed')).toBe('true');
+    expect(again.headers.get('x-fal-request-id')).toBe(firstBody.request_id);
     expect(await again.json()).toEqual(firstBody);
     expect(posts(stack) - before).toBe(1);
     // Both request lines name the job.

@@ -65,6 +65,10 @@ describe.skipIf(!hasChromium)(`Swagger UI in a browser${chromiumSkipReason}`, ()
     expect(result.body.images).toHaveLength(1);
     expect(result.body.images[0].content_type).toBe('image/jpeg');
 
+    // The key lives in the page only: nothing the browser keeps after the session holds it.
+    const stored = await page.evaluate(() => JSON.stringify({ ...localStorage }) + JSON.stringify({ ...sessionStorage }) + document.cookie);
+    expect(stored).not.toContain(stack.keys['team-a']!);
+
     mkdirSync(ARTIFACTS, { recursive: true });
     await page.locator('#operations-Image_to_image-getResult .live-responses-table').screenshot({ path: `${ARTIFACTS}swagger-ui-result.png` });
   });

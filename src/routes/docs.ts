@@ -55,7 +55,8 @@ export async function registerOpenApi(app: FastifyInstance, version: string): Pr
 export async function registerDocsUi(app: FastifyInstance): Promise<void> {
   await app.register(swaggerUi, {
     routePrefix: '/docs',
-    uiConfig: { persistAuthorization: true, tryItOutEnabled: true, displayRequestDuration: true },
+    // Not persisted: Swagger UI would keep the tenant key in localStorage, in plain text, for good.
+    uiConfig: { persistAuthorization: false, tryItOutEnabled: true, displayRequestDuration: true },
     // Swagger UI's own CSP (its scripts and styles from the gateway only), minus the upgrade to https, which would
     // break a gateway served over plain http on an internal network.
     staticCSP: true,

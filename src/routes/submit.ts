@@ -90,8 +90,10 @@ export async function submit(deps: SubmitDeps, request: FastifyRequest, input: M
     const body = structuredClone(existing.body);
     if (typeof body.request_id === 'string') {
       rewriteQueueUrls(body, base, body.request_id, { always: true });
-      // The replayed job, on the request's own line as for the first submit.
+      // The replayed job, on the request's own line as for the first submit, and in fal's header
+      // as the first answer had it (fal's client reads the request id from there).
       request.jobId = body.request_id;
+      reply.header('x-fal-request-id', body.request_id);
     }
     request.log.info({ requestId: body.request_id }, 'idempotent submit replayed');
     return reply.code(existing.statusCode).header('idempotent-replayed', 'true').type('application/json; charset=utf-8').send(deps.upstream.scrubText(JSON.stringify(body)));
