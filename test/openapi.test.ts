@@ -1,6 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FIELDS } from './support/fuzz-arbitraries.js';
+import { errors, errorTypeOf } from '../src/errors.js';
 import { renderOpenApi } from '../src/openapi-document.js';
 import { SEED_REQUEST, startStack, type Stack } from './helpers.js';
 
@@ -282,6 +283,33 @@ describe('errors', () => {
     const streams = tenantOperations().filter(({ path }) => path.endsWith('/status/stream'));
     expect(streams).toHaveLength(2);
     for (const { op } of streams) expect(Object.keys(op.responses['200']!.content ?? {})).toEqual(['text/event-stream']);
+  });
+});
+
+describe('error examples', () => {
+  /** The status each gateway error_type is answered with, from the errors themselves. */
+  const statusOf = new Map<string, number>([['validation_error', 422]]);
+  for (const make of Object.values(errors)) {
+    const err = new (make as new () => { code: string; statusCode: number })();
+    statusOf.set(errorTypeOf(err.code), err.statusCode);
+  }
+
+  it('shows, for each error status of each operation, an example answered with that very status', () => {
+    let checked = 0;
+    for (const [path, methods] of Object.entries(doc.paths)) {
+      for (const [method, op] of Object.entries(methods)) {
+        for (const [code, response] of Object.entries(op.responses ?? {})) {
+          const media = response.content?.['application/json'] as { example?: { error_type?: string }; schema?: { $ref?: string } } | undefined;
+          const example = media?.example;
+          // Without one, Swagger UI shows the schema's generic example, whatever the status.
+          if (media?.schema?.$ref === '#/components/schemas/Error') expect(example, `${method.toUpperCase()} ${path} ${code}`).toBeDefined();
+          if (typeof example?.error_type !== 'string') continue;
+          expect(statusOf.get(example.error_type), `${method.toUpperCase()} ${path} ${code}: ${example.error_type}`).toBe(Number(code));
+          checked++;
+        }
+      }
+    }
+    expect(checked).toBeGreaterThan(50);
   });
 });
 

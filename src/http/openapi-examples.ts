@@ -8,7 +8,13 @@ const ERROR_EXAMPLES: Record<string, unknown> = {
     detail: 'A valid API key is required: send "Authorization: Bearer <key>", "Authorization: Key <key>" or "x-api-key: <key>"',
     error_type: 'unauthorized',
   },
+  403: {
+    detail:
+      'Requests from origin https://app.example.com are not allowed for this tenant; the operator lists allowed origins in the tenants file (allowedOrigins)',
+    error_type: 'origin_not_allowed',
+  },
   404: { detail: 'Request not found', error_type: 'request_not_found' },
+  409: { detail: 'A submit with this Idempotency-Key is still in progress; retry shortly to get its answer', error_type: 'idempotency_in_progress' },
   413: { detail: 'The request body exceeds the limit of 10485760 bytes', error_type: 'payload_too_large' },
   415: { detail: 'Content-Type "text/plain" is not supported; send application/json', error_type: 'unsupported_media_type' },
   422: {
@@ -26,16 +32,47 @@ const ERROR_EXAMPLES: Record<string, unknown> = {
       "The upstream rejected the gateway's own credentials (HTTP 401). This is not your key: the operator must check UPSTREAM_TOKEN and UPSTREAM_AUTH_SCHEME.",
     error_type: 'upstream_auth_failed',
   },
+  501: { detail: 'Browser tokens are not enabled on this gateway: the operator must set TOKEN_SECRET', error_type: 'tokens_disabled' },
   503: { detail: 'The upstream could not be reached; try again shortly', error_type: 'upstream_unavailable' },
   504: { detail: 'The upstream did not answer in time', error_type: 'upstream_timeout' },
 };
 
 const READ_LIMITED = { detail: 'Rate limit exceeded for read requests (600 per 1 minute). Retry in 12 seconds.', error_type: 'rate_limited' };
 
+const BAD_REQUEST_ID = {
+  detail: [{ loc: ['path', 'request_id'], msg: 'request_id must be the id returned by submit (letters, digits, "-", "_", ".")', type: 'value_error' }],
+  error_type: 'validation_error',
+};
+
 const OPERATION_EXAMPLES: Record<string, Record<string, unknown>> = {
-  getStatus: { 429: READ_LIMITED },
-  getResult: { 400: { detail: 'Request is still in progress' }, 429: READ_LIMITED },
-  cancel: { 400: { status: 'ALREADY_COMPLETED' }, 429: READ_LIMITED },
+  getStatus: { 422: BAD_REQUEST_ID, 429: READ_LIMITED },
+  // fal relays the model's own answer: its verdict on the input is pydantic's 422, without error_type.
+  getResult: {
+    400: { detail: 'Request is still in progress' },
+    422: { detail: [{ loc: ['body', 'image_url'], msg: 'Could not load the image from image_url', type: 'value_error' }] },
+    429: READ_LIMITED,
+  },
+  cancel: { 400: { status: 'ALREADY_COMPLETED' }, 422: BAD_REQUEST_ID, 429: READ_LIMITED },
+  streamStatus: {
+    422: BAD_REQUEST_ID,
+    429: {
+      detail: 'This tenant already has 64 status streams open on this gateway: poll status_url for this job, or close a stream first',
+      error_type: 'too_many_streams',
+    },
+  },
+  createBrowserToken: {
+    403: { detail: 'A browser token cannot create tokens: call this with a tenant key, from a backend', error_type: 'token_cannot_mint' },
+    422: {
+      detail: [{ loc: ['body', 'ttl_seconds'], msg: 'ttl_seconds must be an integer between 60 and 3600', type: 'less_than_equal' }],
+      error_type: 'validation_error',
+    },
+    429: READ_LIMITED,
+  },
+  getUsage: {
+    422: { detail: [{ loc: ['query', 'from'], msg: 'from must not be after to', type: 'value_error' }], error_type: 'validation_error' },
+    429: READ_LIMITED,
+    503: { detail: 'The job store is unavailable; try again shortly', error_type: 'store_unavailable' },
+  },
   getMetrics: { 401: { detail: 'GET /metrics requires "Authorization: Bearer <METRICS_TOKEN>"', error_type: 'unauthorized' } },
 };
 
