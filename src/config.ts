@@ -159,8 +159,8 @@ const schema = z.object({
     .default('fal-gateway:')
     .describe('Prefix of every Redis key, so several deployments can share one Redis.'),
   REDIS_COMMAND_TIMEOUT_MS: int(5, 60_000)
-    .default(100)
-    .describe('Longest a Redis command may take before the request fails over to the store error policy (ms).'),
+    .default(500)
+    .describe('Longest a Redis command may take before the request fails over to the store error policy (ms); it includes any event-loop delay, so keep room for a busy replica.'),
   RATE_LIMIT_ON_STORE_ERROR: z
     .enum(['open', 'closed'], { error: 'must be open or closed' })
     .default('open')

@@ -10,6 +10,8 @@ export interface RedisOptions {
 
 /** Redis's answer to SELECT of a database it does not have ("DB index is out of range", "invalid DB index"). */
 const DATABASE_REFUSED = /\bDB index\b/i;
+/** Redis refusing the credentials (a wrong password, a wrong user, none given to a server that wants one). */
+const AUTH_REFUSED = /^(WRONGPASS|NOAUTH|NOPERM)\b|invalid password|invalid username-password/i;
 
 /**
  * The Redis connection every shared store uses. It must never make a request hang: commands
@@ -27,8 +29,10 @@ export function createRedis(options: RedisOptions, log: FastifyBaseLogger): Redi
     retryStrategy: (attempt) => Math.min(50 * 2 ** Math.min(attempt, 6), 2_000),
   });
   let healthy = false;
+  let lastAuthError: string | undefined;
   redis.on('ready', () => {
     healthy = true;
+    lastAuthError = undefined;
     log.info({ redis: redactUrl(options.url) }, 'redis connected');
   });
   redis.on('close', () => {
@@ -44,6 +48,15 @@ export function createRedis(options: RedisOptions, log: FastifyBaseLogger): Redi
         'REDIS_URL selects a database this Redis does not have: not using it (the gateway stays not ready); fix REDIS_URL',
       );
       redis.disconnect();
+      return;
+    }
+    // Refused credentials: no amount of waiting fixes them, so the operator is told (once per
+    // distinct answer; the client keeps retrying, in case the server's password is changed).
+    if (AUTH_REFUSED.test(err.message)) {
+      if (err.message !== lastAuthError) {
+        lastAuthError = err.message;
+        log.error({ redis: redactUrl(options.url), err: err.message }, 'Redis refused the credentials in REDIS_URL (not ready until it accepts them); fix REDIS_URL');
+      }
       return;
     }
     // Connection errors repeat on every reconnect attempt: the state change above is the one logged.

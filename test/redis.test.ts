@@ -72,6 +72,29 @@ describe.skipIf(!redisAvailable)(`the check schedule in Redis${skipReason}`, () 
   });
 });
 
+describe.skipIf(!redisAvailable)(`a REDIS_URL with a password Redis refuses${skipReason}`, () => {
+  it('says so in the log, once, and the gateway stays not ready', async () => {
+    const server = new PrivateRedis(await freePort(), 'the-right-password');
+    await server.start();
+    const url = new URL(server.url);
+    url.password = 'a-wrong-password';
+    const stack = await startStack({ env: { REDIS_URL: url.toString(), REDIS_KEY_PREFIX: uniquePrefix() } });
+    try {
+      expect((await fetch(`${stack.url}/readyz`)).status).toBe(503);
+      // Several reconnect attempts later, still one line.
+      await new Promise((r) => setTimeout(r, 1_000));
+      const refused = stack.logs.filter((l) => l.includes('Redis refused the credentials in REDIS_URL'));
+      expect(refused).toHaveLength(1);
+      expect(refused[0]).toMatch(/WRONGPASS/);
+      expect(refused[0]).not.toContain('a-wrong-password');
+      expect(JSON.parse(refused[0]!)).toMatchObject({ level: 50 });
+    } finally {
+      await stack.close();
+      await server.stop();
+    }
+  });
+});
+
 describe.skipIf(!redisAvailable)(`a REDIS_URL naming a database this Redis does not have${skipReason}`, () => {
   it('is never used (Redis would fall back to database 0): not ready, submits refused, nothing written', async () => {
     const probe = inspect('');

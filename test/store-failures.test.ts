@@ -11,11 +11,17 @@ class BreakableStore implements JobStore {
   readonly kind = 'memory' as const;
   private readonly inner = new MemoryJobStore({ ttlMs: 60_000, maxEntries: 1_000 });
   broken = { record: false, ownerOf: false, ready: false };
+  /** Record writes still to fail, one by one (a write timing out once). */
+  recordFailures = 0;
   available() {
     return true;
   }
   async record(...args: Parameters<JobStore['record']>) {
     if (this.broken.record) throw new Error('store down');
+    if (this.recordFailures > 0) {
+      this.recordFailures--;
+      throw new Error('Command timed out');
+    }
     return this.inner.record(...args);
   }
   job(id: string) {
@@ -71,6 +77,15 @@ describe('when the job store fails', () => {
     // The id the upstream queued is in the message, so the job is not silently lost.
     expect(body.detail).toMatch(/The job [0-9a-f-]{36} was queued upstream/);
     expect(stack.logs.some((l) => l.includes('ownership could not be recorded'))).toBe(true);
+  });
+
+  it('tries the ownership write once more before giving up on a queued job', async () => {
+    store.recordFailures = 1;
+    const res = await fetch(`${stack.url}/v1/image-to-image`, { method: 'POST', headers: { ...json, ...stack.bearer('team-a') }, body: JSON.stringify(SEED_REQUEST) });
+    expect(res.status).toBe(200);
+    const job = (await res.json()) as { status_url: string };
+    expect(store.recordFailures).toBe(0);
+    expect([200, 202]).toContain((await fetch(job.status_url, { headers: stack.bearer('team-a') })).status);
   });
 
   it('answers 503 store_unavailable, never 404, when ownership cannot be looked up', async () => {

@@ -66,7 +66,7 @@ describe.skipIf(!hasChromium)(`Swagger UI in a browser${chromiumSkipReason}`, ()
     expect(result.body.images[0].content_type).toBe('image/jpeg');
 
     // The key lives in the page only: nothing the browser keeps after the session holds it.
-    const stored = await page.evaluate(() => JSON.stringify({ ...localStorage }) + JSON.stringify({ ...sessionStorage }) + document.cookie);
+    const stored = String(await page.evaluate('JSON.stringify({ ...localStorage }) + JSON.stringify({ ...sessionStorage }) + document.cookie'));
     expect(stored).not.toContain(stack.keys['team-a']!);
 
     mkdirSync(ARTIFACTS, { recursive: true });

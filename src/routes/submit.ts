@@ -175,7 +175,10 @@ async function queue(deps: SubmitDeps, request: FastifyRequest, input: ModelInpu
     throw new errors.SubmitOutcomeUnknown('the upstream answered without a usable request_id');
   }
   try {
-    await deps.jobs.record(requestId, tenant.id, images, admission.charged);
+    // The job is queued and paid for: a write that timed out once (a busy Redis, a slow event
+    // loop) is worth one more try before the caller is told it cannot be served.
+    const record = () => deps.jobs.record(requestId, tenant.id, images, admission.charged);
+    await record().catch(record);
   } catch (err) {
     await admission.unknown();
     request.log.error({ err, requestId }, 'job queued upstream but its ownership could not be recorded');

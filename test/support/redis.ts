@@ -47,14 +47,19 @@ export async function freePort(): Promise<number> {
 /** A redis-server of the test's own, on a spare port, that the test may stop and restart. */
 export class PrivateRedis {
   private process: ChildProcess | undefined;
-  constructor(readonly port: number) {}
+  /** `password`: the server requires it (requirepass). */
+  constructor(
+    readonly port: number,
+    private readonly password?: string,
+  ) {}
 
   get url() {
-    return `redis://127.0.0.1:${this.port}/0`;
+    return `redis://${this.password ? `:${encodeURIComponent(this.password)}@` : ''}127.0.0.1:${this.port}/0`;
   }
 
   async start(): Promise<void> {
-    this.process = spawn('redis-server', ['--port', String(this.port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
+    const auth = this.password ? ['--requirepass', this.password] : [];
+    this.process = spawn('redis-server', ['--port', String(this.port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', ...auth], { stdio: 'ignore' });
     const deadline = Date.now() + 5_000;
     while (!(await ping(this.url))) {
       if (Date.now() > deadline) throw new Error(`redis-server did not start on ${this.port}`);
