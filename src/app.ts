@@ -351,7 +351,10 @@ export async function buildApp(options: AppOptions): Promise<GatewayApp> {
   });
   app.addHook('preClose', (done) => {
     for (const socket of sockets) {
-      if (!(socket as Duplex & { _httpMessage?: unknown })._httpMessage) socket.destroy();
+      // Never used: no request, and not a byte of one read yet. (Idle keep-alives Node closes
+      // itself; a request whose first bytes have arrived is let through.)
+      const unused = !(socket as Duplex & { _httpMessage?: unknown })._httpMessage && (socket as Duplex & { bytesRead?: number }).bytesRead === 0;
+      if (unused) socket.destroy();
     }
     done();
   });

@@ -156,6 +156,25 @@ describe('graceful shutdown', () => {
     expect(Date.now() - started).toBeLessThan(10_000);
   });
 
+  it('serves a request whose first bytes had arrived when close began, rather than resetting it', async () => {
+    const { startStack } = await import('./helpers.js');
+    const { connect } = await import('node:net');
+    const stack = await startStack();
+    const socket = connect(Number(new URL(stack.url).port), '127.0.0.1');
+    await new Promise((resolve) => socket.once('connect', resolve));
+    let answer = '';
+    socket.on('data', (chunk: Buffer) => (answer += chunk.toString()));
+    const ended = new Promise<string>((resolve) => socket.once('close', () => resolve(answer)));
+    // Half a request: its headers are not complete yet.
+    socket.write('GET /healthz HTTP/1.1\r\nHost: gw\r\n');
+    await new Promise((r) => setTimeout(r, 100));
+    const closing = stack.close();
+    await new Promise((r) => setTimeout(r, 100));
+    socket.write('\r\n');
+    expect(await ended).toMatch(/^HTTP\/1\.1 200 /);
+    await closing;
+  });
+
   it('exits 1 when the budget runs out with a request still running, saying so in a JSON log line', async () => {
     const hanging = await startFaultyUpstream();
     hanging.setHandler(() => {
