@@ -64,8 +64,12 @@ export const MultipartModelInput = z
       description: `The input image file (${ACCEPTED}; the type is read from the file's bytes, not from its name or declared type). Sent upstream as a data:image/...;base64, URI, so the image_url size limit applies.`,
     }),
     ...otherFields,
-    // Swagger UI fills every form field with a sample value (clearing one leaves it out); a seed's would be its minimum.
-    seed: otherFields.seed.meta({ examples: [42] }),
+    // Swagger UI fills every form field: with its default, which is the model's own, else with a
+    // sample (a seed's minimum, image_size's first preset), which would make every upload alike.
+    // An empty example leaves those two empty, and an empty part counts as not sent: a random
+    // seed, and the input image's size, as in the JSON example.
+    seed: otherFields.seed.meta({ examples: [''] as unknown as number[] }),
+    image_size: otherFields.image_size.meta({ examples: [''] as never }),
   })
   .meta({
     description:
