@@ -15,11 +15,16 @@ describe.skipIf(!hasChromium)(`Swagger UI in a browser${chromiumSkipReason}`, ()
   let stack: Stack;
   let browser: Browser;
   let page: Page;
+  /** Errors the page wrote to the console (a CSP violation shows up here), outside failed requests. */
+  const consoleErrors: string[] = [];
 
   beforeAll(async () => {
     stack = await startStack();
     browser = await launchChromium();
     page = await browser.newPage({ viewport: { width: 1300, height: 1600 } });
+    page.on('console', (message) => {
+      if (message.type() === 'error') consoleErrors.push(message.text());
+    });
   });
   afterAll(async () => {
     await browser?.close();
@@ -44,6 +49,8 @@ describe.skipIf(!hasChromium)(`Swagger UI in a browser${chromiumSkipReason}`, ()
   it('authorizes with a tenant key and runs submit, status and result from "Try it out"', { timeout: 90_000 }, async () => {
     await page.goto(`${stack.url}/docs`);
     await authorizeSwaggerUi(page, stack.keys['team-a']!);
+    // The page loads clean: no CSP violation, no script error.
+    expect(consoleErrors).toEqual([]);
 
     // The example body is the seed request, so Execute works as it stands.
     const submitted = await execute('Image_to_image-submit');
