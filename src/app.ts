@@ -30,7 +30,7 @@ import { streamRoutes } from './routes/stream.js';
 import { tokenRoutes } from './routes/tokens.js';
 import { usageRoutes } from './routes/usage.js';
 import { TokenIssuer } from './tenants/tokens.js';
-import { registerPreflight } from './http/cors.js';
+import { corsForRefusal, registerPreflight } from './http/cors.js';
 import { unsupportedCharset, unsupportedEncoding } from './http/content-encoding.js';
 import { APP_ID } from './model.js';
 import { playgroundRoutes } from './routes/playground.js';
@@ -320,7 +320,7 @@ export async function buildApp(options: AppOptions): Promise<GatewayApp> {
   app.setValidatorCompiler(validatorCompiler);
   // Responses are documented by their schemas but never reshaped: upstream bodies pass as fal sent them.
   app.setSerializerCompiler(() => (data) => JSON.stringify(data));
-  registerErrorHandling(app, config.BODY_LIMIT_BYTES);
+  registerErrorHandling(app, config.BODY_LIMIT_BYTES, (request, reply) => corsForRefusal(request, reply, registry));
 
   decorateRateLimitFields(app);
   // Hooks on every request are plain callbacks: no promise per hook on the hot path.

@@ -64,6 +64,16 @@ describe('browser access: CORS per tenant and short-lived tokens', () => {
     expect(upstreamCalls(stack).length).toBe(before);
   });
 
+  it('lets a page read the 404 of a mistyped route, when its origin is one a tenant allows', async () => {
+    const res = await fetch(`${stack.url}/v1/image-to-imag`, { headers: { ...stack.bearer('team-a'), origin: APP } });
+    expect(res.status).toBe(404);
+    expect(res.headers.get('access-control-allow-origin')).toBe(APP);
+    expect(((await res.json()) as { error_type: string }).error_type).toBe('route_not_found');
+    const elsewhere = await fetch(`${stack.url}/v1/image-to-imag`, { headers: { origin: 'https://evil.example' } });
+    expect(elsewhere.status).toBe(404);
+    expect(elsewhere.headers.get('access-control-allow-origin')).toBeNull();
+  });
+
   it('lets same-origin pages and server-side callers (no Origin) through, without CORS headers', async () => {
     const same = await fetch(`${stack.url}/v1/image-to-image`, { method: 'POST', headers: { ...json, ...stack.bearer('team-b'), origin: stack.url }, body: JSON.stringify(SEED_REQUEST) });
     expect(same.status).toBe(200);

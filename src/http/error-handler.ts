@@ -1,4 +1,4 @@
-import type { FastifyError, FastifyInstance } from 'fastify';
+import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { errors, errorTypeOf, RequestValidationError } from '../errors.js';
 import type { ErrorEnvelope } from '../schemas/error.js';
 import { SUBMIT_URLS } from './multipart.js';
@@ -31,7 +31,12 @@ const UNAVAILABLE_RETRY_AFTER_SECONDS = '5';
  * One envelope everywhere, in fal's dialect: {"detail": ..., "error_type": ...}. 5xx bodies
  * carry the gateway's own message only; internals go to the log under the request id.
  */
-export function registerErrorHandling(app: FastifyInstance, bodyLimit: number): void {
+export function registerErrorHandling(
+  app: FastifyInstance,
+  bodyLimit: number,
+  /** Makes a refusal readable by a browser origin some tenant allows (see corsForRefusal). */
+  corsForRefusal: (request: FastifyRequest, reply: FastifyReply) => void = () => {},
+): void {
   app.setErrorHandler((raw: FastifyError, request, reply) => {
     if (raw instanceof RequestValidationError) {
       request.log.info({ problems: raw.detail.length }, 'request rejected by validation');
@@ -60,6 +65,9 @@ export function registerErrorHandling(app: FastifyInstance, bodyLimit: number): 
   });
 
   app.setNotFoundHandler((request, reply) => {
+    // No route, so no authentication ran to set CORS: a page calling a mistyped path reads the
+    // 404 instead of a bare network error.
+    corsForRefusal(request, reply);
     const err = new errors.RouteNotFound(request.method, request.url.split('?')[0]);
     return reply.code(404).send({ detail: err.message, error_type: errorTypeOf(err.code) });
   });
