@@ -100,9 +100,10 @@ describe('concurrent reads of one job', () => {
     const { request_id: id } = (await res.json()) as { request_id: string };
     const statusCalls = () => upstream.requests.filter((r) => r.method === 'GET' && r.url.includes(`/requests/${id}/status`)).length;
     const reads = Array.from({ length: 50 }, () => fetch(`${url}/v1/requests/${id}/status`, { headers: { authorization: `Bearer ${key}` } }));
-    // Wait until the first read has reached the upstream, then let some time pass for the rest to queue behind it.
-    while (statusCalls() === 0) await new Promise((r) => setTimeout(r, 5));
-    await new Promise((r) => setTimeout(r, 200));
+    // Released only once every read has arrived: the first went upstream, the 49 others joined it.
+    // (However slow the machine: a read arriving after the release would ask upstream again.)
+    const joined = async () => Number(/fal_gateway_cache_lookups_total\{kind="status",outcome="shared"\} (\d+)/.exec(await (await fetch(`${url}/metrics`)).text())?.[1] ?? 0);
+    while (statusCalls() === 0 || (await joined()) < 49) await new Promise((r) => setTimeout(r, 10));
     release();
     const answers = await Promise.all(reads);
     for (const answer of answers) {
