@@ -196,6 +196,20 @@ describe('upstream resilience', () => {
     expect((await fetch(`${url}/v1/requests/${ID}/status`, { headers: auth })).status).toBe(202);
   });
 
+  it('still opens the circuit when fal is down, whatever result reads come in between', async () => {
+    await start({ CIRCUIT_BREAKER_THRESHOLD: '3', CIRCUIT_BREAKER_COOLDOWN_MS: '60000', UPSTREAM_READ_RETRIES: '0' });
+    await ownJob();
+    upstream.setHandler((_req, res) => failing(503)(res));
+    const read = async (path: string) => (await timed(() => fetch(`${url}/v1/requests/${ID}${path}`, { headers: auth }))).body.error_type;
+    // Three failing status reads with a failing result read between each (neutral, not a success).
+    for (let i = 0; i < 3; i++) {
+      if (i > 0) expect(await read('')).not.toBe('upstream_circuit_open');
+      expect(await read('/status')).not.toBe('upstream_circuit_open');
+    }
+    expect(await read('/status')).toBe('upstream_circuit_open');
+    expect(await read('')).toBe('upstream_circuit_open');
+  });
+
   it("reads a job that outlived the caller's own start timeout once: no retry, and no mark against the upstream", async () => {
     await start({ CIRCUIT_BREAKER_THRESHOLD: '2', UPSTREAM_READ_RETRIES: '3' });
     await ownJob();

@@ -62,13 +62,17 @@ export function isUserTimeout(response: { statusCode: number; headers: Record<st
 }
 
 /**
- * Whether an answer counts against the upstream in the circuit breaker. A result is the model's
- * own status code and body: a model failing one job (500 "CUDA out of memory") says nothing
- * about fal being reachable, and counting it would let one tenant's failing jobs open the
- * circuit for every tenant. Queue answers (submit, status, cancel) with a 5xx do count.
+ * What an answer tells the circuit breaker. Below 500, the upstream is up: success. A queue
+ * answer (submit, status, cancel) with a 5xx: failure. A result's 5xx is the model's own answer
+ * about one job (500 "CUDA out of memory"), and a user start timeout is the caller's own
+ * deadline: neither says whether fal is up, so they are neutral. Counting them as failures let
+ * one tenant's failing jobs open the circuit for every tenant; counting them as successes would
+ * reset the count, or close an open circuit, while fal is down.
  */
-function saysUpstreamIsFailing(operation: UpstreamOperation, response: UpstreamResponse): boolean {
-  return response.statusCode >= 500 && operation !== 'result' && !isUserTimeout(response);
+function breakerVerdict(operation: UpstreamOperation, response: UpstreamResponse): 'success' | 'failure' | 'neutral' {
+  if (response.statusCode < 500) return 'success';
+  if (operation === 'result' || isUserTimeout(response)) return 'neutral';
+  return 'failure';
 }
 
 export interface UpstreamResponse {
@@ -224,8 +228,9 @@ export class UpstreamClient {
     const breaker = this.options.breaker;
     const started = performance.now();
     let response: UpstreamResponse;
+    let probe = false;
     try {
-      const probe = breaker?.before() ?? false;
+      probe = breaker?.before() ?? false;
       try {
         response = await this.send(method, path, extra, body);
       } catch (err) {
@@ -240,8 +245,10 @@ export class UpstreamClient {
       throw err;
     }
     this.reportCall(operation, statusClass(response.statusCode), started);
-    if (saysUpstreamIsFailing(operation, response)) breaker?.failure();
-    else breaker?.success();
+    const verdict = breakerVerdict(operation, response);
+    if (verdict === 'failure') breaker?.failure();
+    else if (verdict === 'success') breaker?.success();
+    else breaker?.release(probe);
     return response;
   }
 
