@@ -143,6 +143,9 @@ function trustProxyOption(value: Config['TRUST_PROXY']): boolean | string | ((ad
   return value ?? false;
 }
 
+/** How long, once closing, a connection whose request has begun to arrive has to complete it. */
+const PARTIAL_REQUEST_GRACE_MS = 1_000;
+
 export async function buildApp(options: AppOptions): Promise<GatewayApp> {
   const { config } = options;
   const app = Fastify({
@@ -349,12 +352,16 @@ export async function buildApp(options: AppOptions): Promise<GatewayApp> {
     sockets.add(socket);
     socket.once('close', () => sockets.delete(socket));
   });
+  const withoutRequest = (socket: Duplex) => !(socket as Duplex & { _httpMessage?: unknown })._httpMessage;
   app.addHook('preClose', (done) => {
     for (const socket of sockets) {
-      // Never used: no request, and not a byte of one read yet. (Idle keep-alives Node closes
-      // itself; a request whose first bytes have arrived is let through.)
-      const unused = !(socket as Duplex & { _httpMessage?: unknown })._httpMessage && (socket as Duplex & { bytesRead?: number }).bytesRead === 0;
-      if (unused) socket.destroy();
+      if (!withoutRequest(socket)) continue;
+      // Never used (not a byte read): closed at once. Idle keep-alives Node closes itself. One
+      // whose request has started to arrive gets a moment to complete it, not more: Node stops
+      // enforcing its headers timeout once closing, and a client that sent one byte would
+      // otherwise hold the shutdown for its whole budget.
+      if ((socket as Duplex & { bytesRead?: number }).bytesRead === 0) socket.destroy();
+      else setTimeout(() => withoutRequest(socket) && socket.destroy(), PARTIAL_REQUEST_GRACE_MS).unref();
     }
     done();
   });
