@@ -228,7 +228,7 @@ export class UpstreamClient {
     const breaker = this.options.breaker;
     const started = performance.now();
     let response: UpstreamResponse;
-    let probe = false;
+    let probe: boolean;
     try {
       probe = breaker?.before() ?? false;
       try {
