@@ -187,27 +187,41 @@ describe('Idempotency-Key when the upstream fails', () => {
 
 describe('Idempotency-Key when the store cannot save the answer', () => {
   /** A store whose next write of a settled key fails, as a Redis SET past its command timeout would. */
-  class FailingOnce extends MemoryJobStore {
-    failNext = false;
+  class FailingWrites extends MemoryJobStore {
+    /** Writes of a settled key still to fail, one by one. */
+    failures = 0;
     override async completeIdempotencyKey(...args: Parameters<MemoryJobStore['completeIdempotencyKey']>): Promise<void> {
-      if (this.failNext) {
-        this.failNext = false;
+      if (this.failures > 0) {
+        this.failures--;
         throw new Error('Command timed out');
       }
       return super.completeIdempotencyKey(...args);
     }
   }
-  const store = new FailingOnce({ ttlMs: 3_600_000, maxEntries: 1_000 });
+  const store = new FailingWrites({ ttlMs: 3_600_000, maxEntries: 1_000 });
   let stack: Stack;
   beforeAll(async () => {
     stack = await startStack({ app: { jobs: store }, tenants: [{ id: 'team-a', quota: { imagesPerDay: 10 } }] });
   });
   afterAll(() => stack.close());
 
-  it('still answers with the queued job, and a retry with the key queues no second job', async () => {
+  it('writes the answer again when the first write fails: a retry gets the replay', async () => {
     const headers = { ...json, ...stack.bearer('team-a'), 'idempotency-key': randomUUID() };
     const submit = () => fetch(`${stack.url}/v1/image-to-image`, { method: 'POST', headers, body: JSON.stringify(SEED_REQUEST) });
-    store.failNext = true;
+    const before = posts(stack);
+    store.failures = 1;
+    const first = (await (await submit()).json()) as { request_id: string };
+    const retry = await submit();
+    expect(retry.headers.get('idempotent-replayed')).toBe('true');
+    expect(((await retry.json()) as { request_id: string }).request_id).toBe(first.request_id);
+    expect(posts(stack) - before).toBe(1);
+  });
+
+  it('still answers with the queued job when the answer cannot be saved at all, and keeps the key claimed', async () => {
+    const headers = { ...json, ...stack.bearer('team-a'), 'idempotency-key': randomUUID() };
+    const submit = () => fetch(`${stack.url}/v1/image-to-image`, { method: 'POST', headers, body: JSON.stringify(SEED_REQUEST) });
+    const before = posts(stack);
+    store.failures = 2;
     const first = await submit();
     expect(first.status).toBe(200);
     const job = (await first.json()) as { request_id: string };
@@ -215,7 +229,7 @@ describe('Idempotency-Key when the store cannot save the answer', () => {
     // The key stays claimed: the retry is told to wait, it does not take the key over.
     const retry = await submit();
     expect(retry.status).toBe(409);
-    expect(posts(stack)).toBe(1);
+    expect(posts(stack) - before).toBe(1);
     expect(stack.logs.some((line) => line.includes('could not save the answer for its Idempotency-Key'))).toBe(true);
   });
 });

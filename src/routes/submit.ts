@@ -116,17 +116,20 @@ export async function submit(deps: SubmitDeps, request: FastifyRequest, input: M
   }
   // Settled outside the try above: the job is queued and recorded whatever the store says now.
   // A failed write must neither release the key (a retry would queue a second paid job) nor
-  // turn the answer into an error (the caller, not knowing the job, would retry): the key stays
-  // claimed, so a retry meets 409 until the claim lapses, and the caller gets its job.
+  // turn the answer into an error (the caller, not knowing the job, would retry). It is tried
+  // twice; if both fail, the key stays claimed: a retry meets 409 until the claim lapses
+  // (idempotencyPendingMs), and only after that could it queue another job.
   const queuedOk = queued.statusCode >= 200 && queued.statusCode < 300;
+  const settle = queuedOk
+    ? () => deps.jobs.completeIdempotencyKey(claim, { state: 'done', fingerprint, statusCode: queued.statusCode, body: queued.body }, deps.idempotencyTtlMs)
+    : () => deps.jobs.releaseIdempotencyKey(claim);
   try {
-    if (queuedOk) {
-      await deps.jobs.completeIdempotencyKey(claim, { state: 'done', fingerprint, statusCode: queued.statusCode, body: queued.body }, deps.idempotencyTtlMs);
-    } else {
-      await deps.jobs.releaseIdempotencyKey(claim);
-    }
+    await settle().catch(settle);
   } catch (storeErr) {
-    request.log.error({ err: storeErr, requestId: request.jobId }, queuedOk ? 'could not save the answer for its Idempotency-Key; the key stays claimed' : 'could not settle an Idempotency-Key');
+    request.log.error(
+      { err: storeErr, requestId: request.jobId },
+      queuedOk ? 'could not save the answer for its Idempotency-Key; the key stays claimed until it lapses' : 'could not settle an Idempotency-Key',
+    );
   }
   return queued.send();
 }
