@@ -69,6 +69,7 @@ describe('browser access: CORS per tenant and short-lived tokens', () => {
     expect(res.status).toBe(404);
     expect(res.headers.get('access-control-allow-origin')).toBe(APP);
     expect(((await res.json()) as { error_type: string }).error_type).toBe('route_not_found');
+    expect(res.headers.get('x-fal-error-type')).toBe('route_not_found');
     const elsewhere = await fetch(`${stack.url}/v1/image-to-imag`, { headers: { origin: 'https://evil.example' } });
     expect(elsewhere.status).toBe(404);
     expect(elsewhere.headers.get('access-control-allow-origin')).toBeNull();

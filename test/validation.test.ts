@@ -416,7 +416,14 @@ describe('POST /v1/image-to-image: bodies that are not a JSON object', () => {
       expect(answer.status).toBe(415);
       expect(answer.body).toMatchObject({ error_type: 'unsupported_media_type', detail: expect.stringContaining('send JSON as UTF-8') });
     }
-    for (const type of ['application/json; charset=utf-8', 'application/json; charset=UTF8', 'application/json; charset="utf-8"']) {
+    for (const type of [
+      'application/json; charset=utf-8',
+      'application/json; charset=UTF8',
+      'application/json; charset="utf-8"',
+      // A subset of UTF-8; and a charset= inside another parameter's quoted value is not one.
+      'application/json; charset=us-ascii',
+      'application/json; profile="x;charset=utf-16"',
+    ]) {
       expectAccepted(await send(SEED_REQUEST, { headers: { 'content-type': type } }), SEED_REQUEST);
     }
   });

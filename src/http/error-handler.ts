@@ -48,7 +48,7 @@ export function registerErrorHandling(
     if (!err) {
       request.log.error({ err: raw }, 'unhandled error');
       const internal = new errors.Internal();
-      return reply.code(500).send({ detail: internal.message, error_type: errorTypeOf(internal.code) });
+      return reply.code(500).header('x-fal-error-type', errorTypeOf(internal.code)).send({ detail: internal.message, error_type: errorTypeOf(internal.code) });
     }
     const status = err.statusCode ?? 500;
     // An error may carry response headers (Retry-After on a fail-fast 503).
@@ -69,6 +69,6 @@ export function registerErrorHandling(
     // 404 instead of a bare network error.
     corsForRefusal(request, reply);
     const err = new errors.RouteNotFound(request.method, request.url.split('?')[0]);
-    return reply.code(404).send({ detail: err.message, error_type: errorTypeOf(err.code) });
+    return reply.code(404).header('x-fal-error-type', errorTypeOf(err.code)).send({ detail: err.message, error_type: errorTypeOf(err.code) });
   });
 }
