@@ -7,7 +7,7 @@ import { errors, RequestValidationError, type FalValidationEntry } from '../erro
 import { MODEL_ID } from '../model.js';
 import { unsupportedEncoding } from './content-encoding.js';
 import { ACCEPTED_IMAGE_TYPES as ACCEPTED, sniffImageType } from '../schemas/image-type.js';
-import { ModelInput } from '../schemas/model-input.js';
+import { IMAGE_SIZE_PRESETS, ModelInput } from '../schemas/model-input.js';
 
 export interface MultipartOptions {
   /** Largest uploaded image accepted (bytes). */
@@ -66,10 +66,21 @@ export const MultipartModelInput = z
     ...otherFields,
     // Swagger UI fills every form field: with its default, which is the model's own, else with a
     // sample (a seed's minimum, image_size's first preset), which would make every upload alike.
-    // An empty example leaves those two empty, and an empty part counts as not sent: a random
-    // seed, and the input image's size, as in the JSON example.
-    seed: otherFields.seed.meta({ examples: [''] as unknown as number[] }),
-    image_size: otherFields.image_size.meta({ examples: [''] as never }),
+    // These two are documented as the text parts they are, with an empty example: they start
+    // empty, and an empty part counts as not sent (a random seed, the input image's size), as in
+    // the JSON example. The parts are validated as the model input, after the conversion.
+    seed: z
+      .string()
+      .regex(/^-?\d*$/)
+      .optional()
+      .meta({ description: 'Seed for reproducible results (an integer); random when left empty.', examples: [''] }),
+    image_size: z
+      .string()
+      .optional()
+      .meta({
+        description: `Size of the generated image: a preset (${IMAGE_SIZE_PRESETS.join(', ')}) or {"width": ..., "height": ...} as JSON; the input image's size when left empty.`,
+        examples: [''],
+      }),
   })
   .meta({
     description:
