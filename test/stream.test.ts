@@ -310,3 +310,40 @@ describe('status stream: the upstream stream breaks before COMPLETED', () => {
     expect(resultReads()).toBe(before);
   });
 });
+
+describe('status stream: the gateway shuts down after COMPLETED was sent, before the upstream closed', () => {
+  it('ends the stream cleanly: the client has its COMPLETED, and no error', async () => {
+    const ID = '6f1c2b8e-0000-4000-8000-0000000000bb';
+    const key = newKey();
+    const upstream = await startFaultyUpstream();
+    upstream.setHandler((req, res) => {
+      if (req.method === 'POST') {
+        res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ status: 'IN_QUEUE', request_id: ID, queue_position: 0 }));
+      } else if (req.url?.includes('/status/stream')) {
+        // COMPLETED, and then the connection stays open (the upstream's close still to come).
+        res.writeHead(200, { 'content-type': 'text/event-stream' });
+        res.write(`data: ${JSON.stringify({ status: 'COMPLETED', request_id: ID, logs: [], metrics: { inference_time: 1 } })}\n\n`);
+      } else {
+        res.writeHead(202, { 'content-type': 'application/json' }).end(JSON.stringify({ status: 'IN_PROGRESS', request_id: ID, logs: null }));
+      }
+    });
+    const config = parseConfig({ UPSTREAM_TOKEN, UPSTREAM_BASE_URL: upstream.url, TENANTS_FILE: 'x', LOG_LEVEL: 'silent', STALE_JOB_CHECK_MS: '0', RESULT_PREFETCH: 'false' });
+    const big = { max: 100_000, timeWindowMs: 60_000 };
+    const app = await buildApp({ config, tenants: [{ id: 'team-a', keyDigests: [digestKey(key)], limits: { submit: big, read: big } }] });
+    const url = await app.listen({ port: 0, host: '127.0.0.1' });
+    try {
+      await fetch(`${url}/v1/image-to-image`, { method: 'POST', headers: { ...json, authorization: `Key ${key}` }, body: JSON.stringify(SEED_REQUEST) });
+      const res = await fetch(`${url}/v1/requests/${ID}/status/stream`, { headers: { authorization: `Key ${key}` } });
+      const reader = res.body!.getReader();
+      const first = await reader.read();
+      expect(parseEvents(Buffer.from(first.value!).toString())[0]).toMatchObject({ status: 'COMPLETED' });
+      const closing = app.close();
+      // The rest of the body: its clean end, no error.
+      while (!(await reader.read()).done);
+      await closing;
+    } finally {
+      await app.close();
+      await upstream.close();
+    }
+  });
+});

@@ -111,11 +111,15 @@ export function streamRoutes(app: FastifyInstance, deps: StreamRouteDeps): void 
         else res.once('close', onClose);
         const stop = () => {
           shutDown = true;
+          // Asked before leaving: the last subscriber leaving forgets the channel.
+          const completed = hub.hasCompleted(requestId, logs);
           leave.abort();
-          if (!hijacked) return;
+          if (!hijacked || res.writableEnded) return;
           // Cut off, not ended: a stream that ends cleanly before COMPLETED tells fal's clients
           // the job is done. A broken one makes them reconnect (to another replica) or poll.
-          res.destroy();
+          // One that has brought COMPLETED already (only the upstream's close to come) ends.
+          if (completed) res.end();
+          else res.destroy();
         };
         const tenantId = tenantOf(request).id;
         const held = heldBy.get(tenantId) ?? 0;

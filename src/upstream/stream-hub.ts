@@ -114,6 +114,11 @@ export class StatusStreamHub {
     return this.channels.size;
   }
 
+  /** Whether the job's open stream has already brought COMPLETED (its upstream close still to come). */
+  hasCompleted(requestId: string, logs: boolean): boolean {
+    return this.channels.get(`${requestId}:${logs ? 1 : 0}`)?.latestStatus?.status === 'COMPLETED';
+  }
+
   /**
    * Subscribes to a job's status stream. Everyone who joins while the stream is opening shares
    * its outcome: the stream, the upstream's non-200 answer, or the thrown transport error.
