@@ -93,6 +93,11 @@ export interface GatewayApp extends FastifyInstance {
   replaceTenants(next: readonly Tenant[] | TenantRegistry): void;
   /** Resolves when the gateway's background work (accounting finished jobs, keeping their results) is done. */
   whenIdle(): Promise<void>;
+  /**
+   * Resolves true once no status stream is open on this replica, or false after `timeoutMs`.
+   * A shutdown waits on it, so streams whose job is about to end finish instead of being cut off.
+   */
+  streamsEnded(timeoutMs: number): Promise<boolean>;
 }
 
 /**
@@ -292,6 +297,25 @@ export async function buildApp(options: AppOptions): Promise<GatewayApp> {
   });
   app.addHook('onReady', async () => lifecycle.start());
   app.decorate('whenIdle', () => lifecycle.idle());
+  let openStreams = 0;
+  const streamWaiters = new Set<() => void>();
+  const countStreams = (count: number) => {
+    openStreams = count;
+    if (count === 0) for (const wake of [...streamWaiters]) wake();
+  };
+  app.decorate('streamsEnded', (timeoutMs: number) => {
+    if (openStreams === 0) return Promise.resolve(true);
+    return new Promise<boolean>((resolve) => {
+      const done = (ended: boolean) => {
+        clearTimeout(timer);
+        streamWaiters.delete(wake);
+        resolve(ended);
+      };
+      const wake = () => done(true);
+      const timer = setTimeout(() => done(false), timeoutMs);
+      streamWaiters.add(wake);
+    });
+  });
   if (redis && !(await waitForRedis(redis, 2_000))) {
     app.log.warn({ redis: redactUrl(config.REDIS_URL!) }, 'redis not reachable yet: not ready until it is; reconnecting in the background');
   }
@@ -412,6 +436,7 @@ export async function buildApp(options: AppOptions): Promise<GatewayApp> {
       security: SECURITY,
       maxEventBytes: config.UPSTREAM_MAX_RESPONSE_BYTES,
       streamsPerTenant: config.STREAMS_PER_TENANT,
+      onOpenStreams: countStreams,
       onStatus: (requestId, status) => lifecycle.observe(requestId, status),
     });
     const queueDeps: QueueRouteDeps = {

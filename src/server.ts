@@ -7,6 +7,9 @@ import { ConfigError, parseConfig } from './config.js';
 import { attachTenantsReloader, readTenantsSnapshot } from './tenants/reload.js';
 import { TenantsFileError } from './tenants/tenants-file.js';
 
+/** Of the shutdown budget, what is kept for closing once status streams have had their time (ms). */
+const STREAM_CLOSE_MARGIN_MS = 2_000;
+
 /**
  * The only entry point that listens. Configuration problems end start-up with one line per
  * problem and exit code 1, never a stack trace. SIGHUP reloads the tenants file (so does a change
@@ -54,6 +57,11 @@ async function main(): Promise<void> {
     else app.log.info({ signal }, 'shutting down: finishing in-flight requests');
     app.startDraining();
     await new Promise((resolve) => setTimeout(resolve, config.SHUTDOWN_DRAIN_DELAY_MS));
+    // Status streams are let run towards their job's end, within the budget less a margin for
+    // the rest of the close: most jobs take seconds, and a stream cut off is an error for its
+    // client. Those still open then are cut off (their clients reconnect elsewhere, or poll).
+    const streamBudget = config.SHUTDOWN_GRACE_MS - config.SHUTDOWN_DRAIN_DELAY_MS - STREAM_CLOSE_MARGIN_MS;
+    if (streamBudget > 0 && !(await app.streamsEnded(streamBudget))) app.log.warn('status streams still open at the end of their shutdown budget: cutting them off');
     await app.close();
     app.log.info('shut down cleanly');
     stdout.flushSync();

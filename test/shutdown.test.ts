@@ -191,6 +191,58 @@ describe('graceful shutdown', () => {
     expect(Date.now() - started).toBeLessThan(5_000);
   });
 
+  it('lets status streams run to their job\'s end within the budget, and cuts off those that do not get there', async () => {
+    const finishing = '6f1c2b8e-0000-4000-8000-0000000000f1';
+    const endless = '6f1c2b8e-0000-4000-8000-0000000000f2';
+    const own = await startFaultyUpstream();
+    let submits = 0;
+    own.setHandler((req, res) => {
+      if (req.method === 'POST') {
+        const id = submits++ === 0 ? finishing : endless;
+        res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ status: 'IN_QUEUE', request_id: id, queue_position: 0 }));
+      } else if (req.url?.includes('/status/stream')) {
+        const id = req.url.includes(finishing) ? finishing : endless;
+        res.writeHead(200, { 'content-type': 'text/event-stream' });
+        res.write(`data: ${JSON.stringify({ status: 'IN_PROGRESS', request_id: id, logs: [] })}\n\n`);
+        // The first job ends 1.5 s later, during the shutdown; the other never does.
+        if (id === finishing) setTimeout(() => res.end(`data: ${JSON.stringify({ status: 'COMPLETED', request_id: id, logs: [], metrics: {} })}\n\n`), 1_500);
+      } else {
+        res.writeHead(202, { 'content-type': 'application/json' }).end(JSON.stringify({ status: 'IN_PROGRESS', request_id: endless, logs: null }));
+      }
+    });
+    const { server, key, base, output, exited } = await startServer({ UPSTREAM_BASE_URL: own.url, SHUTDOWN_DRAIN_DELAY_MS: '200', SHUTDOWN_GRACE_MS: '5000', STALE_JOB_CHECK_MS: '0' });
+    try {
+      const headers = { authorization: `Bearer ${key}`, 'content-type': 'application/json' };
+      for (let i = 0; i < 2; i++) expect((await fetch(`${base}/v1/image-to-image`, { method: 'POST', headers, body: JSON.stringify(SEED_REQUEST) })).status).toBe(200);
+      const follow = async (id: string) => {
+        const res = await fetch(`${base}/v1/requests/${id}/status/stream`, { headers: { authorization: `Bearer ${key}` } });
+        const reader = res.body!.getReader();
+        let text = Buffer.from((await reader.read()).value!).toString();
+        return {
+          rest: (async () => {
+            for (;;) {
+              const { done, value } = await reader.read();
+              if (done) return text;
+              text += Buffer.from(value).toString();
+            }
+          })(),
+        };
+      };
+      const [a, b] = [await follow(finishing), await follow(endless)];
+      const bOutcome = b.rest.then(() => 'ended', () => 'cut off');
+      server.kill('SIGTERM');
+      // The job that ends during the shutdown: its stream brings COMPLETED and ends cleanly.
+      expect(await a.rest).toContain('"status":"COMPLETED"');
+      // The one that never ends is cut off once the stream budget (5 s - 0.2 s - 2 s) is spent.
+      expect(await bOutcome).toBe('cut off');
+      expect(await exited).toBe(0);
+      expect(output.stdout).toContain('cutting them off');
+    } finally {
+      server.kill('SIGKILL');
+      await own.close();
+    }
+  }, 30_000);
+
   it('exits 1 when the budget runs out with a request still running, saying so in a JSON log line', async () => {
     const hanging = await startFaultyUpstream();
     hanging.setHandler(() => {

@@ -31,6 +31,8 @@ export interface StreamRouteDeps {
   streamsPerTenant: number;
   /** Counts status streams opened upstream ('miss') and joined ('shared'). */
   metrics?: { cache(kind: 'status', outcome: 'hit' | 'miss' | 'shared'): void };
+  /** Told the number of status streams open on this replica whenever it changes. */
+  onOpenStreams?: (count: number) => void;
 }
 
 /**
@@ -129,6 +131,7 @@ export function streamRoutes(app: FastifyInstance, deps: StreamRouteDeps): void 
         }
         heldBy.set(tenantId, held + 1);
         open.add(stop);
+        deps.onOpenStreams?.(open.size);
         try {
           if (clientGone) {
             app.recordRequest(request, reply, CLIENT_CLOSED_REQUEST, true);
@@ -168,6 +171,7 @@ export function streamRoutes(app: FastifyInstance, deps: StreamRouteDeps): void 
           if (left > 0) heldBy.set(tenantId, left);
           else heldBy.delete(tenantId);
           open.delete(stop);
+          deps.onOpenStreams?.(open.size);
           if (hijacked && !res.writableEnded && !res.destroyed) res.end();
         }
       },
