@@ -156,12 +156,18 @@ describe('graceful shutdown', () => {
     expect(Date.now() - started).toBeLessThan(10_000);
   });
 
-  it('serves a request whose first bytes had arrived when close began, rather than resetting it', async () => {
+  /** A gateway, and a raw TCP connection to it (to send a request a byte at a time). */
+  async function stackWithConnection() {
     const { startStack } = await import('./helpers.js');
     const { connect } = await import('node:net');
     const stack = await startStack();
     const socket = connect(Number(new URL(stack.url).port), '127.0.0.1');
     await new Promise((resolve) => socket.once('connect', resolve));
+    return { stack, socket };
+  }
+
+  it('serves a request whose first bytes had arrived when close began, rather than resetting it', async () => {
+    const { stack, socket } = await stackWithConnection();
     let answer = '';
     socket.on('data', (chunk: Buffer) => (answer += chunk.toString()));
     const ended = new Promise<string>((resolve) => socket.once('close', () => resolve(answer)));
@@ -176,11 +182,7 @@ describe('graceful shutdown', () => {
   });
 
   it('does not wait long at close for a request that started to arrive and stalled (one byte sent)', async () => {
-    const { startStack } = await import('./helpers.js');
-    const { connect } = await import('node:net');
-    const stack = await startStack();
-    const socket = connect(Number(new URL(stack.url).port), '127.0.0.1');
-    await new Promise((resolve) => socket.once('connect', resolve));
+    const { stack, socket } = await stackWithConnection();
     const closed = new Promise((resolve) => socket.once('close', resolve));
     socket.write('G');
     await new Promise((r) => setTimeout(r, 100));
