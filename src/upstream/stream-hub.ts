@@ -31,6 +31,9 @@ function closeSink(channel: Channel, sink: StatusSink): void {
   else sink.drop();
 }
 
+/** One upstream stream per job and `logs` flag. */
+const channelKey = (requestId: string, logs: boolean) => `${requestId}:${logs ? 1 : 0}`;
+
 /** Where one subscriber's events go (in the gateway, a hijacked HTTP response). */
 export interface StatusSink {
   write(text: string): void;
@@ -116,7 +119,7 @@ export class StatusStreamHub {
 
   /** Whether the job's open stream has already brought COMPLETED (its upstream close still to come). */
   hasCompleted(requestId: string, logs: boolean): boolean {
-    return this.channels.get(`${requestId}:${logs ? 1 : 0}`)?.latestStatus?.status === 'COMPLETED';
+    return this.channels.get(channelKey(requestId, logs))?.latestStatus?.status === 'COMPLETED';
   }
 
   /**
@@ -126,7 +129,7 @@ export class StatusStreamHub {
    */
   async join(requestId: string, logs: boolean, signal: AbortSignal): Promise<StatusJoin> {
     if (signal.aborted) return { kind: 'left' };
-    const key = `${requestId}:${logs ? 1 : 0}`;
+    const key = channelKey(requestId, logs);
     let channel = this.channels.get(key);
     this.options.metrics?.cache('status', channel ? 'shared' : 'miss');
     if (!channel) {
