@@ -9,7 +9,7 @@ const read = (path: string) => readFileSync(new URL(`../deploy/${path}`, import.
 
 describe('deploy/docker-compose.yml', () => {
   const compose = parse(read('docker-compose.yml')) as {
-    services: Record<string, { environment?: Record<string, string>; build?: string; volumes?: string[] }>;
+    services: Record<string, { environment?: Record<string, string>; build?: string; volumes?: string[]; stop_grace_period?: string }>;
   };
 
   it('runs two gateway replicas sharing one Redis, with a configuration the gateway accepts', () => {
@@ -23,6 +23,11 @@ describe('deploy/docker-compose.yml', () => {
       expect(service.build).toBe('..');
     }
     expect(compose.services.redis).toBeDefined();
+    // Docker must not kill a replica before its own shutdown budget has run out.
+    for (const [, service] of gateways) {
+      const budget = parseConfig({ ...service.environment, UPSTREAM_TOKEN: 'placeholder' }).SHUTDOWN_GRACE_MS;
+      expect(Number(/^(\d+)s$/.exec(service.stop_grace_period ?? '')?.[1]) * 1000).toBeGreaterThan(budget);
+    }
     expect(read('nginx.conf')).toMatch(/server gateway-a:3000[\s\S]*server gateway-b:3000/);
   });
 
