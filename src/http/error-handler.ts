@@ -28,6 +28,16 @@ function fromFastify(err: FastifyError, bodyLimit: number, contentType: unknown,
 const UNAVAILABLE_RETRY_AFTER_SECONDS = '5';
 
 /**
+ * A gateway error in fal's envelope, its category in `X-Fal-Error-Type` too, as fal's
+ * infrastructure errors have it (unless fal's own header was relayed already).
+ */
+function sendEnvelope(reply: FastifyReply, status: number, err: { message: string; code: string }): FastifyReply {
+  const body: ErrorEnvelope = { detail: err.message, error_type: errorTypeOf(err.code) };
+  if (!reply.hasHeader('x-fal-error-type')) reply.header('x-fal-error-type', body.error_type);
+  return reply.code(status).send(body);
+}
+
+/**
  * One envelope everywhere, in fal's dialect: {"detail": ..., "error_type": ...}. 5xx bodies
  * carry the gateway's own message only; internals go to the log under the request id.
  */
@@ -47,8 +57,7 @@ export function registerErrorHandling(
     const err = (own ? raw : fromFastify(raw, bodyLimit, request.headers['content-type'], request.routeOptions.url)) as FastifyError | undefined;
     if (!err) {
       request.log.error({ err: raw }, 'unhandled error');
-      const internal = new errors.Internal();
-      return reply.code(500).header('x-fal-error-type', errorTypeOf(internal.code)).send({ detail: internal.message, error_type: errorTypeOf(internal.code) });
+      return sendEnvelope(reply, 500, new errors.Internal());
     }
     const status = err.statusCode ?? 500;
     // An error may carry response headers (Retry-After on a fail-fast 503).
@@ -56,19 +65,15 @@ export function registerErrorHandling(
     if (headers) reply.headers(headers);
     // 501 is the gateway's configuration (a feature turned off), not a failure: the request line says it.
     if (status >= 500 && status !== 501) request.log.error({ err: err.cause ?? err, errorType: errorTypeOf(err.code) }, err.message);
-    const body: ErrorEnvelope = { detail: err.message, error_type: errorTypeOf(err.code) };
-    // As fal does: the category in a header too (unless fal's own was relayed), and a hint on
-    // when to come back from a 503 that gave none (fal's clients retry 503s).
-    if (!reply.hasHeader('x-fal-error-type')) reply.header('x-fal-error-type', body.error_type);
+    // A hint on when to come back from a 503 that gave none (fal's clients retry 503s).
     if (status === 503 && !reply.hasHeader('retry-after')) reply.header('retry-after', UNAVAILABLE_RETRY_AFTER_SECONDS);
-    return reply.code(status).send(body);
+    return sendEnvelope(reply, status, err);
   });
 
   app.setNotFoundHandler((request, reply) => {
     // No route, so no authentication ran to set CORS: a page calling a mistyped path reads the
     // 404 instead of a bare network error.
     corsForRefusal(request, reply);
-    const err = new errors.RouteNotFound(request.method, request.url.split('?')[0]);
-    return reply.code(404).header('x-fal-error-type', errorTypeOf(err.code)).send({ detail: err.message, error_type: errorTypeOf(err.code) });
+    return sendEnvelope(reply, 404, new errors.RouteNotFound(request.method, request.url.split('?')[0]));
   });
 }

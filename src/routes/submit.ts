@@ -42,6 +42,9 @@ function canonicalJson(value: unknown): string {
   return JSON.stringify(value);
 }
 
+/** A store write whose failure would cost a paid job: one more try after a first failure (a timeout, say). */
+const twice = <T>(write: () => Promise<T>): Promise<T> => write().catch(write);
+
 /** Failures after which a job may exist upstream: the key stays taken so a retry cannot queue another. */
 const MAYBE_QUEUED = new Set(['FGW_SUBMIT_OUTCOME_UNKNOWN', 'FGW_OWNERSHIP_NOT_RECORDED']);
 
@@ -124,7 +127,7 @@ export async function submit(deps: SubmitDeps, request: FastifyRequest, input: M
     ? () => deps.jobs.completeIdempotencyKey(claim, { state: 'done', fingerprint, statusCode: queued.statusCode, body: queued.body }, deps.idempotencyTtlMs)
     : () => deps.jobs.releaseIdempotencyKey(claim);
   try {
-    await settle().catch(settle);
+    await twice(settle);
   } catch (storeErr) {
     request.log.error(
       { err: storeErr, requestId: request.jobId },
@@ -180,8 +183,7 @@ async function queue(deps: SubmitDeps, request: FastifyRequest, input: ModelInpu
   try {
     // The job is queued and paid for: a write that timed out once (a busy Redis, a slow event
     // loop) is worth one more try before the caller is told it cannot be served.
-    const record = () => deps.jobs.record(requestId, tenant.id, images, admission.charged);
-    await record().catch(record);
+    await twice(() => deps.jobs.record(requestId, tenant.id, images, admission.charged));
   } catch (err) {
     await admission.unknown();
     request.log.error({ err, requestId }, 'job queued upstream but its ownership could not be recorded');

@@ -15,8 +15,7 @@ const range = (field: string, min: number, max: number, integer = false) => {
   return base.min(min, { error: message }).max(max, { error: message });
 };
 
-const DATA_URI = /^data:image\/(png|jpeg|webp|gif|avif);base64,[A-Za-z0-9+/]+={0,2}$/;
-const DATA_URI_PREFIX = /^data:image\/[a-z]+;base64,/;
+const DATA_URI = /^data:image\/(png|jpeg|webp|gif|avif);base64,([A-Za-z0-9+/]+={0,2})$/;
 /** A Hugging Face repository (owner/name, optionally a file path in it), not a URL of any scheme. */
 const HF_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]*\/[A-Za-z0-9][A-Za-z0-9._-]*(\/[A-Za-z0-9][A-Za-z0-9._-]*)*$/;
 
@@ -63,13 +62,12 @@ const IMAGE_URL_FORM =
   'image_url must be an http(s) URL (no backslashes or control characters) or a data URI of the form data:image/<png|jpeg|webp|gif|avif>;base64,<data>';
 
 /**
- * What is wrong with a data URI of the accepted form, if anything: base64 a decoder would refuse
+ * What is wrong with a data URI's base64 `data` (the URI of the accepted form), if anything: base64 a decoder would refuse
  * (a length that is not a multiple of 4), or bytes that are no image the model takes. A paid job
  * would fail on either. The type the bytes show may differ from the declared one (a browser
  * labels a file by its name), as the model reads the bytes.
  */
-function dataUriProblem(value: string): string | undefined {
-  const data = value.slice(value.match(DATA_URI_PREFIX)![0].length);
+function dataUriProblem(data: string): string | undefined {
   if (data.length % 4 !== 0) return 'image_url holds base64 data whose length is not a multiple of 4: it is cut short or not padded';
   const head = Buffer.from(data.slice(0, (Math.ceil(SNIFF_BYTES / 3) + 1) * 4), 'base64');
   if (sniffImageType(head) === undefined) return `image_url holds data that is not a ${ACCEPTED_IMAGE_TYPES} image`;
@@ -79,7 +77,8 @@ function dataUriProblem(value: string): string | undefined {
 export const ImageUrl = z.string({ error: 'image_url must be a string' }).check((ctx) => {
   const value = ctx.value;
   if (isHttpUrl(value)) return;
-  const problem = DATA_URI.test(value) ? dataUriProblem(value) : IMAGE_URL_FORM;
+  const dataUri = DATA_URI.exec(value);
+  const problem = dataUri ? dataUriProblem(dataUri[2]!) : IMAGE_URL_FORM;
   if (problem) ctx.issues.push({ code: 'custom', message: problem, input: value });
 });
 

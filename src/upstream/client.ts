@@ -57,7 +57,7 @@ export function errorKind(err: unknown): string {
  * fal's answer to a job that did not start within the caller's own X-Fal-Request-Timeout: the
  * caller's deadline, not a fault, and final (fal's clients never retry it).
  */
-export function isUserTimeout(response: { statusCode: number; headers: Record<string, string | string[] | undefined> }): boolean {
+function isUserTimeout(response: { statusCode: number; headers: Record<string, string | string[] | undefined> }): boolean {
   return response.statusCode === 504 && response.headers['x-fal-request-timeout-type'] === 'user';
 }
 
