@@ -57,7 +57,7 @@ process.stdout.write(`
   fal gateway demo: the gateway in front of a simulated fal queue (no network needed)
 
   Demo tenant key:  ${demoKey}
-  Swagger UI:       ${base}/docs      ("Authorize" with the key, then "Try it out")
+  Swagger UI:       ${base}/docs      ("Authorize" with the key, open an operation, "Execute")
   Playground:       ${base}/playground  (paste the key, upload an image, watch it run)
   OpenAPI:          ${base}/openapi.json
   Metrics:          ${base}/metrics

@@ -6,7 +6,7 @@ import { startStack, upstreamCalls, type Stack } from './helpers.js';
 import { authorizeSwaggerUi, chromiumSkipReason, hasChromium, launchChromium } from './support/browser.js';
 
 /**
- * A person's path through the docs page: Authorize with a tenant key, then "Try it out" on
+ * A person's path through the docs page: Authorize with a tenant key, then Execute on
  * submit, status (until COMPLETED) and result, in a real headless Chromium.
  */
 const ARTIFACTS = new URL('../test-artifacts/', import.meta.url).pathname;
@@ -46,7 +46,7 @@ describe.skipIf(!hasChromium)(`Swagger UI in a browser${chromiumSkipReason}`, ()
     return { code, body };
   }
 
-  it('authorizes with a tenant key and runs submit, status and result from "Try it out"', { timeout: 90_000 }, async () => {
+  it('authorizes with a tenant key and runs submit, status and result with Execute', { timeout: 90_000 }, async () => {
     await page.goto(`${stack.url}/docs`);
     await authorizeSwaggerUi(page, stack.keys['team-a']!);
     // The page loads clean: no CSP violation, no script error.

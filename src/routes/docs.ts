@@ -9,7 +9,7 @@ import { APP_ID, MODEL_ID } from '../model.js';
 const DESCRIPTION = `
 Self-hosted gateway in front of fal's queue for \`${MODEL_ID}\`.
 
-**Authorize** with your tenant key (any one of the schemes), then **Try it out**:
+**Authorize** with your tenant key (any one of the schemes), then expand an operation and press **Execute** (operations open ready to try):
 1. \`POST /v1/image-to-image\` with the example body: you get a \`request_id\` and gateway URLs.
 2. \`GET /v1/requests/{request_id}/status\` until it answers 200 \`COMPLETED\` (202 before).
 3. \`GET /v1/requests/{request_id}\` for the images.
