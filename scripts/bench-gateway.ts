@@ -1,16 +1,7 @@
 import { writeFile } from 'node:fs/promises';
-import { resolve } from 'node:path';
-import { pathToFileURL } from 'node:url';
+import { gatewayModule as dist } from './bench-dist.js';
 import { serveTarget } from './bench-ipc.js';
 
-/*
- * The gateway's code is loaded from dist/, as `npm start` and the Docker image run it: compiled
- * by tsc, run by plain Node. (This script itself runs under tsx, which would otherwise compile
- * src/ on the fly with its own helpers in every function; the bench builds dist/ first.)
- */
-const dist = (module: string) =>
-  // BENCH_DIST: another build's dist/ directory (npm run bench:ab compares two builds).
-  process.env.BENCH_DIST ? pathToFileURL(resolve(process.env.BENCH_DIST, `${module}.js`)).href : new URL(`../dist/${module}.js`, import.meta.url).href;
 const { buildApp } = (await import(dist('app'))) as typeof import('../src/app.js');
 const { parseConfig } = (await import(dist('config'))) as typeof import('../src/config.js');
 const { digestKey } = (await import(dist('tenants/registry'))) as typeof import('../src/tenants/registry.js');

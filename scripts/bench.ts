@@ -16,7 +16,7 @@ import { runMemoryProbe, startTarget, type BenchChild } from './bench-ipc.js';
 import { drive, summarize, type LoadRun, type LoadSpec } from './bench-load.js';
 import { gatewayEnv, PUBLIC_BASE_URL, RUN_DEADLINE_MS, SUBMIT_PATH, submitLoad, TENANT_ID } from './bench-submit.js';
 import { topSelfTime } from './bench-profile.js';
-import { BenchResults, evaluateTargets, renderMarkdown, renderText, type Comparison, type Phase } from './bench-results.js';
+import { BaselineKind, BenchResults, evaluateTargets, renderMarkdown, renderText, type Comparison, type Phase } from './bench-results.js';
 
 /**
  * `npm run bench`: the gateway against a minimal pass-through proxy, both in front of the
@@ -52,6 +52,19 @@ function parseScale(raw: string | undefined): number {
   return scale;
 }
 
+/** BENCH_BASELINE: what the gateway is compared with (see bench/README.md). */
+function parseBaseline(raw: string | undefined): BaselineKind {
+  const kind = BaselineKind.safeParse(raw === undefined || raw === '' ? 'proxy' : raw);
+  if (!kind.success) throw new Error(`BENCH_BASELINE must be one of ${BaselineKind.options.join(', ')}, not "${raw}"`);
+  return kind.data;
+}
+
+const BASELINE_SCRIPTS: Record<BaselineKind, string> = {
+  proxy: 'bench-baseline.ts',
+  fastify: 'bench-baseline-fastify.ts',
+  skeleton: 'bench-baseline-skeleton.ts',
+};
+
 const scale = parseScale(process.env.BENCH_SCALE);
 const counted = (base: number, min: number) => Math.max(min, Math.round(base * scale));
 const SUBMIT_CONNECTIONS = 50;
@@ -68,6 +81,7 @@ const settings = {
   // its store is bounded to keep its cost flat however many submits came before; the jobs read
   // in the status phase are the newest and are never forgotten.
   simulator: { queueMs: 3_600_000, maxJobs: 1_000 },
+  baseline: parseBaseline(process.env.BENCH_BASELINE),
 };
 const MEMORY_JOBS = 100_000;
 /**
@@ -242,7 +256,7 @@ async function run(): Promise<BenchResults> {
     const gatewayEnvironment = gatewayEnv({ url: sim.url, token: upstreamToken }, work, tenantKey);
     const [gatewayStart, baselineStart, probeRun] = await Promise.allSettled([
       startTarget('bench-gateway.ts', gatewayEnvironment, ['--expose-gc']),
-      startTarget(process.env.BENCH_BASELINE === 'fastify' ? 'bench-baseline-fastify.ts' : 'bench-baseline.ts', upstreamEnv, ['--expose-gc']),
+      startTarget(BASELINE_SCRIPTS[settings.baseline], { ...upstreamEnv, BENCH_LOG_FILE: join(work, 'baseline.log') }, ['--expose-gc']),
       runMemoryProbe('bench-memory.ts', { BENCH_MEMORY_JOBS: String(MEMORY_JOBS), BENCH_TENANT_ID: TENANT_ID }),
     ]);
     for (const start of [gatewayStart, baselineStart]) if (start.status === 'fulfilled') children.push(start.value);

@@ -1,4 +1,5 @@
 import { execFile, spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { copyFile, mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
@@ -6,7 +7,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { BenchResults, LIMITS, type Phase } from '../scripts/bench-results.js';
+import { BenchResults, evaluateTargets, LIMITS, type Phase } from '../scripts/bench-results.js';
 
 /**
  * `npm run bench` at a tiny scale, as a real child process with real children of its own (the
@@ -52,6 +53,13 @@ const alive = (pid: number) => {
     return false;
   }
 };
+
+/** The targets load the gateway's modules from dist/ (npm run bench builds it; run alone, a test must). */
+async function ensureBuilt(): Promise<void> {
+  if (existsSync(join(ROOT, 'dist/app.js'))) return;
+  const tsc = createRequire(import.meta.url).resolve('typescript/bin/tsc');
+  await promisify(execFile)(process.execPath, [tsc, '-p', 'tsconfig.build.json'], { cwd: ROOT });
+}
 
 const positive = (value: number) => Number.isFinite(value) && value > 0;
 
@@ -196,6 +204,106 @@ describe('bench: interrupted', () => {
       expect(await closed).toBe(130);
       await expect.poll(() => targets.filter(alive), { timeout: 5_000 }).toEqual([]);
     } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('bench: the baselines', () => {
+  it('refuses an unknown BENCH_BASELINE, naming the ones it knows', { timeout: 30_000 }, async () => {
+    const run = await runBench({ BENCH_BASELINE: 'express', BENCH_SCALE: '0.01' });
+    expect(run.code).toBe(1);
+    expect(run.stderr).toContain('BENCH_BASELINE must be one of proxy, fastify, skeleton, not "express"');
+  });
+
+  it('holds only the bare proxy to the CPU targets: another baseline is for telling costs apart', () => {
+    const run = {
+      submit: { ratio: { cpuPerRequest: 1.2 } },
+      status: { ratio: { cpuPerRequest: 0.7 } },
+      upstream: { callsPerJobPerSecond: 3.3 },
+      memory: { heapBytesPerJob: 218 },
+    };
+    const judged = (baseline: 'proxy' | 'fastify' | 'skeleton') =>
+      evaluateTargets({ ...run, settings: { baseline } } as unknown as Parameters<typeof evaluateTargets>[0]).map((t) => t.name);
+    expect(judged('proxy')).toEqual([
+      'gateway CPU per submit vs baseline',
+      'gateway CPU per status read vs baseline',
+      'upstream status calls per job per second',
+      'heap per tracked job',
+    ]);
+    for (const other of ['fastify', 'skeleton'] as const) expect(judged(other)).toEqual(['upstream status calls per job per second', 'heap per tracked job']);
+  });
+
+  it('bench:frame: the bare proxy, Fastify, the skeleton and the gateway take turns; every answer checked, each ratio to the proxy reported', { timeout: 120_000 }, async () => {
+    await ensureBuilt();
+    const dir = await mkdtemp(join(tmpdir(), 'bench-frame-test-'));
+    try {
+      const out = join(dir, 'frame.json');
+      const run = await runBench({ BENCH_FRAME_ROUNDS: '2', BENCH_FRAME_REQUESTS: '60', BENCH_FRAME_OUT: out }, 'scripts/bench-frame.ts');
+      expect(run.code, run.stderr).toBe(0);
+      const result = JSON.parse(await readFile(out, 'utf8')) as {
+        rounds: number;
+        failures: number;
+        targets: Record<string, { cpuMsPerSubmitByRound: number[]; ratioToProxyByRound: number[]; medianRatioToProxy: number }>;
+      };
+      expect(result).toMatchObject({ rounds: 2, failures: 0 });
+      expect(Object.keys(result.targets)).toEqual(['proxy', 'fastify', 'skeleton', 'gateway']);
+      for (const [name, target] of Object.entries(result.targets)) {
+        expect(target.cpuMsPerSubmitByRound, name).toHaveLength(2);
+        for (const ms of target.cpuMsPerSubmitByRound) expect(positive(ms), `${name} ${ms} ms`).toBe(true);
+        // Each round's ratio is that target's CPU per submit over the proxy's in the same round.
+        expect(target.ratioToProxyByRound).toEqual(target.cpuMsPerSubmitByRound.map((ms, i) => ms / result.targets.proxy!.cpuMsPerSubmitByRound[i]!));
+        expect(target.ratioToProxyByRound).toContain(target.medianRatioToProxy);
+      }
+      expect(run.stdout).toMatch(/framework \(fastify \/ proxy\) [\d.]+x; per-request frame \(skeleton \/ fastify\) [\d.]+x; features \(gateway \/ skeleton\) [\d.]+x/);
+      expect(run.stdout).toContain('every answer checked');
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('skeleton: passes submit and status through with the gateway\'s headers and one request line each, and nothing else', { timeout: 90_000 }, async () => {
+    await ensureBuilt();
+    const { startSimulator } = await import('../src/simulator/index.js');
+    const { startTarget } = await import('../scripts/bench-ipc.js');
+    const { SEED_REQUEST, MODEL_ID, APP_ID } = await import('../src/model.js');
+    const dir = await mkdtemp(join(tmpdir(), 'bench-skeleton-'));
+    const token = 'skeleton-test-upstream-token-0123456789';
+    const sim = await startSimulator({ token, queueMs: 3_600_000, runMs: 1_000 });
+    const logFile = join(dir, 'skeleton.log');
+    const target = await startTarget('bench-baseline-skeleton.ts', { BENCH_UPSTREAM_URL: sim.url, BENCH_UPSTREAM_TOKEN: token, BENCH_LOG_FILE: logFile });
+    try {
+      const submitted = await fetch(`${target.url}/${MODEL_ID}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(SEED_REQUEST) });
+      expect(submitted.status).toBe(200);
+      const job = (await submitted.json()) as { request_id: string; status_url: string };
+      // Passed through as the upstream wrote it: no URL rewriting.
+      expect(job.status_url).toBe(`${sim.url}/${APP_ID}/requests/${job.request_id}/status`);
+      expect(sim.requests.at(-1)?.headers.authorization).toBe(`Key ${token}`);
+      const submitId = submitted.headers.get('x-request-id');
+      expect(submitId).toMatch(/^[0-9a-f-]{36}$/);
+      expect(Object.fromEntries(['x-content-type-options', 'referrer-policy', 'ratelimit', 'x-ratelimit-remaining'].map((h) => [h, submitted.headers.get(h) !== null]))).toEqual({
+        'x-content-type-options': true,
+        'referrer-policy': true,
+        ratelimit: true,
+        'x-ratelimit-remaining': true,
+      });
+      const status = await fetch(`${target.url}/${APP_ID}/requests/${job.request_id}/status`);
+      expect(((await status.json()) as { status: string }).status).toBe('IN_QUEUE');
+      // One line per request at info, through the gateway's batched destination (at most 250 ms late).
+      const lines = async () =>
+        (await readFile(logFile, 'utf8').catch(() => ''))
+          .split('\n')
+          .filter(Boolean)
+          .map((line) => JSON.parse(line) as Record<string, unknown>)
+          .filter((line) => line.msg === 'request');
+      await expect.poll(async () => (await lines()).length, { timeout: 5_000 }).toBe(2);
+      const [submitLine, statusLine] = await lines();
+      expect(submitLine).toMatchObject({ level: 30, reqId: submitId, method: 'POST', url: `/${MODEL_ID}`, statusCode: 200, requestId: job.request_id });
+      expect(statusLine).toMatchObject({ level: 30, method: 'GET', statusCode: status.status });
+      expect(await readFile(logFile, 'utf8')).not.toContain(token);
+    } finally {
+      await target.stop();
+      await sim.close();
       await rm(dir, { recursive: true, force: true });
     }
   });
