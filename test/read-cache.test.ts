@@ -198,3 +198,55 @@ describe.skipIf(!redisAvailable)(`finished jobs with Redis${skipReason}`, () => 
     expect(callsFor(stack, job.request_id, '/status')).toBe(statuses);
   });
 });
+
+describe('a bad answer to a result read', () => {
+  let upstream: FaultyUpstream;
+  let app: GatewayApp;
+  let url: string;
+  const key = `key-${randomUUID()}`;
+  const auth = { authorization: `Bearer ${key}` };
+  // The first answer to each job's result read is a proxy's error page under a 200; then the images.
+  const resultAnswers = new Map<string, number>();
+
+  beforeAll(async () => {
+    upstream = await startFaultyUpstream();
+    upstream.setHandler((req, res) => {
+      const path = req.url ?? '';
+      const id = /requests\/([^/?]+)/.exec(path)?.[1] ?? randomUUID();
+      const send = (code: number, body: unknown) => res.writeHead(code, { 'content-type': 'application/json' }).end(JSON.stringify(body));
+      if (req.method === 'POST') return send(200, { status: 'IN_QUEUE', request_id: id, queue_position: 0 });
+      if (path.includes('/status')) return send(200, { status: 'COMPLETED', request_id: id, logs: null, metrics: { inference_time: 1.2 } });
+      const seen = (resultAnswers.get(id) ?? 0) + 1;
+      resultAnswers.set(id, seen);
+      if (seen === 1) return res.writeHead(200, { 'content-type': 'text/html' }).end('<html><body>502 Bad Gateway</body></html>');
+      return send(200, { images: [{ url: 'https://v3.fal.media/files/out.jpg', width: 512, height: 512, content_type: 'image/jpeg' }], seed: 1 });
+    });
+    // Result prefetch on (the default): the gateway itself meets the bad answer first.
+    app = await buildApp({
+      config: parseConfig({ UPSTREAM_TOKEN, UPSTREAM_BASE_URL: upstream.url, TENANTS_FILE: 'x', LOG_LEVEL: 'silent' }),
+      tenants: [{ id: 'team-a', keyDigests: [digestKey(key)], limits: { submit: { max: 100, timeWindowMs: 60_000 }, read: { max: 10_000, timeWindowMs: 60_000 } } }],
+    });
+    url = await app.listen({ port: 0, host: '127.0.0.1' });
+  });
+  afterAll(async () => {
+    await app.close();
+    await upstream.close();
+  });
+
+  it('is not kept as the job\'s result: the next read asks again and gets the images, which are then kept', async () => {
+    const res = await fetch(`${url}/v1/image-to-image`, { method: 'POST', headers: { ...json, ...auth }, body: JSON.stringify(SEED_REQUEST) });
+    const { request_id: id } = (await res.json()) as { request_id: string };
+    const resultCalls = () => upstream.requests.filter((r) => r.method === 'GET' && r.url.split('?')[0]!.endsWith(`/requests/${id}`)).length;
+    // Seeing COMPLETED makes the gateway fetch the result in the background: it gets the error page.
+    expect((await fetch(`${url}/v1/requests/${id}/status`, { headers: auth })).status).toBe(200);
+    await app.whenIdle();
+    expect(resultCalls()).toBe(1);
+    const first = await fetch(`${url}/v1/requests/${id}`, { headers: auth });
+    expect(first.status).toBe(200);
+    expect(((await first.json()) as { images: unknown[] }).images).toHaveLength(1);
+    expect(resultCalls()).toBe(2);
+    // Now kept: no more upstream calls.
+    for (let i = 0; i < 3; i++) expect((await fetch(`${url}/v1/requests/${id}`, { headers: auth })).status).toBe(200);
+    expect(resultCalls()).toBe(2);
+  });
+});

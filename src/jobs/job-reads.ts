@@ -1,5 +1,6 @@
 import type { UpstreamClient, UpstreamResponse } from '../upstream/client.js';
 import { pickRelayedHeaders } from '../upstream/headers.js';
+import { isJsonObjectAnswer } from '../upstream/relay.js';
 import type { AnswerCache, CachedAnswer } from './answer-cache.js';
 
 export type CacheOutcome = 'hit' | 'miss' | 'shared';
@@ -15,7 +16,7 @@ export interface JobReadsOptions {
   now?: () => number;
   /** Each status object fetched from upstream (not from a cache), once per upstream call. */
   onStatus?: (requestId: string, status: Record<string, unknown>) => void;
-  /** A final result (200 or 422) fetched from upstream: the job has ended. */
+  /** A final result (a JSON 200 or 422) fetched from upstream: the job has ended. */
   onFinalResult?: (requestId: string) => void;
   onLookup?: (kind: 'status' | 'result', outcome: CacheOutcome) => void;
   onCacheError?: (operation: 'get' | 'set', err: unknown) => void;
@@ -70,7 +71,8 @@ export class JobReads {
       this.options.onLookup?.('result', kept ? 'hit' : 'miss');
       if (kept) return kept;
       const response = await this.options.upstream.result(requestId);
-      if (FINAL_RESULT.has(response.statusCode)) {
+      // Final only when it is what it says: a bad answer is relayed as a 502 and asked again.
+      if (FINAL_RESULT.has(response.statusCode) && isJsonObjectAnswer(response)) {
         if (response.body.length <= this.options.maxResultBytes) await this.keep(key, requestId, response);
         this.options.onFinalResult?.(requestId);
       }

@@ -16,6 +16,21 @@ export function parseJsonObject(response: UpstreamResponse): Record<string, unkn
   throw new errors.UpstreamBadResponse();
 }
 
+/**
+ * Whether an answer is a JSON object as it says (content type and body): only such an answer is
+ * kept as a job's final result. A proxy's HTML page or a truncated body under a 200 is a passing
+ * fault, to be asked again, never an answer to serve from the cache for the whole retention.
+ */
+export function isJsonObjectAnswer(response: UpstreamResponse): boolean {
+  if (!isJson(response.contentType)) return false;
+  try {
+    const value: unknown = JSON.parse(response.body.toString('utf8'));
+    return value !== null && typeof value === 'object' && !Array.isArray(value);
+  } catch {
+    return false;
+  }
+}
+
 /** fal's own error body from a 5xx, reduced to the envelope's two fields, when it has one. */
 function upstreamErrorBody(response: UpstreamResponse): { detail: unknown; error_type: string } | undefined {
   try {
