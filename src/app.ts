@@ -188,7 +188,9 @@ export async function buildApp(options: AppOptions): Promise<GatewayApp> {
       (reply as FastifyReply).code(400).send({ detail: `The request could not be read: ${error.message}`, error_type: 'bad_request' });
     },
     clientErrorHandler: answerClientError,
-    routerOptions: { ignoreTrailingSlash: true },
+    // Path ids up to REQUEST_ID_PATTERN's 128 characters reach the routes (the router stops at 100
+    // by default): a job recorded at submit must stay readable, and a longer id gets the schema's 422.
+    routerOptions: { ignoreTrailingSlash: true, maxParamLength: 256 },
     rewriteUrl: proxyRewrite(config.FAL_PROXY_PATH),
   }) as unknown as GatewayApp;
 

@@ -171,6 +171,18 @@ describe('queue flow end to end', () => {
     expect(((await res.json()) as { error_type: string }).error_type).toBe('bad_request');
   });
 
+  it('routes request ids as long as a submit may record (128 characters), and answers longer ones with the schema\'s 422', async () => {
+    const longest = `a${'0123456789abcdef'.repeat(8)}`.slice(0, 128);
+    for (const path of [`/v1/requests/${longest}/status`, `/v1/requests/${longest}`, `/fal-ai/flux-lora/requests/${longest}/status`]) {
+      const res = await fetch(`${stack.url}${path}`, { headers: stack.bearer('team-a') });
+      // Never recorded: the ownership check answers, as for any unknown job (before: Fastify's 400 "max param length").
+      expect({ path, status: res.status }).toEqual({ path, status: 404 });
+    }
+    const tooLong = await fetch(`${stack.url}/v1/requests/${longest}x/status`, { headers: stack.bearer('team-a') });
+    expect(tooLong.status).toBe(422);
+    expect(((await tooLong.json()) as { detail: Array<{ loc: string[] }> }).detail[0]!.loc).toEqual(['path', 'request_id']);
+  });
+
   it('cancels with a JSON content type and an empty body, as fal clients send it', async () => {
     const { body } = await submit();
     const res = await fetch(body.cancel_url as string, { method: 'PUT', headers: { ...stack.bearer('team-a'), 'content-type': 'application/json' } });
