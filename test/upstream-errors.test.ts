@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { ServerResponse } from 'node:http';
 import { createServer, type AddressInfo } from 'node:net';
+import { Agent } from 'undici';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { buildApp, type GatewayApp } from '../src/app.js';
 import { newKey } from '../src/cli/key.js';
@@ -568,5 +569,57 @@ describe('gateway in front of a misbehaving upstream', () => {
       expect(gw.logs.length).toBeGreaterThan(20);
       for (const line of gw.logs) expect(line).not.toContain(UPSTREAM_TOKEN);
     });
+  });
+});
+
+describe('every upstream connection busy', () => {
+  let faulty: FaultyUpstream;
+  let app: GatewayApp;
+  let url: string;
+  let pool: Agent;
+  const key = newKey();
+
+  beforeAll(async () => {
+    faulty = await startFaultyUpstream();
+    // The gateway's pool has one connection, which the test itself can hold.
+    pool = new Agent({ connections: 1 });
+    app = await buildApp({
+      config: parseConfig({ UPSTREAM_TOKEN, UPSTREAM_BASE_URL: faulty.url, TENANTS_FILE: 'x', LOG_LEVEL: 'silent', UPSTREAM_REQUEST_TIMEOUT_MS: '300' }),
+      tenants: [{ id: 'team-a', keyDigests: [digestKey(key)], limits: { submit: GENEROUS, read: GENEROUS } }],
+      dispatcher: pool,
+    });
+    url = await app.listen({ port: 0, host: '127.0.0.1' });
+  });
+  afterAll(async () => {
+    await app.close();
+    await pool.close();
+    await faulty.close();
+  });
+
+  it('a submit that never got a connection is refused as not sent (503, key released), not as a job that may exist', async () => {
+    faulty.setHandler((req, res) => {
+      const answer = () => res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(queuedBody(randomUUID())));
+      if (req.url === '/hold') setTimeout(answer, 1_000);
+      else answer();
+    });
+    const held = pool.request({ origin: faulty.url, path: '/hold', method: 'GET' }).then((r) => r.body.text());
+    const idempotencyKey = `pool-${randomUUID()}`;
+    const send = () =>
+      fetch(`${url}/v1/image-to-image`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${key}`, 'idempotency-key': idempotencyKey },
+        body: JSON.stringify(SEED_REQUEST),
+      });
+    const waiting = await send();
+    // Its deadline passed while it waited for the connection: nothing was written.
+    expect(faulty.requests.filter((r) => r.method === 'POST')).toHaveLength(0);
+    expect(waiting.status).toBe(503);
+    expect(((await waiting.json()) as { error_type: string }).error_type).toBe('upstream_unavailable');
+    await held;
+    // Its key was released, not kept with a 500: with the connection free, the retry queues the job.
+    const retried = await send();
+    expect(retried.status).toBe(200);
+    expect(retried.headers.get('idempotent-replayed')).toBeNull();
+    expect(faulty.requests.filter((r) => r.method === 'POST')).toHaveLength(1);
   });
 });

@@ -366,7 +366,15 @@ class BufferedExchange implements Dispatcher.DispatchHandler {
     timeoutMs: number,
     private readonly report: (err: Error | undefined, answer?: BufferedAnswer) => void,
   ) {
-    this.timer = setTimeout(() => this.fail(new DOMException(`upstream call exceeded ${timeoutMs} ms`, 'TimeoutError')), timeoutMs);
+    this.timer = setTimeout(() => {
+      // Still waiting for a free connection (every one busy): nothing was written, so nothing
+      // can have been queued. Said so, a submit is refused as not sent, not as "may exist".
+      if (this.controller === undefined) {
+        this.fail(new errors.UpstreamUnavailable({ cause: new Error(`no upstream connection became free within ${timeoutMs} ms`) }));
+        return;
+      }
+      this.fail(new DOMException(`upstream call exceeded ${timeoutMs} ms`, 'TimeoutError'));
+    }, timeoutMs);
   }
 
   /** Ends the exchange with `err` (and aborts it, if it is under way). */
@@ -376,6 +384,7 @@ class BufferedExchange implements Dispatcher.DispatchHandler {
     this.controller?.abort(err);
   }
 
+  /** Called as the request is about to be written on a connection (undici: just before its first byte). */
   onRequestStart(controller: Dispatcher.DispatchController): void {
     this.controller = controller;
     // Ended before a connection was free (the deadline): abort it as it starts.
