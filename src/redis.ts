@@ -30,9 +30,11 @@ export function createRedis(options: RedisOptions, log: FastifyBaseLogger): Redi
   });
   let healthy = false;
   let lastAuthError: string | undefined;
+  let lastConnectionError: string | undefined;
   redis.on('ready', () => {
     healthy = true;
     lastAuthError = undefined;
+    lastConnectionError = undefined;
     log.info({ redis: redactUrl(options.url) }, 'redis connected');
   });
   redis.on('close', () => {
@@ -59,7 +61,13 @@ export function createRedis(options: RedisOptions, log: FastifyBaseLogger): Redi
       }
       return;
     }
-    // Connection errors repeat on every reconnect attempt: the state change above is the one logged.
+    // Connection errors repeat on every reconnect attempt: each distinct cause is logged once
+    // (a wrong host or port says so, instead of only "not reachable"), the repeats at debug.
+    if (err.message !== lastConnectionError) {
+      lastConnectionError = err.message;
+      log.warn({ redis: redactUrl(options.url), err: err.message }, 'redis connection failed (not ready until it connects; reconnecting); check REDIS_URL if this persists');
+      return;
+    }
     log.debug({ err: err.message }, 'redis connection error');
   });
   return redis;

@@ -37,6 +37,18 @@ describe('deploy/docker-compose.yml', () => {
     expect(read('nginx.conf')).toMatch(/location ~ \^\/metrics\(\/\|\$\) \{\s*return 404;\s*\}/);
   });
 
+  it('lets nginx wait longer than the replicas wait for fal, so a slow submit ends in the gateway\'s own answer', () => {
+    // nginx's 504 would be retried by fal's clients (a second paid job); the gateway's own
+    // deadline answers 500 submit_outcome_unknown, which they do not retry.
+    const gateways = Object.entries(compose.services).filter(([name]) => name.startsWith('gateway'));
+    const readTimeouts = [...read('nginx.conf').matchAll(/proxy_read_timeout (\d+)s;/g)].map((m) => Number(m[1]) * 1000);
+    expect(readTimeouts.length).toBeGreaterThan(0);
+    for (const [, service] of gateways) {
+      const deadline = parseConfig({ ...service.environment, UPSTREAM_TOKEN: 'placeholder' }).UPSTREAM_REQUEST_TIMEOUT_MS;
+      for (const timeout of readTimeouts) expect(timeout).toBeGreaterThan(deadline);
+    }
+  });
+
   it('mounts an example tenants file the gateway accepts', () => {
     expect(parseTenants(JSON.parse(read('tenants.example.json')))).toHaveLength(1);
   });

@@ -293,3 +293,21 @@ describe('without REDIS_URL', () => {
     }
   });
 });
+
+describe('a REDIS_URL where no Redis listens', () => {
+  it('says why in the log, once per cause, and the gateway stays not ready', async () => {
+    const port = await freePort();
+    const stack = await startStack({ env: { REDIS_URL: `redis://:a-password-never-logged@127.0.0.1:${port}/0`, REDIS_KEY_PREFIX: uniquePrefix() } });
+    try {
+      expect((await fetch(`${stack.url}/readyz`)).status).toBe(503);
+      // Several reconnect attempts later, still one line naming the cause.
+      await new Promise((r) => setTimeout(r, 1_000));
+      const failed = stack.logs.filter((l) => l.includes('redis connection failed'));
+      expect(failed).toHaveLength(1);
+      expect(JSON.parse(failed[0]!)).toMatchObject({ level: 40, err: expect.stringContaining('ECONNREFUSED') });
+      for (const line of stack.logs) expect(line).not.toContain('a-password-never-logged');
+    } finally {
+      await stack.close();
+    }
+  });
+});
