@@ -190,8 +190,34 @@ describe('a quota and a concurrency limit together', () => {
     const refused = await post(stack, 'team-a');
     expect(refused.status).toBe(429);
     expect(((await refused.json()) as { error_type: string }).error_type).toBe('concurrency_exceeded');
-    expect(refused.headers.get('ratelimit')).toContain('"images-day";r=3');
+    // Refused before the quota was touched: no image was held, not even for a moment.
     expect(refused.headers.get('ratelimit')).toContain('"concurrency";r=0');
+    expect(refused.headers.get('ratelimit')).not.toContain('images-day');
+    const { body } = await usage(stack, stack.bearer('team-a'));
+    expect(body.tenants[0]!.quota!.day).toMatchObject({ used: 1, remaining: 3 });
+  });
+});
+
+describe.skipIf(!redisAvailable)(`a burst against a quota and a concurrency limit together, across replicas${skipReason}`, () => {
+  let stack: Stack;
+  let other: { url: string };
+  beforeAll(async () => {
+    stack = await startStack({
+      tenants: [{ id: 'team-a', quota: { imagesPerDay: 4 }, maxConcurrentJobs: 1 }],
+      sim: { queueMs: 60_000 },
+      env: { REDIS_URL, REDIS_KEY_PREFIX: uniquePrefix() },
+    });
+    other = await stack.addReplica();
+  });
+  afterAll(() => stack.close());
+
+  it('refuses the submits over the concurrency limit for concurrency (retry in seconds), never as a spent quota (retry at midnight)', async () => {
+    // Six at once, quota room for four: had refused submits held images while they lost on
+    // concurrency, some of the six would have met a quota that only looked spent.
+    const answers = await Promise.all(Array.from({ length: 6 }, (_, i) => post(stack, 'team-a', 1, i % 2 === 0 ? stack.url : other.url)));
+    const kinds = await Promise.all(answers.map(async (res) => (res.status === 200 ? 'ok' : ((await res.json()) as { error_type: string }).error_type)));
+    expect(kinds.sort()).toEqual(['concurrency_exceeded', 'concurrency_exceeded', 'concurrency_exceeded', 'concurrency_exceeded', 'concurrency_exceeded', 'ok']);
+    for (const res of answers) if (res.status === 429) expect(res.headers.get('retry-after')).toBe('5');
     const { body } = await usage(stack, stack.bearer('team-a'));
     expect(body.tenants[0]!.quota!.day).toMatchObject({ used: 1, remaining: 3 });
   });

@@ -57,8 +57,8 @@ function quotaField(window: QuotaState, now: number) {
 }
 
 /**
- * Admits a submit of `images` images for the tenant: reserves them against its quota (atomic
- * across replicas) and takes one of its concurrency slots, or refuses with 429 quota_exceeded /
+ * Admits a submit of `images` images for the tenant: takes one of its concurrency slots and
+ * reserves the images against its quota (both atomic across replicas), or refuses with 429 quota_exceeded /
  * concurrency_exceeded and the time to retry. A store that cannot answer refuses the submit
  * (503): a paid job is never queued uncounted.
  */
@@ -73,12 +73,39 @@ export async function admit(
   const caps = tenant.limits.quota;
   const max = tenant.limits.maxConcurrentJobs;
   if (!caps && max === undefined) return NOTHING_HELD;
+  const log = (what: string) => (err: unknown) => request.log.error({ err: (err as Error).message, tenant: tenant.id }, what);
+
+  // The concurrency slot first: a submit refused for concurrency must never hold images, even
+  // for a moment. Reserved first, they made others' submits of the same instant (on any replica)
+  // meet a spent quota, told to come back at midnight UTC instead of in a few seconds.
+  let slot: string | undefined;
+  const freeSlot = async () => {
+    if (!slot) return;
+    await accounting.releaseSlot(tenant.id, slot).catch(log('could not free a concurrency slot'));
+  };
+  if (max !== undefined) {
+    const placeholder = `${PENDING_SLOT}${now}:${randomUUID()}`;
+    const taken = await accounting.acquireSlot(tenant.id, placeholder, max, now).catch(storeDown(metrics, 'acquire_slot'));
+    reportPolicy(request, { name: 'concurrency', quota: max, remaining: max - taken.state.inUse, unit: 'concurrent-requests' });
+    if (!taken.ok) {
+      metrics?.rejected(tenant.id, 'concurrency');
+      throw Object.assign(new errors.ConcurrencyExceeded(taken.state.inUse, max), {
+        headers: { 'retry-after': String(CONCURRENCY_RETRY_SECONDS) },
+      });
+    }
+    slot = placeholder;
+  }
+
   let ticket: QuotaTicket | undefined;
   let reserved: readonly QuotaState[] = [];
   if (caps) {
-    const reservation = await accounting.reserveImages(tenant.id, images, caps, now).catch(storeDown(metrics, 'reserve_images'));
+    const reservation = await accounting.reserveImages(tenant.id, images, caps, now).catch(async (err: unknown) => {
+      await freeSlot();
+      return storeDown(metrics, 'reserve_images')(err);
+    });
     for (const window of reservation.windows) reportPolicy(request, quotaField(window, now));
     if (!reservation.ok) {
+      await freeSlot();
       const { exceeded } = reservation;
       metrics?.rejected(tenant.id, `quota_${exceeded.window}`);
       reportPolicy(request, quotaField(exceeded, now));
@@ -100,29 +127,6 @@ export async function admit(
     }
   };
 
-  let slot: string | undefined;
-  if (max !== undefined) {
-    const placeholder = `${PENDING_SLOT}${now}:${randomUUID()}`;
-    const taken = await accounting.acquireSlot(tenant.id, placeholder, max, now).catch(async (err: unknown) => {
-      await refund().catch(() => undefined);
-      return storeDown(metrics, 'acquire_slot')(err);
-    });
-    reportPolicy(request, { name: 'concurrency', quota: max, remaining: max - taken.state.inUse, unit: 'concurrent-requests' });
-    if (!taken.ok) {
-      await refund();
-      metrics?.rejected(tenant.id, 'concurrency');
-      throw Object.assign(new errors.ConcurrencyExceeded(taken.state.inUse, max), {
-        headers: { 'retry-after': String(CONCURRENCY_RETRY_SECONDS) },
-      });
-    }
-    slot = placeholder;
-  }
-
-  const log = (what: string) => (err: unknown) => request.log.error({ err: (err as Error).message, tenant: tenant.id }, what);
-  const freeSlot = async () => {
-    if (!slot) return;
-    await accounting.releaseSlot(tenant.id, slot).catch(log('could not free a concurrency slot'));
-  };
   return {
     charged: ticket ? (ticket.charged ?? ['day', 'month']) : [],
     queued: async (requestId) => {
