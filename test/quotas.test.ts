@@ -198,6 +198,27 @@ describe('a quota and a concurrency limit together', () => {
   });
 });
 
+describe('a cancel, then a submit at once', () => {
+  let stack: Stack;
+  beforeAll(async () => {
+    stack = await startStack({ tenants: [{ id: 'team-a', quota: { imagesPerDay: 1 }, maxConcurrentJobs: 1 }], sim: { queueMs: 60_000 } });
+  });
+  afterAll(() => stack.close());
+
+  it('finds the image given back and the slot free: the cancel is answered once the job it removed is accounted', async () => {
+    for (let round = 0; round < 3; round++) {
+      const submitted = await post(stack, 'team-a');
+      expect(submitted.status).toBe(200);
+      const job = (await submitted.json()) as { cancel_url: string };
+      expect((await fetch(job.cancel_url, { method: 'PUT', headers: stack.bearer('team-a') })).status).toBe(202);
+      // No wait: a client cancels and resubmits (before: 429 quota_exceeded, retry at midnight UTC).
+    }
+    const { body } = await usage(stack, stack.bearer('team-a'));
+    expect(body.tenants[0]!.quota!.day).toMatchObject({ used: 0 });
+    expect(body.tenants[0]!.totals).toMatchObject({ submitted: 3, cancelled: 3 });
+  });
+});
+
 describe.skipIf(!redisAvailable)(`a burst against a quota and a concurrency limit together, across replicas${skipReason}`, () => {
   let stack: Stack;
   let other: { url: string };

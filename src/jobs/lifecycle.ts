@@ -27,6 +27,8 @@ const MAX_PREFETCH_BACKLOG = 10_000;
 /** Jobs and slots checked upstream per background sweep, at most (each is one status call). */
 const SWEEP_LIMIT = 100;
 export const PENDING_SLOT = 'pending:';
+/** Longest a cancel's answer waits for the job it removed to be accounted. */
+const CANCEL_SETTLE_WAIT_MS = 2_000;
 
 function parseStatus(body: Buffer): Record<string, unknown> | undefined {
   try {
@@ -50,6 +52,8 @@ export class JobLifecycle {
   private timer: NodeJS.Timeout | undefined;
   /** Background work in progress (accounting a job's end, fetching its result), for idle(). */
   private readonly pending = new Set<Promise<unknown>>();
+  /** Each job's end being accounted right now, so a cancel can wait for its own. */
+  private readonly settling = new Map<string, Promise<void>>();
   private readonly prefetchQueue: string[] = [];
   private prefetching = 0;
   private sweeping = false;
@@ -94,11 +98,15 @@ export class JobLifecycle {
         );
       }
     } else if (state === 'COMPLETED') {
-      this.track(
-        this.settle(requestId, status).catch((err: unknown) =>
+      const settling = this.settle(requestId, status)
+        .catch((err: unknown) =>
           this.options.log.warn({ err: (err as Error).message, requestId }, 'could not account for a finished job; the stale-job check will retry'),
-        ),
-      );
+        )
+        .finally(() => {
+          if (this.settling.get(requestId) === settling) this.settling.delete(requestId);
+        });
+      this.settling.set(requestId, settling);
+      this.track(settling);
     }
   }
 
@@ -126,11 +134,20 @@ export class JobLifecycle {
   async cancelled(requestId: string): Promise<void> {
     this.options.reads.forget(requestId);
     await this.options.jobs.mark(requestId, 'cancelled');
-    this.track(
-      this.options.reads.status(requestId, false).catch(() => {
+    const accounted = this.options.reads
+      .status(requestId, false)
+      .then(() => this.settling.get(requestId))
+      .catch(() => {
         // The stale-job check will look again.
-      }),
-    );
+      });
+    this.track(accounted);
+    // The cancel is answered once a job it removed from the queue is accounted (its images given
+    // back, its slot freed), so the caller's next submit finds them: answered at once, it met a
+    // quota still spent (told to retry at midnight UTC) or a slot still taken. Bounded: a slow
+    // upstream delays the answer by CANCEL_SETTLE_WAIT_MS at most; the rest goes on behind it.
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([accounted, new Promise<void>((resolve) => (timer = setTimeout(resolve, CANCEL_SETTLE_WAIT_MS)))]);
+    clearTimeout(timer);
   }
 
   /** Accounts for a finished job once: usage, slot, metrics, and the result fetched for keeping. */
