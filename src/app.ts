@@ -98,6 +98,11 @@ export interface GatewayApp extends FastifyInstance {
    * A shutdown waits on it, so streams whose job is about to end finish instead of being cut off.
    */
   streamsEnded(timeoutMs: number): Promise<boolean>;
+  /**
+   * Ends the upstream calls still under way, each as its deadline would (the shutdown budget is
+   * running out): their callers get an answer, not a dropped connection. Returns how many.
+   */
+  abandonUpstreamCalls(reason: string): number;
 }
 
 /**
@@ -298,6 +303,7 @@ export async function buildApp(options: AppOptions): Promise<GatewayApp> {
     pendingSlotMaxMs: config.UPSTREAM_REQUEST_TIMEOUT_MS + 60_000,
   });
   app.addHook('onReady', async () => lifecycle.start());
+  app.decorate('abandonUpstreamCalls', (reason: string) => upstream.abandonAll(reason));
   app.decorate('whenIdle', () => lifecycle.idle());
   let openStreams = 0;
   const streamWaiters = new Set<() => void>();

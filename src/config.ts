@@ -186,7 +186,7 @@ const schema = z.object({
     ),
   SHUTDOWN_GRACE_MS: int(0, 600_000)
     .default(10_000)
-    .describe('On SIGTERM/SIGINT, the whole shutdown budget (drain delay, open status streams, in-flight requests) before the process exits anyway (ms); must be larger than SHUTDOWN_DRAIN_DELAY_MS. Status streams may run until 2 s before it ends.'),
+    .describe('On SIGTERM/SIGINT, the whole shutdown budget (drain delay, open status streams, in-flight requests) before the process exits anyway (ms); must be larger than SHUTDOWN_DRAIN_DELAY_MS. Status streams may run until 2 s before it ends; upstream calls still waiting then (a submit on a slow upstream) end 1 s before it, so their callers get an answer (500 submit_outcome_unknown for a submit that was sent).'),
   TOKEN_SECRET: z
     .string()
     .min(32, { error: 'must be at least 32 characters (e.g. openssl rand -base64 48)' })

@@ -9,6 +9,8 @@ import { TenantsFileError } from './tenants/tenants-file.js';
 
 /** Of the shutdown budget, what is kept for closing once status streams have had their time (ms). */
 const STREAM_CLOSE_MARGIN_MS = 2_000;
+/** Of the shutdown budget, what is kept for answering the calls ended at its end, and exiting (ms). */
+const UPSTREAM_ABANDON_MARGIN_MS = 1_000;
 
 /**
  * The only entry point that listens. Configuration problems end start-up with one line per
@@ -55,6 +57,15 @@ async function main(): Promise<void> {
   closeWithGrace({ delay: config.SHUTDOWN_GRACE_MS, skip: ['SIGHUP'], logger: shutdownLog }, async ({ signal, err }) => {
     if (err) app.log.error({ err }, 'shutting down after an error');
     else app.log.info({ signal }, 'shutting down: finishing in-flight requests');
+    // A submit still waiting on a slow upstream when the budget runs out would die with the
+    // process: its caller left with a dropped connection, the job perhaps queued and paid, and
+    // no log line. Just before that, such calls end as their own deadline would: the caller gets
+    // 500 submit_outcome_unknown (its Idempotency-Key keeps that answer) and the job is logged.
+    const abandonAt = setTimeout(() => {
+      const count = app.abandonUpstreamCalls('the gateway is shutting down');
+      if (count > 0) app.log.error({ count }, 'upstream calls still under way at the end of the shutdown budget: ended without their answer (a submit among them may have been queued)');
+    }, Math.max(0, config.SHUTDOWN_GRACE_MS - UPSTREAM_ABANDON_MARGIN_MS));
+    abandonAt.unref();
     app.startDraining();
     await new Promise((resolve) => setTimeout(resolve, config.SHUTDOWN_DRAIN_DELAY_MS));
     // Status streams are let run towards their job's end, within the budget less a margin for

@@ -245,29 +245,57 @@ describe('graceful shutdown', () => {
     }
   }, 30_000);
 
-  it('exits 1 when the budget runs out with a request still running, saying so in a JSON log line', async () => {
-    const hanging = await startFaultyUpstream();
-    hanging.setHandler(() => {
-      // Never answers: the submit is still running when the budget ends.
+  it('answers a submit still waiting on a slow upstream when the budget runs out (500 submit_outcome_unknown, logged), then exits 0', async () => {
+    const slow = await startFaultyUpstream();
+    // fal answers this submit long after the gateway's budget: the job may well be queued.
+    slow.setHandler((_req, res) => {
+      setTimeout(() => res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ status: 'IN_QUEUE', request_id: randomUUID(), queue_position: 0 })), 8_000);
     });
-    const { server, key, base, output, exited } = await startServer({ UPSTREAM_BASE_URL: hanging.url, SHUTDOWN_DRAIN_DELAY_MS: '0', SHUTDOWN_GRACE_MS: '500' });
+    const { server, key, base, output, exited } = await startServer({ UPSTREAM_BASE_URL: slow.url, SHUTDOWN_DRAIN_DELAY_MS: '0', SHUTDOWN_GRACE_MS: '2500' });
     try {
       const pending = request(`${base}/v1/image-to-image`, {
         method: 'POST',
-        headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+        headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json', 'x-request-id': 'slow-submit-at-shutdown' },
         body: JSON.stringify(SEED_REQUEST),
-      }).catch(() => undefined);
-      while (hanging.requests.length === 0) await new Promise((r) => setTimeout(r, 20));
+      });
+      while (slow.requests.length === 0) await new Promise((r) => setTimeout(r, 20));
+      server.kill('SIGTERM');
+      // Before: the process died at the end of its budget and this connection closed without an answer.
+      const answer = await pending;
+      expect(answer.statusCode).toBe(500);
+      expect(answer.headers['x-fal-error-type']).toBe('submit_outcome_unknown');
+      expect(((await answer.body.json()) as { error_type: string }).error_type).toBe('submit_outcome_unknown');
+      expect(await exited).toBe(0);
+      const lines = output.stdout.trim().split('\n').map((line) => JSON.parse(line) as Record<string, unknown>);
+      expect(lines).toContainEqual(expect.objectContaining({ level: 50, count: 1, msg: expect.stringContaining('end of the shutdown budget') }));
+      expect(lines).toContainEqual(expect.objectContaining({ msg: 'request', statusCode: 500, clientRequestId: 'slow-submit-at-shutdown' }));
+      expect(slow.requests).toHaveLength(1);
+      expect(output.stderr).toBe('');
+    } finally {
+      server.kill('SIGKILL');
+      await slow.close();
+    }
+  }, 30_000);
+
+  it('exits 1 when the budget runs out with a request still running, saying so in a JSON log line', async () => {
+    const { connect } = await import('node:net');
+    const { server, base, output, exited } = await startServer({ UPSTREAM_BASE_URL: 'http://127.0.0.1:9', SHUTDOWN_DRAIN_DELAY_MS: '0', SHUTDOWN_GRACE_MS: '500' });
+    // A request whose headers stalled after one byte: close gives it a second to complete, more
+    // than this budget, so the budget runs out first.
+    const socket = connect(Number(new URL(base).port), '127.0.0.1');
+    try {
+      await new Promise((resolve) => socket.once('connect', resolve));
+      socket.write('G');
+      await new Promise((r) => setTimeout(r, 100));
       server.kill('SIGTERM');
       expect(await exited).toBe(1);
-      await pending;
       const lines = output.stdout.trim().split('\n');
       for (const line of lines) expect(() => JSON.parse(line), line).not.toThrow();
       expect(lines.some((line) => line.includes('killed by timeout (500ms)'))).toBe(true);
       expect(output.stderr).toBe('');
     } finally {
+      socket.destroy();
       server.kill('SIGKILL');
-      await hanging.close();
     }
   }, 30_000);
 });

@@ -98,6 +98,8 @@ export class UpstreamClient {
   private readonly basePath: string;
   private readonly authorization: string;
   private readonly tokenBytes: Buffer;
+  /** Calls under way (submit, status, result, cancel; not streams), for abandonAll(). */
+  private readonly inFlight = new Set<BufferedExchange>();
   private readonly userAgent: string;
 
   constructor(private readonly options: UpstreamClientOptions) {
@@ -107,6 +109,18 @@ export class UpstreamClient {
     this.authorization = `${options.authScheme} ${options.token}`;
     this.tokenBytes = Buffer.from(options.token);
     this.userAgent = options.userAgent ?? 'fal-gateway';
+  }
+
+  /**
+   * Ends every call still under way (at the end of the shutdown budget, before the process is
+   * gone): each fails as its own deadline would, so its caller gets an answer and its log line
+   * (a submit that was sent: 500 submit_outcome_unknown; one never sent: 503) rather than a
+   * connection closed without a word.
+   */
+  abandonAll(reason: string): number {
+    const calls = [...this.inFlight];
+    for (const exchange of calls) exchange.abandon(reason);
+    return calls.length;
   }
 
   submit(body: string, headers: Record<string, string>): Promise<UpstreamResponse> {
@@ -261,6 +275,7 @@ export class UpstreamClient {
   private send(method: Method, path: string, extra: Record<string, string>, body?: string): Promise<UpstreamResponse> {
     return new Promise<UpstreamResponse>((resolve, reject) => {
       const exchange = new BufferedExchange(this.options.maxResponseBytes, this.options.requestTimeoutMs, (err, answer) => {
+        this.inFlight.delete(exchange);
         if (err) {
           reject(mapTransportError(err));
           return;
@@ -279,6 +294,7 @@ export class UpstreamClient {
         authorization: this.authorization,
       };
       if (body !== undefined) headers['content-type'] = 'application/json';
+      this.inFlight.add(exchange);
       try {
         this.options.dispatcher.dispatch({ origin: this.origin, path: this.basePath + path, method, headers, body: body ?? null }, exchange);
       } catch (err) {
@@ -366,15 +382,20 @@ class BufferedExchange implements Dispatcher.DispatchHandler {
     timeoutMs: number,
     private readonly report: (err: Error | undefined, answer?: BufferedAnswer) => void,
   ) {
-    this.timer = setTimeout(() => {
-      // Still waiting for a free connection (every one busy): nothing was written, so nothing
-      // can have been queued. Said so, a submit is refused as not sent, not as "may exist".
-      if (this.controller === undefined) {
-        this.fail(new errors.UpstreamUnavailable({ cause: new Error(`no upstream connection became free within ${timeoutMs} ms`) }));
-        return;
-      }
-      this.fail(new DOMException(`upstream call exceeded ${timeoutMs} ms`, 'TimeoutError'));
-    }, timeoutMs);
+    this.timer = setTimeout(() => this.abandon(`upstream call exceeded ${timeoutMs} ms`), timeoutMs);
+  }
+
+  /**
+   * Gives up on the exchange. Still waiting for a free connection (every one busy), nothing was
+   * written, so nothing can have been queued: said so, a submit is refused as not sent, not as
+   * "may exist". Once written, it ends as a timeout.
+   */
+  abandon(reason: string): void {
+    if (this.controller === undefined) {
+      this.fail(new errors.UpstreamUnavailable({ cause: new Error(`${reason} before an upstream connection became free`) }));
+      return;
+    }
+    this.fail(new DOMException(reason, 'TimeoutError'));
   }
 
   /** Ends the exchange with `err` (and aborts it, if it is under way). */
