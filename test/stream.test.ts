@@ -10,7 +10,7 @@ import { newKey } from '../src/cli/key.js';
 import { parseConfig } from '../src/config.js';
 import { digestKey } from '../src/tenants/registry.js';
 import { json, SEED_REQUEST, startStack, UPSTREAM_TOKEN, type Stack } from './helpers.js';
-import { startFaultyUpstream, type FaultyUpstream } from './support/faulty-upstream.js';
+import { startFaultyUpstream, type FaultyHandler, type FaultyUpstream } from './support/faulty-upstream.js';
 
 function parseEvents(text: string): Array<Record<string, unknown>> {
   return text
@@ -242,26 +242,27 @@ describe('SSE rewriter', () => {
 
 describe('status stream: the upstream stream breaks before COMPLETED', () => {
   const ID = '6f1c2b8e-0000-4000-8000-0000000000aa';
+  const streamHandler: FaultyHandler = (req, res) => {
+    if (req.method === 'POST') {
+      res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ status: 'IN_QUEUE', request_id: ID, queue_position: 0 }));
+    } else if (req.url?.includes('/status/stream')) {
+      // One event, then the connection drops mid-job.
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      res.write(`data: ${JSON.stringify({ status: 'IN_PROGRESS', request_id: ID, logs: [] })}\n\n`);
+      setTimeout(() => res.socket?.destroy(), 100);
+    } else if (req.url?.includes('/status')) {
+      res.writeHead(202, { 'content-type': 'application/json' }).end(JSON.stringify({ status: 'IN_PROGRESS', request_id: ID, logs: null }));
+    } else {
+      res.writeHead(400, { 'content-type': 'application/json' }).end('{"detail":"Request is still in progress"}');
+    }
+  };
   const key = newKey();
   let upstream: FaultyUpstream;
   let app: GatewayApp;
   let url: string;
   beforeAll(async () => {
     upstream = await startFaultyUpstream();
-    upstream.setHandler((req, res) => {
-      if (req.method === 'POST') {
-        res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ status: 'IN_QUEUE', request_id: ID, queue_position: 0 }));
-      } else if (req.url?.includes('/status/stream')) {
-        // One event, then the connection drops mid-job.
-        res.writeHead(200, { 'content-type': 'text/event-stream' });
-        res.write(`data: ${JSON.stringify({ status: 'IN_PROGRESS', request_id: ID, logs: [] })}\n\n`);
-        setTimeout(() => res.socket?.destroy(), 100);
-      } else if (req.url?.includes('/status')) {
-        res.writeHead(202, { 'content-type': 'application/json' }).end(JSON.stringify({ status: 'IN_PROGRESS', request_id: ID, logs: null }));
-      } else {
-        res.writeHead(400, { 'content-type': 'application/json' }).end('{"detail":"Request is still in progress"}');
-      }
-    });
+    upstream.setHandler(streamHandler);
     const config = parseConfig({ UPSTREAM_TOKEN, UPSTREAM_BASE_URL: upstream.url, TENANTS_FILE: 'x', LOG_LEVEL: 'silent', STALE_JOB_CHECK_MS: '0' });
     const big = { max: 100_000, timeWindowMs: 60_000 };
     app = await buildApp({ config, tenants: [{ id: 'team-a', keyDigests: [digestKey(key)], limits: { submit: big, read: big } }] });
@@ -285,6 +286,23 @@ describe('status stream: the upstream stream breaks before COMPLETED', () => {
         while (!(await reader.read()).done);
       })(),
     ).rejects.toThrow();
+  });
+
+  it('answers 502 when the upstream answers the stream with a 200 that is not an event stream', async () => {
+    const before = upstream.requests.length;
+    upstream.setHandler((req, res) => {
+      if (req.url?.includes('/status/stream')) res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ status: 'IN_PROGRESS', request_id: ID }));
+      else res.writeHead(404, { 'content-type': 'application/json' }).end('{"detail":"not here"}');
+    });
+    try {
+      // Before: the reply was taken over, then the connection closed without a status line.
+      const res = await fetch(`${url}/v1/requests/${ID}/status/stream`, { headers: { authorization: `Key ${key}` }, signal: AbortSignal.timeout(5_000) });
+      expect(res.status).toBe(502);
+      expect(((await res.json()) as { error_type: string }).error_type).toBe('upstream_bad_response');
+      expect(upstream.requests.length).toBe(before + 1);
+    } finally {
+      upstream.setHandler(streamHandler);
+    }
   });
 
   it('answers HEAD at once, opening nothing upstream', async () => {

@@ -197,6 +197,13 @@ export class UpstreamClient {
         },
       };
     }
+    // A 200 that is not an event stream (a proxy's page, a JSON body) cannot be relayed as one:
+    // hijacked, the caller's connection would close without a status line.
+    const type = response.headers['content-type'];
+    if (typeof type !== 'string' || type.split(';')[0]!.trim().toLowerCase() !== 'text/event-stream') {
+      response.body.destroy();
+      throw new errors.UpstreamBadResponse();
+    }
     return { stream: response.body as AsyncIterable<Buffer>, headers: this.scrubHeaders(response.headers) };
   }
 
