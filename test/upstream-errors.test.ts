@@ -334,6 +334,15 @@ describe('gateway in front of a misbehaving upstream', () => {
       expectOnePost();
     });
 
+    it('logs the id fal gave in its header when the body has none, so the operator can find the job', async () => {
+      const id = randomUUID();
+      faulty.setHandler((_req, res) => res.writeHead(200, { 'content-type': 'application/json', 'x-fal-request-id': id }).end(JSON.stringify({ status: 'IN_QUEUE' })));
+      const res = await submit(gw, { 'x-request-id': 'header-id-only' });
+      expectEnvelope(res, 500, 'submit_outcome_unknown');
+      const lines = gw.logs.map((line) => JSON.parse(line) as Record<string, unknown>);
+      expect(lines).toContainEqual(expect.objectContaining({ level: 50, upstreamRequestId: id, msg: expect.stringContaining('without a usable request_id') }));
+    });
+
     it('202 status with malformed JSON → 502 upstream_bad_response', async () => {
       const id = await ownedJob();
       faulty.setHandler(json(202, '{"status":"IN_PROG'));

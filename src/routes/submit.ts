@@ -177,7 +177,12 @@ async function queue(deps: SubmitDeps, request: FastifyRequest, input: ModelInpu
   const requestId = body.request_id;
   if (typeof requestId !== 'string' || !REQUEST_ID_PATTERN.test(requestId)) {
     await admission.unknown();
-    request.log.error({ upstreamStatus: answer.statusCode }, 'upstream accepted a submit without a usable request_id');
+    // fal's header may still name the job: logged, so the operator can find (or cancel) it.
+    const headerId = answer.headers['x-fal-request-id'];
+    request.log.error(
+      { upstreamStatus: answer.statusCode, ...(typeof headerId === 'string' ? { upstreamRequestId: headerId.slice(0, 128) } : {}) },
+      'upstream accepted a submit without a usable request_id',
+    );
     throw new errors.SubmitOutcomeUnknown('the upstream answered without a usable request_id');
   }
   try {
