@@ -201,7 +201,8 @@ export class UpstreamClient {
     // hijacked, the caller's connection would close without a status line.
     const type = response.headers['content-type'];
     if (typeof type !== 'string' || type.split(';')[0]!.trim().toLowerCase() !== 'text/event-stream') {
-      response.body.destroy();
+      // Dropped unread: its abort must not surface as an unhandled stream error.
+      response.body.on('error', () => undefined).destroy();
       throw new errors.UpstreamBadResponse();
     }
     return { stream: response.body as AsyncIterable<Buffer>, headers: this.scrubHeaders(response.headers) };
@@ -325,7 +326,7 @@ export class UpstreamClient {
     const limit = this.options.maxResponseBytes;
     const declared = Number(response.headers['content-length']);
     if (Number.isFinite(declared) && declared > limit) {
-      response.body.destroy();
+      response.body.on('error', () => undefined).destroy();
       throw new errors.UpstreamResponseTooLarge(limit);
     }
     const chunks: Buffer[] = [];
