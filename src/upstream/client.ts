@@ -98,8 +98,12 @@ export class UpstreamClient {
   private readonly basePath: string;
   private readonly authorization: string;
   private readonly tokenBytes: Buffer;
-  /** Calls under way (submit, status, result, cancel; not streams), for abandonAll(). */
-  private readonly inFlight = new Set<BufferedExchange>();
+  /**
+   * Calls under way (submit, status, result, cancel; not streams), for abandonAll(): a list linked
+   * through the exchanges themselves. (A Set of them measured about a tenth more CPU per submit
+   * in npm run bench:ab.)
+   */
+  private readonly inFlight: CallList = { first: undefined };
   private readonly userAgent: string;
 
   constructor(private readonly options: UpstreamClientOptions) {
@@ -118,7 +122,8 @@ export class UpstreamClient {
    * connection closed without a word.
    */
   abandonAll(reason: string): number {
-    const calls = [...this.inFlight];
+    const calls: BufferedExchange[] = [];
+    for (let call = this.inFlight.first; call; call = call.next) calls.push(call);
     for (const exchange of calls) exchange.abandon(reason);
     return calls.length;
   }
@@ -283,7 +288,7 @@ export class UpstreamClient {
   private send(method: Method, path: string, extra: Record<string, string>, body?: string): Promise<UpstreamResponse> {
     return new Promise<UpstreamResponse>((resolve, reject) => {
       const exchange = new BufferedExchange(this.options.maxResponseBytes, this.options.requestTimeoutMs, (err, answer) => {
-        this.inFlight.delete(exchange);
+        exchange.unlink(this.inFlight);
         if (err) {
           reject(mapTransportError(err));
           return;
@@ -302,7 +307,7 @@ export class UpstreamClient {
         authorization: this.authorization,
       };
       if (body !== undefined) headers['content-type'] = 'application/json';
-      this.inFlight.add(exchange);
+      exchange.link(this.inFlight);
       try {
         this.options.dispatcher.dispatch({ origin: this.origin, path: this.basePath + path, method, headers, body: body ?? null }, exchange);
       } catch (err) {
@@ -376,7 +381,15 @@ interface BufferedAnswer {
  * undici dispatch handler that reads an answer whole, within a byte limit and a total deadline,
  * and reports exactly once: the answer, or the error that ended the exchange.
  */
+/** The head of a list of calls under way, linked through the calls themselves. */
+interface CallList {
+  first: BufferedExchange | undefined;
+}
+
 class BufferedExchange implements Dispatcher.DispatchHandler {
+  /** Neighbours in the client's list of calls under way. */
+  next: BufferedExchange | undefined = undefined;
+  private previous: BufferedExchange | undefined = undefined;
   private controller: Dispatcher.DispatchController | undefined;
   private statusCode = 0;
   private headers: Record<string, string | string[] | undefined> = {};
@@ -391,6 +404,20 @@ class BufferedExchange implements Dispatcher.DispatchHandler {
     private readonly report: (err: Error | undefined, answer?: BufferedAnswer) => void,
   ) {
     this.timer = setTimeout(() => this.abandon(`upstream call exceeded ${timeoutMs} ms`), timeoutMs);
+  }
+
+  link(list: CallList): void {
+    this.next = list.first;
+    if (list.first) list.first.previous = this;
+    list.first = this;
+  }
+
+  unlink(list: CallList): void {
+    if (this.previous) this.previous.next = this.next;
+    else if (list.first === this) list.first = this.next;
+    if (this.next) this.next.previous = this.previous;
+    this.next = undefined;
+    this.previous = undefined;
   }
 
   /**
