@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { newKey } from '../src/cli/key.js';
 import { startSimulator, type Simulator } from '../src/simulator/index.js';
-import { pinTargets, startTarget, type BenchChild } from './bench-ipc.js';
+import { cpuMsBetween, pinTargets, positiveInteger, startTarget, type BenchChild } from './bench-ipc.js';
 import { drive, percentile } from './bench-load.js';
 import { gatewayEnv, PUBLIC_BASE_URL, submitLoad } from './bench-submit.js';
 
@@ -27,21 +27,12 @@ import { gatewayEnv, PUBLIC_BASE_URL, submitLoad } from './bench-submit.js';
 
 const CONNECTIONS = 50;
 
-function positiveInteger(name: string, fallback: number): number {
-  const raw = process.env[name];
-  const value = raw === undefined || raw === '' ? fallback : Number(raw);
-  if (!Number.isInteger(value) || value < 1) throw new Error(`${name} must be a positive integer, not "${raw}"`);
-  return value;
-}
-
 function distDirectory(arg: string | undefined, which: string): string {
   if (!arg) throw new Error('usage: npm run bench:ab -- <dist-a> <dist-b> (two built gateways: their dist/ directories)');
   const dir = resolve(arg);
   if (!existsSync(join(dir, 'app.js'))) throw new Error(`${which}: ${dir} holds no built gateway (no app.js; run npm run build there)`);
   return dir;
 }
-
-const cpuMs = (usage: { cpu: { user: number; system: number } }) => (usage.cpu.user + usage.cpu.system) / 1000;
 
 async function main(): Promise<void> {
   const dirs = { a: distDirectory(process.argv[2], 'A'), b: distDirectory(process.argv[3], 'B') };
@@ -81,7 +72,7 @@ async function main(): Promise<void> {
         const after = await child.usage();
         simulator.requests.length = 0;
         failures += run.errors + run.timeouts + run.non2xx + run.badBodies;
-        perRequest[name].push((cpuMs(after) - cpuMs(before)) / Math.max(1, run.latencies.length));
+        perRequest[name].push(cpuMsBetween(before, after) / Math.max(1, run.latencies.length));
       }
     }
     const ratios = perRequest.b.map((ms, i) => ms / perRequest.a[i]!);

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { newKey } from '../src/cli/key.js';
 import { startSimulator, type Simulator } from '../src/simulator/index.js';
-import { pinTargets, startTarget, type BenchChild } from './bench-ipc.js';
+import { cpuMsBetween, pinTargets, positiveInteger, startTarget, type BenchChild } from './bench-ipc.js';
 import { drive, percentile } from './bench-load.js';
 import { gatewayEnv, PUBLIC_BASE_URL, submitLoad } from './bench-submit.js';
 
@@ -38,15 +38,6 @@ const SCRIPTS: Record<TargetName, string> = {
   skeleton: 'bench-baseline-skeleton.ts',
   gateway: 'bench-gateway.ts',
 };
-
-function positiveInteger(name: string, fallback: number): number {
-  const raw = process.env[name];
-  const value = raw === undefined || raw === '' ? fallback : Number(raw);
-  if (!Number.isInteger(value) || value < 1) throw new Error(`${name} must be a positive integer, not "${raw}"`);
-  return value;
-}
-
-const cpuMs = (usage: { cpu: { user: number; system: number } }) => (usage.cpu.user + usage.cpu.system) / 1000;
 
 async function main(): Promise<void> {
   const rounds = positiveInteger('BENCH_FRAME_ROUNDS', 10);
@@ -93,7 +84,7 @@ async function main(): Promise<void> {
         const after = await child.usage();
         sim.requests.length = 0;
         failures += run.errors + run.timeouts + run.non2xx + run.badBodies;
-        perRequest[name].push((cpuMs(after) - cpuMs(before)) / Math.max(1, run.latencies.length));
+        perRequest[name].push(cpuMsBetween(before, after) / Math.max(1, run.latencies.length));
       }
     }
     const summary = Object.fromEntries(

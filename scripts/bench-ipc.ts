@@ -58,6 +58,18 @@ function usageNow(): Usage {
   return { cpu: process.cpuUsage(), memory: { rss, heapUsed, heapTotal, external } };
 }
 
+/** CPU (user + system) a target spent between two of its usage reports, in ms. */
+export const cpuMsBetween = (before: Pick<Usage, 'cpu'>, after: Pick<Usage, 'cpu'>): number =>
+  (after.cpu.user - before.cpu.user + after.cpu.system - before.cpu.system) / 1000;
+
+/** A positive integer setting from the environment (BENCH_AB_ROUNDS...), or `fallback` when unset. */
+export function positiveInteger(name: string, fallback: number): number {
+  const raw = process.env[name];
+  const value = raw === undefined || raw === '' ? fallback : Number(raw);
+  if (!Number.isInteger(value) || value < 1) throw new Error(`${name} must be a positive integer, not "${raw}"`);
+  return value;
+}
+
 /** Child side: the process exits with its parent, and reports a start-up failure instead of hanging it. */
 function bindToParent(): void {
   if (!process.send) throw new Error('a bench child must be started by the bench (no IPC channel)');

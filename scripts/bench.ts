@@ -12,7 +12,7 @@ import { request } from 'undici';
 import { newKey } from '../src/cli/key.js';
 import { APP_ID, SEED_REQUEST } from '../src/model.js';
 import { startSimulator, type Simulator } from '../src/simulator/index.js';
-import { runMemoryProbe, startTarget, type BenchChild } from './bench-ipc.js';
+import { cpuMsBetween, runMemoryProbe, startTarget, type BenchChild } from './bench-ipc.js';
 import { drive, summarize, type LoadRun, type LoadSpec } from './bench-load.js';
 import { gatewayEnv, PUBLIC_BASE_URL, RUN_DEADLINE_MS, SUBMIT_PATH, submitLoad, TENANT_ID } from './bench-submit.js';
 import { topSelfTime } from './bench-profile.js';
@@ -99,9 +99,6 @@ interface Target {
   /** Where the target's answers point status_url. */
   statusUrlBase: string;
 }
-
-const cpuMsBetween = (before: { cpu: { user: number; system: number } }, after: { cpu: { user: number; system: number } }) =>
-  (after.cpu.user - before.cpu.user + after.cpu.system - before.cpu.system) / 1000;
 
 interface Measured {
   phase: Phase;

@@ -13,6 +13,15 @@ const submit = async (stack: Stack, url = stack.url, tenant = 'team-a') => {
   expect(res.status).toBe(200);
   return (await res.json()) as { request_id: string; status_url: string; response_url: string; cancel_url: string };
 };
+/** A gateway in front of `upstream`, for team-a with `key` and room for every request of a test. */
+async function gatewayInFront(upstream: FaultyUpstream, key: string, env: Record<string, string> = {}): Promise<{ app: GatewayApp; url: string }> {
+  const app = await buildApp({
+    config: parseConfig({ UPSTREAM_TOKEN, UPSTREAM_BASE_URL: upstream.url, TENANTS_FILE: 'x', LOG_LEVEL: 'silent', ...env }),
+    tenants: [{ id: 'team-a', keyDigests: [digestKey(key)], limits: { submit: { max: 100, timeWindowMs: 60_000 }, read: { max: 10_000, timeWindowMs: 60_000 } } }],
+  });
+  return { app, url: await app.listen({ port: 0, host: '127.0.0.1' }) };
+}
+
 const callsFor = (stack: Stack, id: string, suffix: string) =>
   upstreamCalls(stack).filter((c) => c.method === 'GET' && c.path.split('?')[0]!.endsWith(`/requests/${id}${suffix}`)).length;
 
@@ -84,11 +93,7 @@ describe('concurrent reads of one job', () => {
       // Status answers wait until the test lets them go, so every read arrives while one is in flight.
       new Promise<void>((resolve) => (release = resolve)).then(() => send(202, { status: 'IN_PROGRESS', request_id: id, logs: null, metrics: {} }));
     });
-    app = await buildApp({
-      config: parseConfig({ UPSTREAM_TOKEN, UPSTREAM_BASE_URL: upstream.url, TENANTS_FILE: 'x', LOG_LEVEL: 'silent', STATUS_CACHE_MS: '0' }),
-      tenants: [{ id: 'team-a', keyDigests: [digestKey(key)], limits: { submit: { max: 100, timeWindowMs: 60_000 }, read: { max: 10_000, timeWindowMs: 60_000 } } }],
-    });
-    url = await app.listen({ port: 0, host: '127.0.0.1' });
+    ({ app, url } = await gatewayInFront(upstream, key, { STATUS_CACHE_MS: '0' }));
   });
   afterAll(async () => {
     await app.close();
@@ -222,11 +227,7 @@ describe('a bad answer to a result read', () => {
       return send(200, { images: [{ url: 'https://v3.fal.media/files/out.jpg', width: 512, height: 512, content_type: 'image/jpeg' }], seed: 1 });
     });
     // Result prefetch on (the default): the gateway itself meets the bad answer first.
-    app = await buildApp({
-      config: parseConfig({ UPSTREAM_TOKEN, UPSTREAM_BASE_URL: upstream.url, TENANTS_FILE: 'x', LOG_LEVEL: 'silent' }),
-      tenants: [{ id: 'team-a', keyDigests: [digestKey(key)], limits: { submit: { max: 100, timeWindowMs: 60_000 }, read: { max: 10_000, timeWindowMs: 60_000 } } }],
-    });
-    url = await app.listen({ port: 0, host: '127.0.0.1' });
+    ({ app, url } = await gatewayInFront(upstream, key));
   });
   afterAll(async () => {
     await app.close();
