@@ -103,6 +103,8 @@ export interface GatewayApp extends FastifyInstance {
    * running out): their callers get an answer, not a dropped connection. Returns how many.
    */
   abandonUpstreamCalls(reason: string): number;
+  /** Whether the job store answers now (what /readyz checks, less draining): false while Redis is unreachable. */
+  storeReady(): Promise<boolean>;
 }
 
 /**
@@ -305,6 +307,7 @@ export async function buildApp(options: AppOptions): Promise<GatewayApp> {
   app.addHook('onReady', async () => lifecycle.start());
   app.decorate('abandonUpstreamCalls', (reason: string) => upstream.abandonAll(reason));
   app.decorate('whenIdle', () => lifecycle.idle());
+  app.decorate('storeReady', () => jobs.ready().catch(() => false));
   let openStreams = 0;
   const streamWaiters = new Set<() => void>();
   const countStreams = (count: number) => {

@@ -79,10 +79,11 @@ async function main(): Promise<void> {
   });
 
   await app.listen({ port: config.PORT, host: config.HOST });
-  app.log.info(
-    { tenants: tenants.length, upstream: config.UPSTREAM_BASE_URL, docs: config.DOCS_ENABLED ? '/docs' : 'off' },
-    'fal gateway ready',
-  );
+  const started = { tenants: tenants.length, upstream: config.UPSTREAM_BASE_URL, docs: config.DOCS_ENABLED ? '/docs' : 'off' };
+  // "Ready" only when /readyz would say so: with Redis still unreachable, the gateway listens
+  // but refuses submits, and the line says that instead ("redis connected" follows when it is).
+  if (await app.storeReady()) app.log.info(started, 'fal gateway ready');
+  else app.log.warn(started, 'fal gateway listening, not ready: its store (Redis) does not answer yet; /readyz answers 503 until it does');
   app.log.info(
     { file: config.TENANTS_FILE, watch: config.TENANTS_WATCH },
     config.TENANTS_WATCH ? 'tenants file reloads when it changes and on SIGHUP' : 'tenants file reloads on SIGHUP',

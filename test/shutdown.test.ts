@@ -9,7 +9,7 @@ import { newKey } from '../src/cli/key.js';
 import { digestKey } from '../src/tenants/registry.js';
 import { SEED_REQUEST, UPSTREAM_TOKEN } from './helpers.js';
 import { startFaultyUpstream, type FaultyUpstream } from './support/faulty-upstream.js';
-import { freePort } from './support/redis.js';
+import { freePort, PrivateRedis } from './support/redis.js';
 
 /**
  * SIGTERM on the real server process while keep-alive clients keep submitting. The clients
@@ -17,8 +17,8 @@ import { freePort } from './support/redis.js';
  * Everything sent before and during the drain, including a request still running when the
  * listener closes, is answered; nothing is reset or refused. The process exits 0.
  */
-/** The real server process with `env`, its output gathered; resolves once it says it is ready. */
-async function startServer(env: Record<string, string>) {
+/** The real server process with `env`, its output gathered; resolves once its output holds `line` (by default, that it is ready). */
+async function startServer(env: Record<string, string>, line = 'fal gateway ready') {
   const key = newKey();
   const dir = await mkdtemp(join(tmpdir(), 'shutdown-'));
   const tenantsFile = join(dir, 'tenants.json');
@@ -33,7 +33,7 @@ async function startServer(env: Record<string, string>) {
   server.stderr.on('data', (d) => (output.stderr += d));
   const exited = new Promise<number | null>((resolve) => server.on('exit', (code) => resolve(code)));
   const deadline = Date.now() + 20_000;
-  while (!output.stdout.includes('fal gateway ready')) {
+  while (!output.stdout.includes(line)) {
     if (Date.now() > deadline || server.exitCode !== null) throw new Error(`server did not start:\n${output.stdout}${output.stderr}`);
     await new Promise((r) => setTimeout(r, 50));
   }
@@ -296,6 +296,29 @@ describe('graceful shutdown', () => {
     } finally {
       socket.destroy();
       server.kill('SIGKILL');
+    }
+  }, 30_000);
+
+  it('says it is not ready while its Redis does not answer, and becomes ready once Redis is up', async () => {
+    const redis = new PrivateRedis(await freePort());
+    const { server, base, output } = await startServer({ UPSTREAM_BASE_URL: 'http://127.0.0.1:9', REDIS_URL: redis.url }, 'fal gateway listening, not ready');
+    try {
+      expect(output.stdout).not.toContain('fal gateway ready');
+      const down = await request(`${base}/readyz`);
+      expect(down.statusCode).toBe(503);
+      expect(await down.body.json()).toMatchObject({ status: 'not_ready', checks: { store: 'failing' } });
+      await redis.start();
+      const deadline = Date.now() + 15_000;
+      while ((await request(`${base}/readyz`).then(async (r) => (await r.body.text(), r.statusCode))) !== 200) {
+        if (Date.now() > deadline) throw new Error(`never ready once Redis was up:\n${output.stdout}`);
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      // Log lines leave in batches, at most 250 ms apart.
+      while (!output.stdout.includes('redis connected') && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+      expect(output.stdout).toContain('redis connected');
+    } finally {
+      server.kill('SIGKILL');
+      await redis.stop();
     }
   }, 30_000);
 });
