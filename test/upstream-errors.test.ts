@@ -422,6 +422,19 @@ describe('gateway in front of a misbehaving upstream', () => {
       expectOnePost();
     });
 
+    it.each([
+      ['runner_disconnected', 'runner_disconnected'],
+      [undefined, 'upstream_error'],
+      ['not a\ttoken', null],
+    ])('a 5xx JSON error without X-Fal-Error-Type (error_type %s) gets the header from its body', async (errorType, header) => {
+      faulty.setHandler(json(503, { detail: 'Runner went away', ...(errorType === undefined ? {} : { error_type: errorType }) }));
+      const res = await submit(gw);
+      expect(res.status).toBe(503);
+      expect(parse(res)).toStrictEqual({ detail: 'Runner went away', error_type: errorType ?? 'upstream_error' });
+      expect(res.headers.get('x-fal-error-type')).toBe(header);
+      expectOnePost();
+    });
+
     it.each([500, 502, 503, 504])('%i with an HTML body → same status, generic upstream_error envelope', async (code) => {
       faulty.setHandler((_req, res) => {
         res.writeHead(code, { 'content-type': 'text/html' });

@@ -31,6 +31,9 @@ export function isJsonObjectAnswer(response: UpstreamResponse): boolean {
   }
 }
 
+/** An error category as fal spells them (`runner_scheduling_failure`): safe in a header. */
+const ERROR_TYPE = /^[A-Za-z0-9_.-]{1,64}$/;
+
 /** fal's own error body from a 5xx, reduced to the envelope's two fields, when it has one. */
 function upstreamErrorBody(response: UpstreamResponse): { detail: unknown; error_type: string } | undefined {
   try {
@@ -70,6 +73,9 @@ export function relay(
     const body = upstreamErrorBody(response);
     reply.log.warn({ upstreamStatus: statusCode }, 'upstream error');
     if (!body) throw Object.assign(new errors.UpstreamError(statusCode), { statusCode });
+    // The category in fal's header as in the body, as every error from the gateway has it, when
+    // fal left the header out (and the category is a plain token, fit for a header).
+    if (!reply.hasHeader('x-fal-error-type') && ERROR_TYPE.test(body.error_type)) reply.header('x-fal-error-type', body.error_type);
     return reply.code(statusCode).type(JSON_TYPE).send(response.redact(JSON.stringify(body)));
   }
   if (rewrite && statusCode < 300) {
