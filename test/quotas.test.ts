@@ -1,4 +1,4 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { utcDay } from '../src/accounting/accounting-store.js';
 import type { JobMark } from '../src/jobs/job-store.js';
 import { MemoryJobStore } from '../src/jobs/memory-job-store.js';
@@ -136,6 +136,45 @@ describe('image quota', () => {
       expect(body.tenants[0]!.totals.submitted).toBe(0);
     } finally {
       await failing.close();
+      await upstream.close();
+    }
+  });
+});
+
+describe('a cancel of a job admitted just before midnight UTC and answered after it', () => {
+  it('gives the images back to the day they were charged to', async () => {
+    const midnight = nextUtcMidnight() + 86_400_000;
+    const id = 'a7c3e1f0-midnight-job';
+    const upstream = await startFaultyUpstream();
+    upstream.setHandler((req, res) => {
+      const send = (code: number, body: unknown) => res.writeHead(code, { 'content-type': 'application/json' }).end(JSON.stringify(body));
+      if (req.method === 'POST') {
+        // fal answers the submit after midnight: the job is recorded on the new day.
+        vi.setSystemTime(midnight + 200);
+        return send(200, { status: 'IN_QUEUE', request_id: id, queue_position: 0 });
+      }
+      if (req.method === 'PUT') return send(202, { status: 'CANCELLATION_REQUESTED' });
+      if (req.url?.includes('/status')) return send(200, { status: 'COMPLETED', request_id: id, logs: null, metrics: {}, error: 'Request was cancelled', error_type: 'request_cancelled' });
+      return send(400, { detail: 'Request was cancelled' });
+    });
+    // Only Date is faked (timers run as usual): the gateway admits the submit at 23:59:59.900 UTC.
+    vi.setSystemTime(midnight - 100);
+    const stack = await startStack({ tenants: [{ id: 'team-a', quota: { imagesPerDay: 4 } }], env: { UPSTREAM_BASE_URL: upstream.url } });
+    try {
+      const submitted = await post(stack, 'team-a', 3);
+      expect(submitted.status).toBe(200);
+      const job = (await submitted.json()) as { cancel_url: string };
+      expect((await fetch(job.cancel_url, { method: 'PUT', headers: stack.bearer('team-a') })).status).toBe(202);
+      await stack.app.whenIdle();
+      // The day before midnight, which the 3 images were charged to, has them back...
+      vi.setSystemTime(midnight - 50);
+      expect((await usage(stack, stack.bearer('team-a'))).body.tenants[0]!.quota!.day).toMatchObject({ used: 0, remaining: 4 });
+      // ...and the new day was never charged.
+      vi.setSystemTime(midnight + 500);
+      expect((await usage(stack, stack.bearer('team-a'))).body.tenants[0]!.quota!.day).toMatchObject({ used: 0, remaining: 4 });
+    } finally {
+      vi.useRealTimers();
+      await stack.close();
       await upstream.close();
     }
   });

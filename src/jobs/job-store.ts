@@ -12,6 +12,12 @@ export interface JobRecord {
   images: number;
   /** The quota windows those images were charged to at submit (none when the tenant had no quota). */
   charged: ChargedWindow[];
+  /**
+   * Epoch ms at which the images were charged, when that was on another UTC day than
+   * `submittedAt` (a submit admitted just before midnight UTC that fal answered after it): the day
+   * and month a refund goes back to. Absent: those of `submittedAt`.
+   */
+  chargedAt?: number;
   /** A cancel of this job was accepted upstream. */
   cancelled: boolean;
   /** Its end was observed and accounted (usage, concurrency slot). */
@@ -34,9 +40,9 @@ export interface JobStore {
   available(): boolean;
   /**
    * Records that `tenantId` submitted `requestId` now, for `images` images charged to the
-   * `charged` quota windows; kept for the store's TTL.
+   * `charged` quota windows at `chargedAt` (default: now); kept for the store's TTL.
    */
-  record(requestId: string, tenantId: string, images?: number, charged?: readonly ChargedWindow[]): Promise<void>;
+  record(requestId: string, tenantId: string, images?: number, charged?: readonly ChargedWindow[], chargedAt?: number): Promise<void>;
   /** The owning tenant id, or undefined when unknown or expired. Rejects when the store is down. */
   ownerOf(requestId: string): Promise<string | undefined>;
   /** Everything recorded about a job, or undefined when unknown or expired. */
@@ -72,4 +78,13 @@ export interface JobStoreOptions {
   maxEntries: number;
   now?: () => number;
   onEvict?: (count: number) => void;
+}
+
+/**
+ * `chargedAt` when a job record must keep it: when it falls on another UTC day than `recordedAt`
+ * (epoch time has no leap seconds: every UTC day is 86,400,000 ms). Otherwise the record's own
+ * time names the same day and month.
+ */
+export function chargedAtToKeep(chargedAt: number | undefined, recordedAt: number): number | undefined {
+  return chargedAt !== undefined && Math.floor(chargedAt / 86_400_000) !== Math.floor(recordedAt / 86_400_000) ? chargedAt : undefined;
 }

@@ -163,10 +163,12 @@ export class JobLifecycle {
     const metrics = status.metrics as { inference_time?: unknown } | undefined;
     const inference = typeof metrics?.inference_time === 'number' && metrics.inference_time >= 0 ? metrics.inference_time : 0;
     const now = this.now();
+    // The images go back to the day and month they were charged to, not those of the record.
+    const chargedAt = job.chargedAt ?? job.submittedAt;
     await Promise.all([
       outcome === 'cancelled' && job.images > 0 && job.charged.length > 0
         ? this.options.accounting
-            .refundImages({ tenantId: job.tenantId, images: job.images, day: utcDay(job.submittedAt), month: utcMonth(job.submittedAt), charged: job.charged })
+            .refundImages({ tenantId: job.tenantId, images: job.images, day: utcDay(chargedAt), month: utcMonth(chargedAt), charged: job.charged })
             .catch((err: unknown) => {
               this.options.metrics?.storeError('accounting', 'refund_images');
               this.options.log.error({ err: (err as Error).message, requestId, images: job.images }, 'a cancelled job\'s images could not be given back');

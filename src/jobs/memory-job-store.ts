@@ -1,4 +1,4 @@
-import type { ChargedWindow, IdempotencyRecord, JobMark, JobRecord, JobStore, JobStoreOptions } from './job-store.js';
+import { chargedAtToKeep, type ChargedWindow, type IdempotencyRecord, type JobMark, type JobRecord, type JobStore, type JobStoreOptions } from './job-store.js';
 
 const CANCELLED = 1;
 const SETTLED = 2;
@@ -11,6 +11,8 @@ interface Entry {
   submittedAt: number;
   images: number;
   marks: number;
+  /** Only on the rare job charged on the UTC day before its record (see JobRecord.chargedAt). */
+  chargedAt?: number;
 }
 
 /**
@@ -37,7 +39,7 @@ export class MemoryJobStore implements JobStore {
     return true;
   }
 
-  async record(requestId: string, tenantId: string, images = 0, charged: readonly ChargedWindow[] = []): Promise<void> {
+  async record(requestId: string, tenantId: string, images = 0, charged: readonly ChargedWindow[] = [], chargedAt?: number): Promise<void> {
     const now = this.now();
     const marks = (charged.includes('day') ? CHARGED_DAY : 0) | (charged.includes('month') ? CHARGED_MONTH : 0);
     // A request id recorded again moves to the back (insertion order is expiry order). Ids are
@@ -46,7 +48,10 @@ export class MemoryJobStore implements JobStore {
       this.entries.delete(requestId);
       this.unchecked.delete(requestId);
     }
-    this.entries.set(requestId, { tenantId, submittedAt: now, images, marks });
+    const entry: Entry = { tenantId, submittedAt: now, images, marks };
+    const keptChargedAt = chargedAtToKeep(chargedAt, now);
+    if (keptChargedAt !== undefined) entry.chargedAt = keptChargedAt;
+    this.entries.set(requestId, entry);
     this.unchecked.set(requestId, now);
     this.sweep(now);
   }
@@ -65,6 +70,7 @@ export class MemoryJobStore implements JobStore {
       charged: [...((entry.marks & CHARGED_DAY) !== 0 ? ['day' as const] : []), ...((entry.marks & CHARGED_MONTH) !== 0 ? ['month' as const] : [])],
       cancelled: (entry.marks & CANCELLED) !== 0,
       settled: (entry.marks & SETTLED) !== 0,
+      ...(entry.chargedAt !== undefined ? { chargedAt: entry.chargedAt } : {}),
     };
   }
 

@@ -1,5 +1,5 @@
 import type { Redis } from 'ioredis';
-import type { ChargedWindow, IdempotencyRecord, JobMark, JobRecord, JobStore } from './job-store.js';
+import { chargedAtToKeep, type ChargedWindow, type IdempotencyRecord, type JobMark, type JobRecord, type JobStore } from './job-store.js';
 
 /**
  * Sets a field only on a job that exists (never recreating an expired one without TTL): 1 first
@@ -31,7 +31,7 @@ return due`;
 
 const SCHEDULE = 'jobs-unchecked';
 
-const FIELDS = { tenant: 't', at: 'at', images: 'n', charged: 'q', cancelled: 'c', settled: 's' } as const;
+const FIELDS = { tenant: 't', at: 'at', images: 'n', charged: 'q', chargedAt: 'qa', cancelled: 'c', settled: 's' } as const;
 
 /** Jobs are hashes under `jobs:`; `job:` held a plain tenant id in earlier versions and is still read. */
 const KEY = (requestId: string) => `jobs:${requestId}`;
@@ -53,12 +53,15 @@ export class RedisJobStore implements JobStore {
     return this.redis.status === 'ready';
   }
 
-  async record(requestId: string, tenantId: string, images = 0, charged: readonly ChargedWindow[] = []): Promise<void> {
+  async record(requestId: string, tenantId: string, images = 0, charged: readonly ChargedWindow[] = [], chargedAt?: number): Promise<void> {
     const key = KEY(requestId);
     const now = Date.now();
+    const keptChargedAt = chargedAtToKeep(chargedAt, now);
+    const fields: Array<string | number> = [FIELDS.tenant, tenantId, FIELDS.at, now, FIELDS.images, images, FIELDS.charged, charged.join(',')];
+    if (keptChargedAt !== undefined) fields.push(FIELDS.chargedAt, keptChargedAt);
     await this.redis
       .multi()
-      .hset(key, FIELDS.tenant, tenantId, FIELDS.at, now, FIELDS.images, images, FIELDS.charged, charged.join(','))
+      .hset(key, ...fields)
       .pexpire(key, this.ttlMs)
       .zadd(SCHEDULE, now, requestId)
       // Scored by submit or last check: anything older than the TTL is a job that has expired.
@@ -78,7 +81,7 @@ export class RedisJobStore implements JobStore {
   }
 
   async job(requestId: string): Promise<JobRecord | undefined> {
-    const [tenantId, at, images, charged, cancelled, settled] = await this.redis.hmget(
+    const [tenantId, at, images, charged, cancelled, settled, chargedAt] = await this.redis.hmget(
       KEY(requestId),
       FIELDS.tenant,
       FIELDS.at,
@@ -86,6 +89,7 @@ export class RedisJobStore implements JobStore {
       FIELDS.charged,
       FIELDS.cancelled,
       FIELDS.settled,
+      FIELDS.chargedAt,
     );
     if (!tenantId) return undefined;
     return {
@@ -95,6 +99,7 @@ export class RedisJobStore implements JobStore {
       charged: (charged ?? '').split(',').filter((w): w is ChargedWindow => w === 'day' || w === 'month'),
       cancelled: cancelled === '1',
       settled: settled === '1',
+      ...(chargedAt ? { chargedAt: Number(chargedAt) } : {}),
     };
   }
 

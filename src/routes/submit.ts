@@ -188,7 +188,7 @@ async function queue(deps: SubmitDeps, request: FastifyRequest, input: ModelInpu
   try {
     // The job is queued and paid for: a write that timed out once (a busy Redis, a slow event
     // loop) is worth one more try before the caller is told it cannot be served.
-    await twice(() => deps.jobs.record(requestId, tenant.id, images, admission.charged));
+    await twice(() => deps.jobs.record(requestId, tenant.id, images, admission.charged, admission.chargedAt));
   } catch (err) {
     await admission.unknown();
     request.log.error({ err, requestId }, 'job queued upstream but its ownership could not be recorded');

@@ -17,6 +17,8 @@ const CONCURRENCY_RETRY_SECONDS = 5;
 export interface Admission {
   /** The quota windows the images were charged to (empty without a quota). */
   readonly charged: readonly QuotaWindow[];
+  /** When they were charged (epoch ms; absent when nothing was): their UTC day and month are the ones a refund goes back to. */
+  readonly chargedAt?: number;
   /** The job exists upstream as `requestId`: the slot now follows it until it ends. */
   queued(requestId: string): Promise<void>;
   /** Nothing was queued (refused upstream, or never sent): everything is given back. */
@@ -129,6 +131,7 @@ export async function admit(
 
   return {
     charged: ticket ? (ticket.charged ?? ['day', 'month']) : [],
+    ...(ticket ? { chargedAt: now } : {}),
     queued: async (requestId) => {
       if (slot) await accounting.renameSlot(tenant.id, slot, requestId, Date.now()).catch(log('could not move a concurrency slot to its job'));
     },

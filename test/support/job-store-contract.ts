@@ -26,6 +26,18 @@ export function jobStoreContract(name: string, make: (ttlMs: number) => Promise<
       await cleanup?.();
     });
 
+    it('keeps the time images were charged only when it was another UTC day than the record', async () => {
+      const { store, now, cleanup } = await make(60_000);
+      const dayBefore = Math.floor(now() / 86_400_000) * 86_400_000 - 100;
+      await store.record('req-midnight', 'team-a', 2, ['day', 'month'], dayBefore);
+      await store.record('req-same-day', 'team-a', 2, ['day'], now());
+      await store.record('req-uncharged', 'team-a');
+      expect(await store.job('req-midnight')).toMatchObject({ images: 2, charged: ['day', 'month'], chargedAt: dayBefore });
+      expect(await store.job('req-same-day')).not.toHaveProperty('chargedAt');
+      expect(await store.job('req-uncharged')).not.toHaveProperty('chargedAt');
+      await cleanup?.();
+    });
+
     it('keeps the first owner when the same id is recorded again by the same tenant', async () => {
       const { store, cleanup } = await make(60_000);
       await store.record('req-1', 'team-a');
