@@ -82,6 +82,38 @@ describe.skipIf(!redisAvailable)(`when Redis goes away${skipReason}`, () => {
     expect((await status(stack.url)).status).toBeLessThan(300);
   });
 
+  it('leaves no claim behind for an Idempotency-Key whose submit met a frozen Redis: the retry is served', async () => {
+    const withKey = () =>
+      fetch(`${stack.url}/v1/image-to-image`, {
+        method: 'POST',
+        headers: { ...json, ...stack.bearer('team-a'), 'idempotency-key': 'order-7f3a-frozen-redis' },
+        body: JSON.stringify(SEED_REQUEST),
+        signal: AbortSignal.timeout(5_000),
+      });
+    const postsBefore = upstreamCalls(stack).filter((c) => c.method === 'POST').length;
+    redis.pause();
+    let refused: Awaited<ReturnType<typeof timed>>;
+    try {
+      refused = await timed(withKey);
+    } finally {
+      // The claim that timed out is carried out now, once Redis runs again.
+      redis.resume();
+    }
+    expect(refused.status).toBe(503);
+    expect(refused.body.error_type).toBe('store_unavailable');
+    expect(upstreamCalls(stack).filter((c) => c.method === 'POST').length).toBe(postsBefore);
+    await untilReady(stack.url);
+    // Nothing was queued: the retry queues the job (before: 409 for the claim's 90 s).
+    const retried = await withKey();
+    expect(retried.status).toBe(200);
+    const job = (await retried.json()) as { request_id: string };
+    expect(upstreamCalls(stack).filter((c) => c.method === 'POST').length).toBe(postsBefore + 1);
+    // And the key now stands for that job.
+    const replayed = await withKey();
+    expect(replayed.headers.get('idempotent-replayed')).toBe('true');
+    expect(((await replayed.json()) as { request_id: string }).request_id).toBe(job.request_id);
+  });
+
   /** Until the replica has seen its Redis connection close (a few ms after the server dies). */
   async function untilNotReady(url: string) {
     const deadline = Date.now() + 5_000;
@@ -119,5 +151,42 @@ describe.skipIf(!redisAvailable)(`when Redis goes away${skipReason}`, () => {
     const { request_id: id } = (await again.json()) as { request_id: string };
     expect([200, 202]).toContain((await status(stack.url, id)).status);
     expect(stack.logs.some((l) => l.includes('redis unavailable; reconnecting'))).toBe(true);
+  });
+});
+
+describe.skipIf(!redisAvailable)(`a concurrency slot taken while Redis is frozen${skipReason}`, () => {
+  let redis: PrivateRedis;
+  let stack: Stack;
+  beforeAll(async () => {
+    redis = new PrivateRedis(await freePort());
+    await redis.start();
+    stack = await startStack({ tenants: [{ id: 'team-a', maxConcurrentJobs: 1 }], sim: { queueMs: 60_000 }, env: { REDIS_URL: redis.url, REDIS_COMMAND_TIMEOUT_MS: '100' } });
+  });
+  afterAll(async () => {
+    await stack?.close();
+    await redis?.stop();
+  });
+
+  it('is given back when Redis resumes: the refused submit holds no slot, and the next one is served', async () => {
+    const submit = () =>
+      fetch(`${stack.url}/v1/image-to-image`, { method: 'POST', headers: { ...json, ...stack.bearer('team-a') }, body: JSON.stringify(SEED_REQUEST), signal: AbortSignal.timeout(5_000) });
+    redis.pause();
+    let refused: Response;
+    try {
+      refused = await submit();
+    } finally {
+      redis.resume();
+    }
+    expect(refused.status).toBe(503);
+    expect(((await refused.json()) as { error_type: string }).error_type).toBe('store_unavailable');
+    const deadline = Date.now() + 10_000;
+    while ((await fetch(`${stack.url}/readyz`)).status !== 200) {
+      if (Date.now() > deadline) throw new Error('gateway did not become ready again');
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    // The one slot is free (before: held by the refused submit until the stale-slot sweep, minutes later).
+    const next = await submit();
+    expect(next.status).toBe(200);
+    expect((await submit()).status).toBe(429);
   });
 });

@@ -46,8 +46,8 @@ class BreakableStore implements JobStore {
   completeIdempotencyKey(...args: Parameters<JobStore['completeIdempotencyKey']>) {
     return this.inner.completeIdempotencyKey(...args);
   }
-  releaseIdempotencyKey(key: string) {
-    return this.inner.releaseIdempotencyKey(key);
+  releaseIdempotencyKey(...args: Parameters<JobStore['releaseIdempotencyKey']>) {
+    return this.inner.releaseIdempotencyKey(...args);
   }
   close() {
     return this.inner.close();

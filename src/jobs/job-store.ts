@@ -1,6 +1,11 @@
 /** What an Idempotency-Key stands for: a submit in flight, or its answer. */
 export type IdempotencyRecord =
-  | { state: 'pending'; fingerprint: string }
+  | {
+      state: 'pending';
+      fingerprint: string;
+      /** Which submit holds the claim: only that one may release it. */
+      attempt?: string;
+    }
   | { state: 'done'; fingerprint: string; statusCode: number; body: Record<string, unknown> };
 
 /** What the gateway remembers of a job it queued. */
@@ -60,14 +65,19 @@ export interface JobStore {
    */
   dueForCheck(now: number, intervalMs: number, limit: number): Promise<string[]>;
   /**
-   * Claims `key` for a submit in flight (kept `ttlMs`) unless it is already claimed or done:
-   * returns the existing record then, undefined when the claim is new. Atomic across replicas.
+   * Claims `key` for a submit in flight, the one named `attempt` (kept `ttlMs`), unless it is
+   * already claimed or done: returns the existing record then, undefined when the claim is new.
+   * Atomic across replicas.
    */
-  claimIdempotencyKey(key: string, fingerprint: string, ttlMs: number): Promise<IdempotencyRecord | undefined>;
+  claimIdempotencyKey(key: string, fingerprint: string, ttlMs: number, attempt: string): Promise<IdempotencyRecord | undefined>;
   /** Stores the answer to replay for `key`. */
   completeIdempotencyKey(key: string, record: IdempotencyRecord & { state: 'done' }, ttlMs: number): Promise<void>;
-  /** Forgets `key` (the submit definitely did not queue a job, so it may be tried again). */
-  releaseIdempotencyKey(key: string): Promise<void>;
+  /**
+   * Forgets `key` while it holds the pending claim of `attempt` (that submit definitely did not
+   * queue a job, so it may be tried again). Anything else under the key (another submit's
+   * claim, an answer) stays.
+   */
+  releaseIdempotencyKey(key: string, attempt: string): Promise<void>;
   /** True when the store can serve requests (readiness). */
   ready(): Promise<boolean>;
   close(): Promise<void>;

@@ -106,12 +106,12 @@ export class MemoryJobStore implements JobStore {
     return entry;
   }
 
-  async claimIdempotencyKey(key: string, fingerprint: string, ttlMs: number): Promise<IdempotencyRecord | undefined> {
+  async claimIdempotencyKey(key: string, fingerprint: string, ttlMs: number, attempt: string): Promise<IdempotencyRecord | undefined> {
     const now = this.now();
     const existing = this.idempotency.get(key);
     if (existing && existing.expiresAt > now) return existing.record;
     this.idempotency.delete(key);
-    this.idempotency.set(key, { record: { state: 'pending', fingerprint }, expiresAt: now + ttlMs });
+    this.idempotency.set(key, { record: { state: 'pending', fingerprint, attempt }, expiresAt: now + ttlMs });
     this.sweepIdempotency(now);
     return undefined;
   }
@@ -121,8 +121,9 @@ export class MemoryJobStore implements JobStore {
     this.idempotency.set(key, { record, expiresAt: this.now() + ttlMs });
   }
 
-  async releaseIdempotencyKey(key: string): Promise<void> {
-    this.idempotency.delete(key);
+  async releaseIdempotencyKey(key: string, attempt: string): Promise<void> {
+    const held = this.idempotency.get(key)?.record;
+    if (held?.state === 'pending' && held.attempt === attempt) this.idempotency.delete(key);
   }
 
   async ready(): Promise<boolean> {

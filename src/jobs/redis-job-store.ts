@@ -31,6 +31,16 @@ return due`;
 
 const SCHEDULE = 'jobs-unchecked';
 
+/** Deletes an Idempotency-Key record only while it is the pending claim of the attempt ARGV[1]. */
+const RELEASE_CLAIM_SCRIPT = `
+local held = redis.call('GET', KEYS[1])
+if not held then return 0 end
+local ok, record = pcall(cjson.decode, held)
+if ok and type(record) == 'table' and record.state == 'pending' and record.attempt == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0`;
+
 const FIELDS = { tenant: 't', at: 'at', images: 'n', charged: 'q', chargedAt: 'qa', cancelled: 'c', settled: 's' } as const;
 
 /** Jobs are hashes under `jobs:`; `job:` held a plain tenant id in earlier versions and is still read. */
@@ -113,8 +123,8 @@ export class RedisJobStore implements JobStore {
     return (await this.redis.eval(DUE_SCRIPT, 1, SCHEDULE, now - intervalMs, now, limit, prefix)) as string[];
   }
 
-  async claimIdempotencyKey(key: string, fingerprint: string, ttlMs: number): Promise<IdempotencyRecord | undefined> {
-    const pending = JSON.stringify({ state: 'pending', fingerprint } satisfies IdempotencyRecord);
+  async claimIdempotencyKey(key: string, fingerprint: string, ttlMs: number, attempt: string): Promise<IdempotencyRecord | undefined> {
+    const pending = JSON.stringify({ state: 'pending', fingerprint, attempt } satisfies IdempotencyRecord);
     // SET NX GET: claims the key, or returns what is already there, in one atomic command.
     const previous = await this.redis.set(`idem:${key}`, pending, 'PX', ttlMs, 'NX', 'GET');
     return previous === null ? undefined : (JSON.parse(previous) as IdempotencyRecord);
@@ -124,8 +134,8 @@ export class RedisJobStore implements JobStore {
     await this.redis.set(`idem:${key}`, JSON.stringify(record), 'PX', ttlMs);
   }
 
-  async releaseIdempotencyKey(key: string): Promise<void> {
-    await this.redis.del(`idem:${key}`);
+  async releaseIdempotencyKey(key: string, attempt: string): Promise<void> {
+    await this.redis.eval(RELEASE_CLAIM_SCRIPT, 1, `idem:${key}`, attempt);
   }
 
   async ready(): Promise<boolean> {

@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { errors, errorTypeOf, RequestValidationError } from '../errors.js';
 import { publicBaseUrl } from '../http/public-url.js';
@@ -76,7 +76,14 @@ export async function submit(deps: SubmitDeps, request: FastifyRequest, input: M
   // priority is another request, not a retry. Left out when there are none, as before.
   const forwarded = pickForwardedHeaders(request.headers);
   const fingerprint = sha256(Object.keys(forwarded).length === 0 ? canonicalJson(input) : `${canonicalJson(input)}\n${canonicalJson(forwarded)}`);
-  const existing = await deps.jobs.claimIdempotencyKey(claim, fingerprint, deps.idempotencyPendingMs).catch((err: unknown) => {
+  // This submit's own name for its claim: a release never removes another submit's claim.
+  const attempt = randomUUID();
+  const existing = await deps.jobs.claimIdempotencyKey(claim, fingerprint, deps.idempotencyPendingMs, attempt).catch((err: unknown) => {
+    // A claim that timed out may still be carried out once a stalled Redis resumes, and would hold
+    // the key for idempotencyPendingMs, turning away every retry of a job that was never queued.
+    // The release goes out on the same connection after it, so it runs after it too. Not awaited:
+    // the caller learns now that the store is down.
+    deps.jobs.releaseIdempotencyKey(claim, attempt).catch(() => undefined);
     throw new errors.StoreUnavailable({ cause: err });
   });
   if (existing) {
@@ -113,7 +120,7 @@ export async function submit(deps: SubmitDeps, request: FastifyRequest, input: M
           { state: 'done', fingerprint, statusCode: 500, body: { detail: (err as Error).message, error_type: errorTypeOf(code) } },
           deps.idempotencyTtlMs,
         )
-      : deps.jobs.releaseIdempotencyKey(claim);
+      : deps.jobs.releaseIdempotencyKey(claim, attempt);
     await settle.catch((storeErr: unknown) => request.log.error({ err: storeErr }, 'could not settle an Idempotency-Key'));
     throw err;
   }
@@ -125,7 +132,7 @@ export async function submit(deps: SubmitDeps, request: FastifyRequest, input: M
   const queuedOk = queued.statusCode >= 200 && queued.statusCode < 300;
   const settle = queuedOk
     ? () => deps.jobs.completeIdempotencyKey(claim, { state: 'done', fingerprint, statusCode: queued.statusCode, body: queued.body }, deps.idempotencyTtlMs)
-    : () => deps.jobs.releaseIdempotencyKey(claim);
+    : () => deps.jobs.releaseIdempotencyKey(claim, attempt);
   try {
     await twice(settle);
   } catch (storeErr) {

@@ -87,7 +87,13 @@ export async function admit(
   };
   if (max !== undefined) {
     const placeholder = `${PENDING_SLOT}${now}:${randomUUID()}`;
-    const taken = await accounting.acquireSlot(tenant.id, placeholder, max, now).catch(storeDown(metrics, 'acquire_slot'));
+    const taken = await accounting.acquireSlot(tenant.id, placeholder, max, now).catch((err: unknown) => {
+      // An acquire that timed out may still be carried out once a stalled Redis resumes, holding a
+      // slot for a submit that was refused. The release goes out after it on the same connection,
+      // so it runs after it too (freeing a slot never taken does nothing). Not awaited.
+      accounting.releaseSlot(tenant.id, placeholder).catch(() => undefined);
+      return storeDown(metrics, 'acquire_slot')(err);
+    });
     reportPolicy(request, { name: 'concurrency', quota: max, remaining: max - taken.state.inUse, unit: 'concurrent-requests' });
     if (!taken.ok) {
       metrics?.rejected(tenant.id, 'concurrency');

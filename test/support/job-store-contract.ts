@@ -48,23 +48,29 @@ export function jobStoreContract(name: string, make: (ttlMs: number) => Promise<
 
     it('claims an idempotency key once, then returns what it holds, and frees it on release', async () => {
       const { store, cleanup } = await make(60_000);
-      expect(await store.claimIdempotencyKey('t:k1', 'fp-1', 60_000)).toBeUndefined();
-      expect(await store.claimIdempotencyKey('t:k1', 'fp-2', 60_000)).toEqual({ state: 'pending', fingerprint: 'fp-1' });
+      expect(await store.claimIdempotencyKey('t:k1', 'fp-1', 60_000, 'a-1')).toBeUndefined();
+      expect(await store.claimIdempotencyKey('t:k1', 'fp-2', 60_000, 'a-2')).toEqual({ state: 'pending', fingerprint: 'fp-1', attempt: 'a-1' });
+      // Only the attempt holding the claim releases it.
+      await store.releaseIdempotencyKey('t:k1', 'a-2');
+      expect(await store.claimIdempotencyKey('t:k1', 'fp-1', 60_000, 'a-3')).toMatchObject({ state: 'pending', attempt: 'a-1' });
+      await store.releaseIdempotencyKey('t:k1', 'a-1');
+      expect(await store.claimIdempotencyKey('t:k1', 'fp-1', 60_000, 'a-4')).toBeUndefined();
       const done = { state: 'done' as const, fingerprint: 'fp-1', statusCode: 200, body: { request_id: 'r-1', status: 'IN_QUEUE' } };
       await store.completeIdempotencyKey('t:k1', done, 60_000);
-      expect(await store.claimIdempotencyKey('t:k1', 'fp-1', 60_000)).toEqual(done);
-      await store.releaseIdempotencyKey('t:k1');
-      expect(await store.claimIdempotencyKey('t:k1', 'fp-3', 60_000)).toBeUndefined();
+      expect(await store.claimIdempotencyKey('t:k1', 'fp-1', 60_000, 'a-5')).toEqual(done);
+      // An answer is never released, not even by the attempt that claimed the key.
+      await store.releaseIdempotencyKey('t:k1', 'a-4');
+      expect(await store.claimIdempotencyKey('t:k1', 'fp-1', 60_000, 'a-6')).toEqual(done);
       await cleanup?.();
     });
 
     it('lets a claim expire after its TTL', async () => {
       const { store, advance, cleanup } = await make(60_000);
-      expect(await store.claimIdempotencyKey('t:k2', 'fp', 300)).toBeUndefined();
+      expect(await store.claimIdempotencyKey('t:k2', 'fp', 300, 'a')).toBeUndefined();
       await advance(150);
-      expect(await store.claimIdempotencyKey('t:k2', 'fp', 300)).toMatchObject({ state: 'pending' });
+      expect(await store.claimIdempotencyKey('t:k2', 'fp', 300, 'a')).toMatchObject({ state: 'pending' });
       await advance(250);
-      expect(await store.claimIdempotencyKey('t:k2', 'fp', 300)).toBeUndefined();
+      expect(await store.claimIdempotencyKey('t:k2', 'fp', 300, 'a')).toBeUndefined();
       await cleanup?.();
     });
 
