@@ -3,7 +3,7 @@ import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import rateLimit from '@fastify/rate-limit';
-import Fastify, { LogController, type FastifyInstance, type FastifyReply, type FastifyServerOptions } from 'fastify';
+import Fastify, { LogController, type FastifyInstance, type FastifyReply, type FastifyRequest, type FastifyServerOptions } from 'fastify';
 import { Agent, type Dispatcher } from 'undici';
 import type { Config } from './config.js';
 import { registerErrorHandling } from './http/error-handler.js';
@@ -115,6 +115,12 @@ export interface GatewayApp extends FastifyInstance {
  */
 function needsGuardedParse(text: string): boolean {
   return text.charCodeAt(0) === 0xfeff || text.includes('__proto__') || text.includes('constructor') || text.includes('\\u');
+}
+
+/** Whether a request announces a body (HTTP/1.1: a length above 0, or a transfer coding). */
+function mayHaveBody(headers: FastifyRequest['headers']): boolean {
+  const length = headers['content-length'];
+  return headers['transfer-encoding'] !== undefined || (length !== undefined && length !== '0');
 }
 
 /** Why a body the JSON parser refused was refused: its syntax, or a prototype-polluting key. */
@@ -374,7 +380,9 @@ export async function buildApp(options: AppOptions): Promise<GatewayApp> {
     if (draining) reply.header('connection', 'close');
     // Answered before its body arrived (a 401 or 403 from authentication, a 413): the connection
     // closes after the answer instead of reading, and discarding, whatever the client still sends.
-    if (!request.raw.complete) reply.header('connection', 'close');
+    // (A request without a body may not count as complete yet when answered at once, a preflight
+    // say: there is nothing to discard, and its connection stays open.)
+    if (!request.raw.complete && mayHaveBody(request.headers)) reply.header('connection', 'close');
     recordIfClientGone(request, reply);
     done(null, payload);
   });

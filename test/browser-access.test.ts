@@ -40,12 +40,34 @@ describe('browser access: CORS per tenant and short-lived tokens', () => {
     expect(((await other.json()) as { error_type: string }).error_type).toBe('origin_not_allowed');
   });
 
+  it('keeps the connection of a preflight open for the request that follows it', async () => {
+    const { Agent, request } = await import('undici');
+    const agent = new Agent({ connections: 1 });
+    try {
+      for (let i = 0; i < 3; i++) {
+        const preflight = await request(`${stack.url}/api/fal/proxy`, {
+          method: 'OPTIONS',
+          dispatcher: agent,
+          headers: { origin: APP, 'access-control-request-method': 'POST', 'access-control-request-headers': 'authorization, content-type, x-fal-target-url' },
+        });
+        await preflight.body.text();
+        expect(preflight.statusCode).toBe(204);
+        expect(preflight.headers.connection).not.toBe('close');
+      }
+    } finally {
+      await agent.close();
+    }
+  });
+
   it("serves a tenant's allowed origin with CORS headers, and refuses its other origins and other tenants from it (403)", async () => {
     const allowed = await fetch(`${stack.url}/v1/image-to-image`, { method: 'POST', headers: { ...json, ...stack.bearer('team-a'), origin: APP }, body: JSON.stringify(SEED_REQUEST) });
     expect(allowed.status).toBe(200);
     expect(allowed.headers.get('access-control-allow-origin')).toBe(APP);
     expect(allowed.headers.get('access-control-expose-headers')).toContain('x-request-id');
     expect(allowed.headers.get('access-control-expose-headers')).toContain('ratelimit-policy');
+    // fal's client reads these to tell errors apart (a start timeout is never retried).
+    expect(allowed.headers.get('access-control-expose-headers')).toContain('x-fal-error-type');
+    expect(allowed.headers.get('access-control-expose-headers')).toContain('x-fal-request-timeout-type');
 
     await stack.app.whenIdle();
 

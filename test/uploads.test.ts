@@ -200,7 +200,8 @@ describe('multipart submit', () => {
           num_inference_steps: '12',
           num_images: '2',
           seed: '123456',
-          enable_safety_checker: 'false',
+          // Python's str() of a boolean, as requests sends it.
+          enable_safety_checker: 'False',
           sync_mode: 'true',
           output_format: 'png',
           acceleration: 'regular',

@@ -169,6 +169,9 @@ const accepted: Case[] = [
   { field: 'image_url', value: 'data:image/webp;base64,UklGRgAAAABXRUJQ' },
   { field: 'image_url', value: 'data:image/gif;base64,R0lGODlh' },
   { field: 'image_url', value: 'data:image/avif;base64,AAAAIGZ0eXBhdmlm' },
+  // Media types are case-insensitive, and image/jpg is a common label for JPEG.
+  { field: 'image_url', value: 'data:image/jpg;base64,/9j/4AAQSkZJRg==' },
+  { field: 'image_url', value: 'data:IMAGE/JPEG;base64,/9j/4AAQSkZJRg==' },
   // Labelled png, but a GIF: the model reads the bytes, as a browser labels a file by its name.
   { field: 'image_url', value: 'data:image/png;base64,R0lGODlh' },
 ];
@@ -241,7 +244,6 @@ const rejected: BadCase[] = [
   { field: 'image_url', value: 'data:text/plain;base64,aGk=', type: 'value_error', msg: IMAGE_URL },
   { field: 'image_url', value: 'data:image/png,notbase64', type: 'value_error', msg: IMAGE_URL },
   { field: 'image_url', value: 'data:image/svg+xml;base64,PHN2Zz4=', type: 'value_error', msg: IMAGE_URL },
-  { field: 'image_url', value: 'data:image/jpg;base64,/9j/4AAQSkZJRg==', type: 'value_error', msg: IMAGE_URL },
   // The accepted form, but data no decoder takes: a paid job would fail on it.
   { field: 'image_url', value: 'data:image/png;base64,A', type: 'value_error', msg: ['image_url', 'base64', 'multiple of 4'] },
   { field: 'image_url', value: 'data:image/png;base64,iVBORw0KGgoAAAANA', type: 'value_error', msg: ['image_url', 'base64', 'multiple of 4'] },
@@ -471,6 +473,16 @@ describe('POST /v1/image-to-image: query and headers', () => {
     const sent = { ...SEED_REQUEST };
     const call = expectAccepted(await send(sent, { headers: { 'x-fal-queue-priority': 'low' } }), sent);
     expect(call.headers['x-fal-queue-priority']).toBe('low');
+  });
+
+  it.each(['1', 'true', 'yes', '0', 'no'])('x-fal-no-retry: %s (fal takes 1, true or yes) is accepted and forwarded upstream', async (value) => {
+    const call = expectAccepted(await send(SEED_REQUEST, { headers: { 'x-fal-no-retry': value } }), SEED_REQUEST);
+    expect(call.headers['x-fal-no-retry']).toBe(value);
+  });
+
+  it('x-fal-no-retry: maybe → 422 at loc [header, x-fal-no-retry]', async () => {
+    const answer = await send(SEED_REQUEST, { headers: { 'x-fal-no-retry': 'maybe' } });
+    expectRejected(answer, { loc: ['header', 'x-fal-no-retry'], type: 'literal_error', msg: ['yes'] });
   });
 
   it('without x-fal-queue-priority nothing is invented upstream', async () => {

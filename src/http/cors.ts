@@ -12,7 +12,7 @@ import { publicBaseUrl } from './public-url.js';
  */
 const ALLOW_HEADERS = 'authorization, content-type, x-api-key, idempotency-key, x-request-id, traceparent, tracestate, x-fal-target-url, x-fal-queue-priority, x-fal-runner-hint, x-fal-request-timeout, x-fal-object-lifecycle-preference, x-fal-store-io, x-fal-no-retry';
 const EXPOSE_HEADERS =
-  'x-request-id, retry-after, x-ratelimit-limit, x-ratelimit-remaining, x-ratelimit-reset, ratelimit, ratelimit-policy, idempotent-replayed, x-fal-request-id';
+  'x-request-id, retry-after, x-ratelimit-limit, x-ratelimit-remaining, x-ratelimit-reset, ratelimit, ratelimit-policy, idempotent-replayed, x-fal-request-id, x-fal-error-type, x-fal-request-timeout-type';
 
 /**
  * A page the gateway served itself (the docs, the playground): its origin is PUBLIC_BASE_URL's,

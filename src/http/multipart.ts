@@ -140,7 +140,8 @@ function convert(field: string, value: unknown): unknown {
     case 'number':
       return DECIMAL.test(trimmed) ? Number(trimmed) : value;
     case 'boolean':
-      return value === 'true' ? true : value === 'false' ? false : value;
+      // `True`/`False` too: what Python's str() makes of a boolean.
+      return /^true$/i.test(trimmed) ? true : /^false$/i.test(trimmed) ? false : value;
     case 'union':
       // image_size: a preset name as it is, {width, height} as JSON.
       return trimmed.startsWith('{') ? parseJson(trimmed, value) : value;

@@ -15,7 +15,8 @@ const range = (field: string, min: number, max: number, integer = false) => {
   return base.min(min, { error: message }).max(max, { error: message });
 };
 
-const DATA_URI = /^data:image\/(png|jpeg|webp|gif|avif);base64,([A-Za-z0-9+/]+={0,2})$/;
+/** Media types are case-insensitive, and `image/jpg` is a common label for JPEG; the bytes are checked anyway. */
+const DATA_URI = /^data:image\/(png|jpe?g|webp|gif|avif);base64,([A-Za-z0-9+/]+={0,2})$/i;
 /** A Hugging Face repository (owner/name, optionally a file path in it), not a URL of any scheme. */
 const HF_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]*\/[A-Za-z0-9][A-Za-z0-9._-]*(\/[A-Za-z0-9][A-Za-z0-9._-]*)*$/;
 

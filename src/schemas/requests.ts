@@ -61,7 +61,7 @@ export const SubmitHeaders = z.looseObject({
         'Makes a retried submit safe: the same key with the same body within 24 h replays the first answer (same request_id) instead of queuing another paid job. The same key with another body is 422.',
     }),
   'x-fal-no-retry': z
-    .enum(['0', '1', 'true', 'false'], { error: 'x-fal-no-retry must be 0, 1, true or false' })
+    .enum(['0', '1', 'true', 'false', 'yes', 'no'], { error: 'x-fal-no-retry must be 0, 1, true, false, yes or no' })
     .optional()
-    .meta({ description: "1 disables fal's own retries of the job." }),
+    .meta({ description: "1, true or yes disables fal's own retries of the job." }),
 });
