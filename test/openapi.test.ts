@@ -241,7 +241,9 @@ describe('ModelInput', () => {
     const properties = submitModelInput('/v1/image-to-image').schema.properties!;
     expect(properties.output_format!.enum).toEqual(['jpeg', 'png']);
     expect(properties.acceleration!.enum).toEqual(['none', 'regular']);
-    expect(properties.seed!.type).toBe('integer');
+    // seed and image_size: optional with no default in the model, so null is accepted too.
+    expect(properties.seed!.anyOf?.map((s) => s.type)).toEqual(['integer', 'null']);
+    expect(properties.image_size!.anyOf?.some((s) => s.type === 'null')).toBe(true);
     const presets = properties.image_size!.anyOf?.find((s) => s.enum)?.enum;
     expect([...(presets ?? [])].sort()).toEqual(
       ['landscape_16_9', 'landscape_4_3', 'portrait_16_9', 'portrait_4_3', 'square', 'square_hd'].sort(),

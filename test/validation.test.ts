@@ -145,6 +145,9 @@ const accepted: Case[] = [
   { field: 'output_format', value: 'jpeg' },
   { field: 'output_format', value: 'png' },
   { field: 'seed', value: 0 },
+  // Optional in the model with no default: null means left out (pydantic's model_dump() writes it).
+  { field: 'seed', value: null },
+  { field: 'image_size', value: null },
   { field: 'seed', value: 42 },
   { field: 'seed', value: 2 ** 31 },
   { field: 'image_size', value: 'square_hd' },
@@ -197,6 +200,8 @@ const rejected: BadCase[] = [
   { field: 'num_images', value: 0, type: 'greater_than_equal', msg: IMAGES },
   { field: 'num_images', value: 5, type: 'less_than_equal', msg: IMAGES },
   { field: 'num_images', value: 2.5, type: 'int_from_float', msg: IMAGES },
+  // Fields with a default take no null, as in the model.
+  { field: 'num_images', value: null, type: 'int_type', msg: IMAGES },
   { field: 'enable_safety_checker', value: 'true', type: 'bool_type', msg: ['enable_safety_checker', 'true', 'false'] },
   { field: 'enable_safety_checker', value: 1, type: 'bool_type', msg: ['enable_safety_checker', 'true', 'false'] },
   { field: 'output_format', value: 'webp', type: 'literal_error', msg: ['output_format', 'jpeg', 'png'] },

@@ -103,10 +103,12 @@ export const ImageSize = z
       width: range('image_size.width', 1, 14142, true).meta({ description: 'Width in pixels.' }),
       height: range('image_size.height', 1, 14142, true).meta({ description: 'Height in pixels.' }),
     }),
+    // Optional in the model with no default: null is the same as left out (see seed).
+    z.null(),
   ])
   .meta({
     description:
-      'Size of the generated image: a preset name or an explicit {width, height}. Left out, the model follows the input image.',
+      'Size of the generated image: a preset name or an explicit {width, height}. Left out (or null), the model follows the input image.',
   });
 
 export const Lora = z.strictObject(
@@ -166,8 +168,10 @@ export const ModelInput = z
         error: (issue) =>
           issue.code === 'too_big' || issue.code === 'too_small' ? 'seed must be an integer of at most 2^53 - 1 either way' : 'seed must be an integer',
       })
-      .optional()
-      .meta({ description: 'Seed for reproducible results; random when left out.' }),
+      // Optional in the model with no default: null is the same as left out (clients that write
+      // every field, such as pydantic's model_dump(), send it), and passes to fal as sent.
+      .nullish()
+      .meta({ description: 'Seed for reproducible results; random when left out or null.' }),
     image_size: ImageSize.optional(),
     loras: z
       .array(Lora, { error: 'loras must be an array of {path, scale}' })

@@ -36,7 +36,7 @@ const DEFAULT_SIZE: [number, number] = [1024, 768];
 export function outputSpec(input: ModelInput): OutputSpec {
   const size = input.image_size;
   const [width, height] =
-    size === undefined ? DEFAULT_SIZE : typeof size === 'string' ? (PRESETS[size] ?? DEFAULT_SIZE) : [size.width, size.height];
+    size === undefined || size === null ? DEFAULT_SIZE : typeof size === 'string' ? (PRESETS[size] ?? DEFAULT_SIZE) : [size.width, size.height];
   return {
     prompt: input.prompt,
     numImages: input.num_images ?? 1,
