@@ -58,6 +58,33 @@ describe('status polling', () => {
     expect(calls / seconds).toBeLessThanOrEqual(4.5);
   });
 
+  it('keeps clients polling a result before it is ready to the same few upstream calls a second as status polling', async () => {
+    const job = await submit(stack);
+    const started = Date.now();
+    let reads = 0;
+    await Promise.all(
+      Array.from({ length: 20 }, async (_, client) => {
+        await new Promise((r) => setTimeout(r, client * 5));
+        for (let i = 0; i < 10; i++) {
+          const res = await fetch(job.response_url, { headers: stack.bearer('team-a') });
+          expect(res.status).toBe(400);
+          expect(((await res.json()) as { detail: string }).detail).toContain('in progress');
+          reads++;
+          await new Promise((r) => setTimeout(r, 100));
+        }
+      }),
+    );
+    const seconds = (Date.now() - started) / 1000;
+    const calls = callsFor(stack, job.request_id, '');
+    expect(reads).toBe(200);
+    expect(calls).toBeGreaterThanOrEqual(1);
+    expect(calls).toBeLessThanOrEqual(Math.ceil(seconds / 0.3) + 1);
+    // A cancel is seen at once, not after the reuse period.
+    expect((await fetch(job.cancel_url, { method: 'PUT', headers: stack.bearer('team-a') })).status).toBe(202);
+    const cancelled = await fetch(job.response_url, { headers: stack.bearer('team-a') });
+    expect(((await cancelled.json()) as { detail: string }).detail).toContain('cancelled');
+  });
+
   it('hints when to poll again with Retry-After, from the queue position', async () => {
     const job = await submit(stack);
     const res = await fetch(job.status_url, { headers: stack.bearer('team-a') });

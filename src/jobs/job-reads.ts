@@ -59,14 +59,19 @@ export class JobReads {
       this.options.onLookup?.('status', kept ? 'hit' : 'miss');
       const response = kept ?? (await this.fetchStatus(requestId, logs, key));
       // A read that began before forget() must not put its older answer back.
-      if (current()) this.remember(key, response);
+      if (current() && (response.statusCode === 200 || response.statusCode === 202)) this.remember(key, response);
       return response;
     });
   }
 
   result(requestId: string): Promise<UpstreamResponse> {
     const key = `result:${requestId}`;
-    return this.shared(key, 'result', async () => {
+    const fresh = this.fresh.get(key);
+    if (fresh && fresh.expiresAt > this.now()) {
+      this.options.onLookup?.('result', 'hit');
+      return Promise.resolve(fresh.response);
+    }
+    return this.shared(key, 'result', async (current) => {
       const kept = await this.cached(key);
       this.options.onLookup?.('result', kept ? 'hit' : 'miss');
       if (kept) return kept;
@@ -75,6 +80,10 @@ export class JobReads {
       if (FINAL_RESULT.has(response.statusCode) && isJsonObjectAnswer(response)) {
         if (response.body.length <= this.options.maxResultBytes) await this.keep(key, requestId, response);
         this.options.onFinalResult?.(requestId);
+      } else if (response.statusCode >= 400 && response.statusCode < 500 && current() && isJsonObjectAnswer(response)) {
+        // Not ready yet (fal's "still in progress"): reused as briefly as a status, so code that
+        // polls response_url until it stops failing costs the upstream no more than status polling.
+        this.remember(key, response);
       }
       return response;
     });
@@ -85,7 +94,7 @@ export class JobReads {
    * detaches reads already in flight, so the next read asks upstream afresh.
    */
   forget(requestId: string): void {
-    for (const key of [`status:${requestId}:0`, `status:${requestId}:1`]) {
+    for (const key of [`status:${requestId}:0`, `status:${requestId}:1`, `result:${requestId}`]) {
       this.fresh.delete(key);
       this.inFlight.delete(key);
     }
@@ -102,7 +111,11 @@ export class JobReads {
       // Not a status object: relayed (and rejected) as it is, never cached.
     }
     if (!status) return response;
-    if (status.status === 'COMPLETED') await this.keep(key, requestId, response);
+    if (status.status === 'COMPLETED') {
+      // A "not ready yet" result answer reused from before is stale now.
+      this.fresh.delete(`result:${requestId}`);
+      await this.keep(key, requestId, response);
+    }
     this.options.onStatus?.(requestId, status);
     return response;
   }
@@ -124,9 +137,10 @@ export class JobReads {
     return promise;
   }
 
+  /** Reuses `response` for `key` during statusTtlMs. */
   private remember(key: string, response: UpstreamResponse): void {
     const ttl = this.options.statusTtlMs;
-    if (ttl <= 0 || (response.statusCode !== 200 && response.statusCode !== 202)) return;
+    if (ttl <= 0) return;
     const now = this.now();
     this.fresh.delete(key);
     this.fresh.set(key, { response, expiresAt: now + ttl });
