@@ -99,6 +99,10 @@ export function redactUrl(url: string): string {
   try {
     const parsed = new URL(url);
     if (parsed.password) parsed.password = '***';
+    // ioredis also takes credentials from the query (`?password=`).
+    for (const name of [...parsed.searchParams.keys()]) {
+      if (/pass|secret|token|auth/i.test(name)) parsed.searchParams.set(name, '***');
+    }
     return parsed.toString();
   } catch {
     return '(invalid url)';

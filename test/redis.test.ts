@@ -95,6 +95,24 @@ describe.skipIf(!redisAvailable)(`a REDIS_URL with a password Redis refuses${ski
   });
 });
 
+describe.skipIf(!redisAvailable)(`a REDIS_URL with its password in the query (?password=)${skipReason}`, () => {
+  it('connects, and the password is in no log line', async () => {
+    const password = 'query-string-password-7d1e';
+    const server = new PrivateRedis(await freePort(), password);
+    await server.start();
+    const stack = await startStack({ env: { REDIS_URL: `redis://127.0.0.1:${server.port}/0?password=${password}`, REDIS_KEY_PREFIX: uniquePrefix() } });
+    try {
+      expect((await fetch(`${stack.url}/readyz`)).status).toBe(200);
+      const connected = stack.logs.find((l) => l.includes('redis connected'));
+      expect(connected).toContain('password=***');
+      expect(stack.logs.join('\n')).not.toContain(password);
+    } finally {
+      await stack.close();
+      await server.stop();
+    }
+  });
+});
+
 describe.skipIf(!redisAvailable)(`a REDIS_URL naming a database this Redis does not have${skipReason}`, () => {
   it('is never used (Redis would fall back to database 0): not ready, submits refused, nothing written', async () => {
     const probe = inspect('');

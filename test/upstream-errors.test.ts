@@ -243,6 +243,30 @@ describe('gateway in front of a misbehaving upstream', () => {
       }
     });
 
+    it('scrubs a token holding " or \\ (which JSON writes escaped) from relayed errors and passed-on bodies', async () => {
+      const token = 'tok"en\\secret-0123456789abcdef';
+      const quoted = await startGateway(faulty.url, { UPSTREAM_TOKEN: token });
+      const decoded = (text: string) => JSON.stringify(JSON.parse(text));
+      try {
+        // A 5xx echoing the Authorization header it got: relayed as fal's {detail, error_type}.
+        faulty.setHandler((req, res) => sendJson(res, 500, JSON.stringify({ detail: `echo ${String(req.headers.authorization)}`, error_type: 'runner_disconnected' })));
+        const failed = await submit(quoted);
+        expect(failed.status).toBe(500);
+        expect(decoded(failed.text)).not.toContain(JSON.stringify(token).slice(1, -1));
+        expect((JSON.parse(failed.text) as { detail: string }).detail).toBe('echo Key [redacted]');
+        // A 4xx passed on as it came.
+        const id = randomUUID();
+        faulty.setHandler(json(200, queuedBody(id)));
+        expect((await submit(quoted)).status).toBe(200);
+        faulty.setHandler((req, res) => sendJson(res, 400, JSON.stringify({ detail: `the runner saw ${String(req.headers.authorization)}` })));
+        const res = await call(quoted, 'PUT', `/v1/requests/${id}/cancel`);
+        expect(res.status).toBe(400);
+        expect((JSON.parse(res.text) as { detail: string }).detail).toBe('the runner saw Key [redacted]');
+      } finally {
+        await quoted.close();
+      }
+    });
+
     it('connection refused → 503 upstream_unavailable', async () => {
       const probe = createServer();
       await new Promise<void>((resolve) => probe.listen(0, '127.0.0.1', resolve));

@@ -99,6 +99,12 @@ export class UpstreamClient {
   private readonly authorization: string;
   private readonly tokenBytes: Buffer;
   /**
+   * The token as JSON writes it inside a string, when that differs (a token holding `"` or `\`):
+   * a JSON body carries it so, and a caller's parser turns it back into the token.
+   */
+  private readonly escapedToken: string | undefined;
+  private readonly escapedTokenBytes: Buffer | undefined;
+  /**
    * Calls under way (submit, status, result, cancel; not streams), for abandonAll(): a list linked
    * through the exchanges themselves. (A Set of them measured about a tenth more CPU per submit
    * in npm run bench:ab.)
@@ -112,6 +118,9 @@ export class UpstreamClient {
     this.basePath = base.pathname.replace(/\/+$/, '');
     this.authorization = `${options.authScheme} ${options.token}`;
     this.tokenBytes = Buffer.from(options.token);
+    const escaped = JSON.stringify(options.token).slice(1, -1);
+    this.escapedToken = escaped === options.token ? undefined : escaped;
+    this.escapedTokenBytes = this.escapedToken === undefined ? undefined : Buffer.from(this.escapedToken);
     this.userAgent = options.userAgent ?? 'fal-gateway';
   }
 
@@ -219,7 +228,9 @@ export class UpstreamClient {
 
   /** Removes the upstream token from a piece of text (defence in depth, as for bodies). */
   scrubText(text: string): string {
-    return text.includes(this.options.token) ? text.split(this.options.token).join('[redacted]') : text;
+    const scrubbed = text.includes(this.options.token) ? text.split(this.options.token).join('[redacted]') : text;
+    const escaped = this.escapedToken;
+    return escaped !== undefined && scrubbed.includes(escaped) ? scrubbed.split(escaped).join('[redacted]') : scrubbed;
   }
 
   private async read(operation: 'status' | 'result', path: string): Promise<UpstreamResponse> {
@@ -353,8 +364,8 @@ export class UpstreamClient {
 
   /** Defence in depth: an upstream that echoes our credentials must not hand them to a caller. */
   private scrub(body: Buffer): Buffer {
-    if (!body.includes(this.tokenBytes)) return body;
-    return Buffer.from(body.toString('utf8').split(this.options.token).join('[redacted]'));
+    if (!body.includes(this.tokenBytes) && (this.escapedTokenBytes === undefined || !body.includes(this.escapedTokenBytes))) return body;
+    return Buffer.from(this.scrubText(body.toString('utf8')));
   }
 
   private scrubHeaders(headers: Dispatcher.ResponseData['headers']): Dispatcher.ResponseData['headers'] {
