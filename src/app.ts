@@ -36,7 +36,7 @@ import { APP_ID } from './model.js';
 import { playgroundRoutes } from './routes/playground.js';
 import { registerMultipartSubmit } from './http/multipart.js';
 import { mayUpload, registerAuth } from './tenants/auth.js';
-import { createPolicyLimiter } from './tenants/rate-limits.js';
+import { createPolicyLimiter, decorateRateLimitState } from './tenants/rate-limits.js';
 import { decorateRateLimitFields, writeRateLimitFields } from './tenants/ratelimit-fields.js';
 import { TenantRegistry } from './tenants/registry.js';
 import type { Tenant } from './tenants/tenants-file.js';
@@ -367,6 +367,7 @@ export async function buildApp(options: AppOptions): Promise<GatewayApp> {
   registerErrorHandling(app, config.BODY_LIMIT_BYTES, (request, reply) => corsForRefusal(request, reply, registry));
 
   decorateRateLimitFields(app);
+  decorateRateLimitState(app);
   // Hooks on every request are plain callbacks: no promise per hook on the hot path.
   app.addHook('onSend', (request, reply, payload, done) => {
     reply.header('x-request-id', request.id);

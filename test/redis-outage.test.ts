@@ -59,12 +59,12 @@ describe.skipIf(!redisAvailable)(`when Redis goes away${skipReason}`, () => {
       expect(refused.status).toBe(503);
       expect(refused.body.error_type).toBe('rate_limit_unavailable');
       expect(upstreamCalls(stack).filter((c) => c.method === 'POST').length).toBe(postsBefore);
-      // Fail open: the limit is skipped; the job is queued but cannot be recorded, and the
-      // client is told its id rather than the job being silently lost.
+      // Fail open: the limit is skipped, but a submit is not queued either: the store that did not
+      // answer its rate limit is the one its job would be recorded in (a paid job nobody could reach).
       const open = await timed(() => submit(stack.url));
-      expect(open.status).toBe(500);
-      expect(open.body.error_type).toBe('ownership_not_recorded');
-      expect(open.body.detail).toMatch(/The job [0-9a-f-]{36} was queued upstream/);
+      expect(open.status).toBe(503);
+      expect(open.body.error_type).toBe('store_unavailable');
+      expect(upstreamCalls(stack).filter((c) => c.method === 'POST').length).toBe(postsBefore);
       // Reads: never a 404 that would make a client think its job is gone.
       const read = await timed(() => status(stack.url));
       expect(read.status).toBe(503);

@@ -64,8 +64,10 @@ export async function submit(deps: SubmitDeps, request: FastifyRequest, input: M
   const tenant = tenantOf(request);
   const problems = checkInputPolicy(input, tenant, deps.inputPolicy);
   if (problems.length > 0) throw new RequestValidationError(problems);
-  // A job queued upstream that the gateway cannot record is paid for and unreachable: refuse first.
-  if (!deps.jobs.available()) throw new errors.StoreUnavailable();
+  // A job queued upstream that the gateway cannot record is paid for and unreachable: refuse first,
+  // when the store is known to be down, or did not answer this very request's rate limit (a
+  // stalled Redis: the job's record would time out the same way).
+  if (!deps.jobs.available() || (request.rateLimitStoreFailed && deps.jobs.kind === 'redis')) throw new errors.StoreUnavailable();
   const base = publicBaseUrl(request, deps.publicBaseUrl);
 
   const idempotencyKey = request.headers['idempotency-key'];

@@ -9,6 +9,21 @@ import type { Tenant } from './tenants-file.js';
 export type PolicyName = 'submit' | 'read';
 export type StoreErrorPolicy = 'open' | 'closed';
 
+declare module 'fastify' {
+  interface FastifyRequest {
+    /**
+     * The counter store failed to answer for this request (and `open` let it through). With Redis
+     * that is the store jobs are recorded in too: a submit then queues nothing it could not record.
+     */
+    rateLimitStoreFailed: boolean;
+  }
+}
+
+/** Declares the request field above (on the root instance, before any route). */
+export function decorateRateLimitState(app: FastifyInstance): void {
+  if (!app.hasRequestDecorator('rateLimitStoreFailed')) app.decorateRequest('rateLimitStoreFailed', false);
+}
+
 const isOwnError = (err: unknown) => typeof (err as { code?: unknown })?.code === 'string' && (err as { code: string }).code.startsWith('FGW_');
 
 /**
@@ -54,6 +69,7 @@ export function createPolicyLimiter(app: FastifyInstance, policy: PolicyName, on
         throw err;
       }
       app.metrics.storeError('rate_limit', 'incr');
+      request.rateLimitStoreFailed = true;
       request.log.warn({ err: (err as Error).message, policy, onStoreError }, 'rate-limit store unavailable');
       if (onStoreError === 'closed') throw new errors.RateLimitUnavailable({ cause: err });
     }
