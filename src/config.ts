@@ -1,3 +1,4 @@
+import { isIP, isIPv4 } from 'node:net';
 import { z } from 'zod';
 
 /**
@@ -15,14 +16,30 @@ const boolean = z
   .enum(['true', 'false', '1', '0', 'yes', 'no'], { error: 'must be true or false' })
   .transform((v) => v === 'true' || v === '1' || v === 'yes');
 
+/** One entry of a trusted-proxy list, as Fastify takes it: an address, a CIDR (or IPv4 netmask), or a named range. */
+function isProxyEntry(entry: string): boolean {
+  if (['loopback', 'linklocal', 'uniquelocal'].includes(entry) || isIP(entry) !== 0) return true;
+  const [address = '', range, ...rest] = entry.split('/');
+  if (range === undefined || rest.length > 0) return false;
+  const version = isIP(address);
+  if (version === 0) return false;
+  if (/^\d{1,3}$/.test(range)) return Number(range) <= (version === 4 ? 32 : 128);
+  return version === 4 && isIPv4(range);
+}
+
 /** Fastify's trustProxy: true/false, a hop count, or a comma-separated list of addresses/CIDRs. */
-const trustProxy = z.string().transform((v): boolean | number | string => {
-  const value = v.trim();
-  if (value === '' || value === 'false' || value === '0') return false;
-  if (value === 'true') return true;
-  if (/^\d+$/.test(value)) return Number(value);
-  return value;
-});
+const trustProxy = z
+  .string()
+  .transform((v): boolean | number | string => {
+    const value = v.trim();
+    if (value === '' || value === 'false' || value === '0') return false;
+    if (value === 'true') return true;
+    if (/^\d+$/.test(value)) return Number(value);
+    return value;
+  })
+  .refine((value) => typeof value !== 'string' || value.split(',').every((entry) => isProxyEntry(entry.trim())), {
+    error: 'must be true, false, a hop count, or a comma-separated list of IP addresses and CIDR ranges (e.g. 10.0.0.0/8,127.0.0.1)',
+  });
 
 /**
  * A credential sent or compared in an HTTP header: no spaces, line breaks or other control
@@ -194,7 +211,7 @@ const schema = z.object({
     .describe('Secret that signs short-lived browser tokens (POST /v1/tokens), 32+ characters. Unset: tokens are disabled. Never logged.'),
   STATUS_CACHE_MS: int(0, 60_000)
     .default(300)
-    .describe('How long a non-terminal status (IN_QUEUE, IN_PROGRESS) is served from memory before asking upstream again (ms); concurrent reads of one job always share one upstream call. 0: no cache.'),
+    .describe('How long a non-terminal status (IN_QUEUE, IN_PROGRESS), or a result answer that is not ready yet (a 4xx), is served from memory before asking upstream again (ms); concurrent reads of one job always share one upstream call. 0: no cache.'),
   RESULT_CACHE_TTL_SECONDS: int(0, 30 * 86_400)
     .default(86_400)
     .describe('How long a COMPLETED status and a fetched result are kept (memory, or Redis with REDIS_URL), so repeated reads never go upstream and results outlive fal\'s retention (seconds). 0: not kept.'),

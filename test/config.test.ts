@@ -76,6 +76,7 @@ describe('configuration', () => {
     ['false', false],
     ['2', 2],
     ['10.0.0.0/8,127.0.0.1', '10.0.0.0/8,127.0.0.1'],
+    ['loopback, fd00::/8, 10.0.0.0/255.0.0.0', 'loopback, fd00::/8, 10.0.0.0/255.0.0.0'],
   ])('parses TRUST_PROXY=%s', (value, expected) => {
     expect(parseConfig({ ...required, TRUST_PROXY: value }).TRUST_PROXY).toEqual(expected);
   });
@@ -88,6 +89,10 @@ describe('configuration', () => {
       return (err as ConfigError).problems;
     }
   };
+
+  it.each(['garbage', '10.0.0.0/33', '10.0.0.1,nginx', 'fd00::/129'])('reports TRUST_PROXY=%s as a line about the variable', (value) => {
+    expect(problemsOf({ TRUST_PROXY: value })).toEqual([expect.stringMatching(/^TRUST_PROXY: must be true, false, a hop count, or a comma-separated list/)]);
+  });
 
   it('reports a URL without a scheme as a line about its variable, with the other problems', () => {
     expect(problemsOf({ UPSTREAM_BASE_URL: 'queue.fal.run', PUBLIC_BASE_URL: 'gateway.example.com', PORT: 'x' })).toEqual([

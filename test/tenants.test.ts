@@ -148,6 +148,13 @@ describe('tenant registry and keys', () => {
     expect(new TenantRegistry(parseTenants({ tenants: [entry] })).findByKey(key!)?.id).toBe('team-x');
   });
 
+  it('the key program runs however it is named: with or without its extension, by a relative path', async () => {
+    for (const path of ['src/cli/key', './src/cli/../cli/key.ts']) {
+      const { stdout } = await run(process.execPath, ['--import', 'tsx', path, 'team-y'], { cwd: new URL('..', import.meta.url) });
+      expect(stdout, path).toContain('New key for tenant "team-y"');
+    }
+  });
+
   it('npm run key refuses a missing or bad tenant id', async () => {
     await expect(run(process.execPath, ['--import', 'tsx', 'src/cli/key.ts'], { cwd: new URL('..', import.meta.url) })).rejects.toMatchObject({
       code: 2,

@@ -1,4 +1,6 @@
 import { randomBytes } from 'node:crypto';
+import { resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { digestKey } from '../tenants/registry.js';
 
 /**
@@ -28,7 +30,9 @@ export function keyInstructions(tenantId: string, key: string): string {
   ].join('\n');
 }
 
-const isMain = process.argv[1] !== undefined && import.meta.url.endsWith(process.argv[1].split('/').pop() ?? '\0');
+/** Run as a program (`node dist/cli/key.js`, `node dist/cli/key`, `tsx src/cli/key.ts`), not imported. */
+const withoutExtension = (path: string) => path.replace(/\.[cm]?[jt]s$/, '');
+const isMain = process.argv[1] !== undefined && withoutExtension(resolve(process.argv[1])) === withoutExtension(fileURLToPath(import.meta.url));
 if (isMain) {
   const tenantId = process.argv[2];
   if (!tenantId || !/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/.test(tenantId)) {
