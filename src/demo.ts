@@ -14,6 +14,14 @@ import { digestKey } from './tenants/registry.js';
 const env = process.env;
 const upstreamToken = randomBytes(24).toString('hex');
 const demoKey = env.DEMO_KEY ?? newKey();
+/**
+ * Pages of a local dev server may call the demo (fal's client in proxy mode, say): the usual
+ * ports of Vite, Next.js and Create React App by default, or DEMO_ALLOWED_ORIGINS (comma-separated).
+ */
+const DEFAULT_DEV_ORIGINS = ['http://localhost:5173', 'http://127.0.0.1:5173', 'http://localhost:3001', 'http://localhost:8080'];
+const allowedOrigins = env.DEMO_ALLOWED_ORIGINS
+  ? env.DEMO_ALLOWED_ORIGINS.split(',').map((origin) => origin.trim()).filter((origin) => origin !== '')
+  : DEFAULT_DEV_ORIGINS;
 
 const sim = await startSimulator({
   token: upstreamToken,
@@ -38,6 +46,7 @@ const app = await buildApp({
       id: 'demo',
       keyDigests: [digestKey(demoKey)],
       limits: { submit: { max: 30, timeWindowMs: 60_000 }, read: { max: 1_200, timeWindowMs: 60_000 } },
+      allowedOrigins,
     },
   ],
 });
@@ -62,6 +71,7 @@ process.stdout.write(`
   OpenAPI:          ${base}/openapi.json
   Metrics:          ${base}/metrics
   Usage:            curl -s ${base}/v1/usage -H 'Authorization: Bearer ${demoKey}'
+  Pages allowed:    ${allowedOrigins.join(', ')}  (DEMO_ALLOWED_ORIGINS; fal's client: proxyUrl ${base}/api/fal/proxy)
 
   Submit the seed request:
 
