@@ -27,6 +27,7 @@ import { healthRoutes } from './routes/health.js';
 import { METRICS_PATH, metricsRoutes } from './routes/metrics.js';
 import { queueRoutes, SECURITY, submitRoutes, type QueueRouteDeps } from './routes/queue.js';
 import { streamRoutes } from './routes/stream.js';
+import { submitLimit } from './routes/submit.js';
 import { tokenRoutes } from './routes/tokens.js';
 import { usageRoutes } from './routes/usage.js';
 import { TokenIssuer } from './tenants/tokens.js';
@@ -471,7 +472,7 @@ export async function buildApp(options: AppOptions): Promise<GatewayApp> {
       reads,
       metrics,
       limits: {
-        submit: createPolicyLimiter(tenantScope, 'submit', config.RATE_LIMIT_ON_STORE_ERROR),
+        submit: submitLimit(createPolicyLimiter(tenantScope, 'submit', config.RATE_LIMIT_ON_STORE_ERROR), jobs),
         read: readLimit,
       },
     };

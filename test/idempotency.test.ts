@@ -114,6 +114,43 @@ describe('Idempotency-Key on submit', () => {
   });
 });
 
+describe('Idempotency-Key and the submit rate limit', () => {
+  let stack: Stack;
+  beforeAll(async () => {
+    stack = await startStack({ tenants: [{ id: 'team-a', submit: { max: 2, timeWindowMs: 60_000 } }] });
+  });
+  afterAll(() => stack.close());
+
+  const submit = (key?: string, body: unknown = SEED_REQUEST) =>
+    fetch(`${stack.url}/v1/image-to-image`, {
+      method: 'POST',
+      headers: { ...json, ...stack.bearer('team-a'), ...(key ? { 'idempotency-key': key } : {}) },
+      body: JSON.stringify(body),
+    });
+
+  it('answers a retry that only replays with its job even when the budget is spent, without charging it', async () => {
+    const key = randomUUID();
+    const first = await submit(key);
+    expect(first.status).toBe(200);
+    const job = (await first.json()) as { request_id: string };
+    expect((await submit()).status).toBe(200);
+    // The budget (2 a minute) is spent: a new job is refused...
+    expect((await submit()).status).toBe(429);
+    // ...but a client that lost its first answer still learns its job, again and again.
+    for (let i = 0; i < 3; i++) {
+      const replay = await submit(key);
+      expect(replay.status).toBe(200);
+      expect(replay.headers.get('idempotent-replayed')).toBe('true');
+      expect(((await replay.json()) as { request_id: string }).request_id).toBe(job.request_id);
+    }
+    expect(posts(stack)).toBe(2);
+    // The same key with another body queues nothing either: the usual 422.
+    expect((await submit(key, { ...SEED_REQUEST, prompt: 'another picture' })).status).toBe(422);
+    // A new key is a new job: refused.
+    expect((await submit(randomUUID())).status).toBe(429);
+  });
+});
+
 describe('Idempotency-Key when the upstream fails', () => {
   let upstream: FaultyUpstream;
   let app: GatewayApp;

@@ -43,6 +43,9 @@ class BreakableStore implements JobStore {
   claimIdempotencyKey(...args: Parameters<JobStore['claimIdempotencyKey']>) {
     return this.inner.claimIdempotencyKey(...args);
   }
+  idempotencyRecord(key: string) {
+    return this.inner.idempotencyRecord(key);
+  }
   completeIdempotencyKey(...args: Parameters<JobStore['completeIdempotencyKey']>) {
     return this.inner.completeIdempotencyKey(...args);
   }

@@ -70,6 +70,8 @@ export interface JobStore {
    * Atomic across replicas.
    */
   claimIdempotencyKey(key: string, fingerprint: string, ttlMs: number, attempt: string): Promise<IdempotencyRecord | undefined>;
+  /** What `key` holds now (a pending claim or an answer), without claiming it. */
+  idempotencyRecord(key: string): Promise<IdempotencyRecord | undefined>;
   /** Stores the answer to replay for `key`. */
   completeIdempotencyKey(key: string, record: IdempotencyRecord & { state: 'done' }, ttlMs: number): Promise<void>;
   /**

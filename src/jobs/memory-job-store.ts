@@ -116,6 +116,11 @@ export class MemoryJobStore implements JobStore {
     return undefined;
   }
 
+  async idempotencyRecord(key: string): Promise<IdempotencyRecord | undefined> {
+    const existing = this.idempotency.get(key);
+    return existing && existing.expiresAt > this.now() ? existing.record : undefined;
+  }
+
   async completeIdempotencyKey(key: string, record: IdempotencyRecord & { state: 'done' }, ttlMs: number): Promise<void> {
     this.idempotency.delete(key);
     this.idempotency.set(key, { record, expiresAt: this.now() + ttlMs });

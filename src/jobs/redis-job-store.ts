@@ -130,6 +130,11 @@ export class RedisJobStore implements JobStore {
     return previous === null ? undefined : (JSON.parse(previous) as IdempotencyRecord);
   }
 
+  async idempotencyRecord(key: string): Promise<IdempotencyRecord | undefined> {
+    const held = await this.redis.get(`idem:${key}`);
+    return held === null ? undefined : (JSON.parse(held) as IdempotencyRecord);
+  }
+
   async completeIdempotencyKey(key: string, record: IdempotencyRecord & { state: 'done' }, ttlMs: number): Promise<void> {
     await this.redis.set(`idem:${key}`, JSON.stringify(record), 'PX', ttlMs);
   }

@@ -1,5 +1,5 @@
 import { createHash, randomUUID } from 'node:crypto';
-import type { FastifyReply, FastifyRequest } from 'fastify';
+import type { FastifyInstance, FastifyReply, FastifyRequest, onRequestHookHandler } from 'fastify';
 import { errors, errorTypeOf, RequestValidationError } from '../errors.js';
 import { publicBaseUrl } from '../http/public-url.js';
 import type { AccountingStore } from '../accounting/accounting-store.js';
@@ -42,6 +42,29 @@ function canonicalJson(value: unknown): string {
   return JSON.stringify(value);
 }
 
+/** Where a tenant's Idempotency-Key is kept in the job store (the key itself is not stored). */
+export const idempotencyClaim = (tenantId: string, idempotencyKey: string) => `${tenantId}:${sha256(idempotencyKey)}`;
+
+/**
+ * The submit rate limit, except for a retry that will only replay an answer: a submit whose
+ * Idempotency-Key already holds one queues nothing, so it is not charged, and a client that lost
+ * the first answer learns its job even with its budget spent. (The body is checked against the
+ * first one in the handler as ever: another body is a 422.) A store that cannot tell: charged.
+ */
+export function submitLimit(limit: onRequestHookHandler, jobs: JobStore): onRequestHookHandler {
+  const charge = limit as (this: FastifyInstance, request: FastifyRequest, reply: FastifyReply) => Promise<void>;
+  // Not an async function: a submit without a key (nearly all) goes to the limit with no extra promise.
+  return function limitUnlessReplay(this: FastifyInstance, request: FastifyRequest, reply: FastifyReply): Promise<void> {
+    const idempotencyKey = request.headers['idempotency-key'];
+    const tenant = request.tenant;
+    if (typeof idempotencyKey !== 'string' || !tenant) return charge.call(this, request, reply);
+    return jobs
+      .idempotencyRecord(idempotencyClaim(tenant.id, idempotencyKey))
+      .catch(() => undefined)
+      .then((held) => (held?.state === 'done' ? undefined : charge.call(this, request, reply)));
+  };
+}
+
 /** A store write whose failure would cost a paid job: one more try after a first failure (a timeout, say). */
 const twice = <T>(write: () => Promise<T>): Promise<T> => write().catch(write);
 
@@ -73,7 +96,7 @@ export async function submit(deps: SubmitDeps, request: FastifyRequest, input: M
   const idempotencyKey = request.headers['idempotency-key'];
   if (typeof idempotencyKey !== 'string') return (await queue(deps, request, input, reply, base)).send();
 
-  const claim = `${tenant.id}:${sha256(idempotencyKey)}`;
+  const claim = idempotencyClaim(tenant.id, idempotencyKey);
   // The queue headers (priority, timeout...) are part of the request: the same key with another
   // priority is another request, not a retry. Left out when there are none, as before.
   const forwarded = pickForwardedHeaders(request.headers);

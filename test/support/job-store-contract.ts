@@ -56,7 +56,10 @@ export function jobStoreContract(name: string, make: (ttlMs: number) => Promise<
       await store.releaseIdempotencyKey('t:k1', 'a-1');
       expect(await store.claimIdempotencyKey('t:k1', 'fp-1', 60_000, 'a-4')).toBeUndefined();
       const done = { state: 'done' as const, fingerprint: 'fp-1', statusCode: 200, body: { request_id: 'r-1', status: 'IN_QUEUE' } };
+      expect(await store.idempotencyRecord('t:k1')).toEqual({ state: 'pending', fingerprint: 'fp-1', attempt: 'a-4' });
       await store.completeIdempotencyKey('t:k1', done, 60_000);
+      expect(await store.idempotencyRecord('t:k1')).toEqual(done);
+      expect(await store.idempotencyRecord('t:unknown')).toBeUndefined();
       expect(await store.claimIdempotencyKey('t:k1', 'fp-1', 60_000, 'a-5')).toEqual(done);
       // An answer is never released, not even by the attempt that claimed the key.
       await store.releaseIdempotencyKey('t:k1', 'a-4');
