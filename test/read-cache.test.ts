@@ -22,6 +22,26 @@ async function gatewayInFront(upstream: FaultyUpstream, key: string, env: Record
   return { app, url: await app.listen({ port: 0, host: '127.0.0.1' }) };
 }
 
+/**
+ * `clients` clients each reading `url` `times` times, 100 ms apart, starting `spreadMs` apart;
+ * `check` looks at every answer. Returns how many reads were made and over how many seconds.
+ */
+async function pollTogether(stack: Stack, url: string, clients: number, times: number, spreadMs: number, check: (res: Response) => Promise<void>) {
+  const started = Date.now();
+  let reads = 0;
+  await Promise.all(
+    Array.from({ length: clients }, async (_, client) => {
+      await new Promise((r) => setTimeout(r, client * spreadMs));
+      for (let i = 0; i < times; i++) {
+        await check(await fetch(url, { headers: stack.bearer('team-a') }));
+        reads++;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    }),
+  );
+  return { reads, seconds: (Date.now() - started) / 1000 };
+}
+
 const callsFor = (stack: Stack, id: string, suffix: string) =>
   upstreamCalls(stack).filter((c) => c.method === 'GET' && c.path.split('?')[0]!.endsWith(`/requests/${id}${suffix}`)).length;
 
@@ -35,21 +55,11 @@ describe('status polling', () => {
 
   it('keeps 100 clients polling one job at 10 Hz to at most ~4 upstream calls a second', async () => {
     const job = await submit(stack);
-    const started = Date.now();
-    let reads = 0;
-    await Promise.all(
-      Array.from({ length: 100 }, async (_, client) => {
-        await new Promise((r) => setTimeout(r, client)); // spread the clients over the first 100 ms
-        for (let i = 0; i < 15; i++) {
-          const res = await fetch(job.status_url, { headers: stack.bearer('team-a') });
-          expect(res.status).toBe(202);
-          expect(((await res.json()) as { status: string }).status).toBe('IN_QUEUE');
-          reads++;
-          await new Promise((r) => setTimeout(r, 100));
-        }
-      }),
-    );
-    const seconds = (Date.now() - started) / 1000;
+    // The clients start spread over the first 100 ms.
+    const { reads, seconds } = await pollTogether(stack, job.status_url, 100, 15, 1, async (res) => {
+      expect(res.status).toBe(202);
+      expect(((await res.json()) as { status: string }).status).toBe('IN_QUEUE');
+    });
     const calls = callsFor(stack, job.request_id, '/status');
     expect(reads).toBe(1_500);
     expect(calls).toBeGreaterThanOrEqual(1);
@@ -60,21 +70,10 @@ describe('status polling', () => {
 
   it('keeps clients polling a result before it is ready to the same few upstream calls a second as status polling', async () => {
     const job = await submit(stack);
-    const started = Date.now();
-    let reads = 0;
-    await Promise.all(
-      Array.from({ length: 20 }, async (_, client) => {
-        await new Promise((r) => setTimeout(r, client * 5));
-        for (let i = 0; i < 10; i++) {
-          const res = await fetch(job.response_url, { headers: stack.bearer('team-a') });
-          expect(res.status).toBe(400);
-          expect(((await res.json()) as { detail: string }).detail).toContain('in progress');
-          reads++;
-          await new Promise((r) => setTimeout(r, 100));
-        }
-      }),
-    );
-    const seconds = (Date.now() - started) / 1000;
+    const { reads, seconds } = await pollTogether(stack, job.response_url, 20, 10, 5, async (res) => {
+      expect(res.status).toBe(400);
+      expect(((await res.json()) as { detail: string }).detail).toContain('in progress');
+    });
     const calls = callsFor(stack, job.request_id, '');
     expect(reads).toBe(200);
     expect(calls).toBeGreaterThanOrEqual(1);

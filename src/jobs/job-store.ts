@@ -1,3 +1,5 @@
+import { DAY_MS } from '../accounting/accounting-store.js';
+
 /** What an Idempotency-Key stands for: a submit in flight, or its answer. */
 export type IdempotencyRecord =
   | {
@@ -98,5 +100,5 @@ export interface JobStoreOptions {
  * time names the same day and month.
  */
 export function chargedAtToKeep(chargedAt: number | undefined, recordedAt: number): number | undefined {
-  return chargedAt !== undefined && Math.floor(chargedAt / 86_400_000) !== Math.floor(recordedAt / 86_400_000) ? chargedAt : undefined;
+  return chargedAt !== undefined && Math.floor(chargedAt / DAY_MS) !== Math.floor(recordedAt / DAY_MS) ? chargedAt : undefined;
 }
