@@ -38,6 +38,7 @@ import { playgroundRoutes } from './routes/playground.js';
 import { registerMultipartSubmit } from './http/multipart.js';
 import { mayUpload, registerAuth } from './tenants/auth.js';
 import { createPolicyLimiter, decorateRateLimitState } from './tenants/rate-limits.js';
+import { redisRateLimitStore } from './tenants/rate-limit-store.js';
 import { decorateRateLimitFields, writeRateLimitFields } from './tenants/ratelimit-fields.js';
 import { TenantRegistry } from './tenants/registry.js';
 import type { Tenant } from './tenants/tenants-file.js';
@@ -422,7 +423,7 @@ export async function buildApp(options: AppOptions): Promise<GatewayApp> {
 
   if (config.DOCS_ENABLED) await registerOpenApi(app, VERSION);
   // Counters live in Redis when configured, so every replica counts against the same budget.
-  await app.register(rateLimit, { global: false, ...(redis ? { redis, nameSpace: 'rl:' } : {}) });
+  await app.register(rateLimit, { global: false, ...(redis ? { store: redisRateLimitStore(redis, 'rl:') } : {}) });
 
   healthRoutes(app, { jobs, isShuttingDown: () => draining });
   if (config.METRICS_ENABLED) metricsRoutes(app, { metrics, token: config.METRICS_TOKEN });

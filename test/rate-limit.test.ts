@@ -1,5 +1,6 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { json, SEED_REQUEST, startStack, upstreamCalls, type Stack } from './helpers.js';
+import { inspect, REDIS_URL, redisAvailable, skipReason, uniquePrefix } from './support/redis.js';
 
 describe('per-tenant rate limits', () => {
   let stack: Stack | undefined;
@@ -88,4 +89,42 @@ describe('per-tenant rate limits', () => {
     expect(bad.status).toBe(422);
     expect((await submit(stack, 'team-a')).status).toBe(429);
   });
+
+  // The counters in memory and in Redis (shared by replicas) must behave alike.
+  for (const store of ['memory', 'redis'] as const) {
+    it.skipIf(store === 'redis' && !redisAvailable)(
+      `applies a shortened window from the next request: a tenant is not kept waiting out the old one (${store}${store === 'redis' ? skipReason : ''})`,
+      async () => {
+        const prefix = uniquePrefix();
+        stack = await startStack({
+          tenants: [{ id: 'team-a', submit: { max: 1, timeWindowMs: 3_600_000 } }],
+          ...(store === 'redis' ? { env: { REDIS_URL, REDIS_KEY_PREFIX: prefix } } : {}),
+        });
+        expect((await submit(stack, 'team-a')).status).toBe(200);
+        const locked = await submit(stack, 'team-a');
+        expect(locked.status).toBe(429);
+        expect(Number(locked.headers.get('retry-after'))).toBeGreaterThan(3_000);
+        // The operator meant one second, not one hour: the file is fixed and reloaded.
+        const app = stack.app;
+        app.replaceTenants(app.tenants().tenants.map((t) => ({ ...t, limits: { ...t.limits, submit: { max: 1, timeWindowMs: 1_000 } } })));
+        const next = await submit(stack, 'team-a');
+        expect(next.status).toBe(429);
+        expect(Number(next.headers.get('retry-after'))).toBeLessThanOrEqual(1);
+        expect(((await next.json()) as { detail: string }).detail).toMatch(/1 per 1 second\b.*Retry in 1 second\b/);
+        await new Promise((r) => setTimeout(r, 1_100));
+        expect((await submit(stack, 'team-a')).status).toBe(200);
+        if (store === 'redis') {
+          const client = inspect(prefix);
+          try {
+            // Named by policy and tenant, nothing else.
+            expect(await client.keys(`${prefix}rl:*`)).toEqual([`${prefix}rl:submit:team-a`]);
+          } finally {
+            const keys = await client.keys(`${prefix}*`);
+            if (keys.length) await client.del(...keys.map((k) => k.slice(prefix.length)));
+            await client.quit();
+          }
+        }
+      },
+    );
+  }
 });
