@@ -21,7 +21,7 @@ import { JobLifecycle } from './jobs/lifecycle.js';
 import { MemoryJobStore } from './jobs/memory-job-store.js';
 import { RedisJobStore } from './jobs/redis-job-store.js';
 import { GatewayMetrics } from './metrics.js';
-import { closeRedis, createRedis, redactUrl, waitForRedis } from './redis.js';
+import { closeRedis, createRedis, redactUrl, redisAbandoned, waitForRedis } from './redis.js';
 import { registerDocsUi, registerOpenApi } from './routes/docs.js';
 import { healthRoutes } from './routes/health.js';
 import { METRICS_PATH, metricsRoutes } from './routes/metrics.js';
@@ -335,7 +335,8 @@ export async function buildApp(options: AppOptions): Promise<GatewayApp> {
       streamWaiters.add(wake);
     });
   });
-  if (redis && !(await waitForRedis(redis, 2_000))) {
+  if (redis && !(await waitForRedis(redis, 2_000)) && !redisAbandoned(redis)) {
+    // (A Redis the gateway closed itself, a database it does not have say, was logged as an error already.)
     app.log.warn({ redis: redactUrl(config.REDIS_URL!) }, 'redis not reachable yet: not ready until it is; reconnecting in the background');
   }
   if (!redis && config.NODE_ENV === 'production') {

@@ -36,12 +36,19 @@ export function createRedis(options: RedisOptions, log: FastifyBaseLogger): Redi
     lastAuthError = undefined;
     lastConnectionError = undefined;
     log.info({ redis: redactUrl(options.url) }, 'redis connected');
+    void checkServer(redis, options.url, log);
   });
   redis.on('close', () => {
-    if (healthy) log.warn({ redis: redactUrl(options.url) }, 'redis unavailable; reconnecting');
+    // A close the gateway asked for (its shutdown) is not an outage.
+    if (healthy && !closedForGood(redis)) log.warn({ redis: redactUrl(options.url) }, 'redis unavailable; reconnecting');
     healthy = false;
   });
   redis.on('error', (err: Error) => {
+    // Closed for good below: what its last commands say as they fail is no news.
+    if (abandoned.has(redis)) {
+      log.debug({ err: err.message }, 'redis error after giving up on it');
+      return;
+    }
     // A database number this Redis does not have: the client would go on in database 0, among
     // whatever else lives there. It is closed instead (no reconnect): never ready, nothing written.
     if (DATABASE_REFUSED.test(err.message)) {
@@ -49,7 +56,7 @@ export function createRedis(options: RedisOptions, log: FastifyBaseLogger): Redi
         { redis: redactUrl(options.url), err: err.message },
         'REDIS_URL selects a database this Redis does not have: not using it (the gateway stays not ready); fix REDIS_URL',
       );
-      redis.disconnect();
+      abandon(redis);
       return;
     }
     // Refused credentials: no amount of waiting fixes them, so the operator is told (once per
@@ -72,6 +79,65 @@ export function createRedis(options: RedisOptions, log: FastifyBaseLogger): Redi
   });
   return redis;
 }
+
+/** Clients closed for good: a Redis the gateway must not use (a wrong database, too old a version). */
+const abandoned = new WeakSet<Redis>();
+
+function abandon(redis: Redis): void {
+  abandoned.add(redis);
+  redis.disconnect();
+}
+
+/** Whether the gateway gave up on this client (the reason was logged as an error): it will not reconnect. */
+export const redisAbandoned = (redis: Redis): boolean => abandoned.has(redis);
+
+/** The oldest Redis the gateway works with: the idempotency claim uses `SET ... NX GET` (Redis 7). */
+export const MIN_REDIS_MAJOR = 7;
+
+/** A field of INFO's answer (`name:value` lines). */
+const infoField = (info: string, name: string) => new RegExp(`^${name}:(.*)$`, 'm').exec(info)?.[1]?.trim();
+
+/** What is wrong with a Redis for the gateway, from its INFO: a version too old, an eviction policy that would drop its state. */
+export function redisProblems(info: string): { fatal?: string; warning?: string } {
+  const version = infoField(info, 'redis_version');
+  const major = Number(version?.split('.')[0]);
+  if (version !== undefined && Number.isFinite(major) && major < MIN_REDIS_MAJOR) {
+    return { fatal: `Redis ${version} is older than ${MIN_REDIS_MAJOR}, which the gateway needs (SET ... NX GET): not using it (the gateway stays not ready); upgrade Redis` };
+  }
+  const policy = infoField(info, 'maxmemory_policy');
+  const maxmemory = Number(infoField(info, 'maxmemory') ?? '0');
+  if (policy !== undefined && policy !== 'noeviction' && maxmemory > 0) {
+    return {
+      warning: `Redis evicts keys when full (maxmemory-policy ${policy}): it could drop job ownership (tenants would get 404 for their own jobs), quota and rate-limit counters; set maxmemory-policy noeviction and size maxmemory for the result cache (see the README)`,
+    };
+  }
+  return {};
+}
+
+/** Asked once per connection: a Redis the gateway cannot use is closed; one that may evict its state is warned about. */
+async function checkServer(redis: Redis, url: string, log: FastifyBaseLogger): Promise<void> {
+  let info: string;
+  try {
+    info = await redis.info();
+  } catch {
+    // INFO renamed or disabled (some managed Redis): nothing to check.
+    return;
+  }
+  const { fatal, warning } = redisProblems(info);
+  if (fatal) {
+    log.error({ redis: redactUrl(url) }, fatal);
+    abandon(redis);
+  } else if (warning) {
+    log.warn({ redis: redactUrl(url) }, warning);
+  }
+}
+
+/**
+ * Whether the connection closed at the gateway's request (QUIT at shutdown, disconnect()): not an
+ * outage. ioredis emits 'close' a tick after the fact, when such a client is already `end`
+ * (one that will reconnect is `reconnecting`).
+ */
+const closedForGood = (redis: Redis) => redis.status === 'end';
 
 /** Waits (bounded) for the first connection, so a healthy deployment starts ready. */
 export async function waitForRedis(redis: Redis, timeoutMs: number): Promise<boolean> {

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RedisJobStore } from '../src/jobs/redis-job-store.js';
-import { createRedis, waitForRedis } from '../src/redis.js';
+import { createRedis, redisProblems, waitForRedis } from '../src/redis.js';
 import { json, SEED_REQUEST, startStack, upstreamCalls, type Stack } from './helpers.js';
 import { jobStoreContract } from './support/job-store-contract.js';
 import { Redis } from 'ioredis';
@@ -128,6 +128,8 @@ describe.skipIf(!redisAvailable)(`a REDIS_URL naming a database this Redis does 
       expect(((await res.json()) as { error_type: string }).error_type).toBe('store_unavailable');
       expect(upstreamCalls(stack).filter((c) => c.method === 'POST')).toEqual([]);
       expect(stack.logs.some((l) => l.includes('REDIS_URL selects a database this Redis does not have'))).toBe(true);
+      // Closed for good, so not "reconnecting in the background" either.
+      expect(stack.logs.filter((l) => l.includes('reconnecting'))).toEqual([]);
       for (let db = 0; db < databases; db++) {
         await probe.select(db);
         expect(await probe.keys(`${prefix}*`), `database ${db}`).toEqual([]);
@@ -290,10 +292,61 @@ describe.skipIf(!redisAvailable)(`Redis connections${skipReason}`, () => {
       expect(await named()).toBe(1);
       await stack.close();
       expect(await named()).toBe(0);
+      // Its own close is not an outage (the client sees its socket close a moment after QUIT's answer).
+      await new Promise((r) => setTimeout(r, 200));
+      expect(stack.logs.filter((l) => l.includes('redis unavailable'))).toEqual([]);
     } finally {
       observer.disconnect();
       await redis.stop();
     }
+  });
+});
+
+describe.skipIf(!redisAvailable)(`a Redis that may evict keys when full${skipReason}`, () => {
+  it('is used, with a warning at connection that it could drop job ownership and counters', async () => {
+    const redis = new PrivateRedis(await freePort());
+    await redis.start();
+    const admin = new Redis(redis.url);
+    try {
+      await admin.config('SET', 'maxmemory', '100mb');
+      await admin.config('SET', 'maxmemory-policy', 'allkeys-lru');
+      const stack = await startStack({ env: { REDIS_URL: redis.url } });
+      try {
+        expect((await fetch(`${stack.url}/readyz`)).status).toBe(200);
+        await expect.poll(() => stack.logs.filter((l) => l.includes('maxmemory-policy allkeys-lru')).length).toBe(1);
+        const line = JSON.parse(stack.logs.find((l) => l.includes('maxmemory-policy allkeys-lru'))!) as { level: number; msg: string };
+        expect(line.level).toBe(40);
+        expect(line.msg).toMatch(/set maxmemory-policy noeviction/);
+      } finally {
+        await stack.close();
+      }
+      // noeviction (Redis's default): nothing to say.
+      await admin.config('SET', 'maxmemory-policy', 'noeviction');
+      const quiet = await startStack({ env: { REDIS_URL: redis.url } });
+      try {
+        expect((await fetch(`${quiet.url}/readyz`)).status).toBe(200);
+        expect(quiet.logs.filter((l) => l.includes('maxmemory-policy'))).toEqual([]);
+      } finally {
+        await quiet.close();
+      }
+    } finally {
+      admin.disconnect();
+      await redis.stop();
+    }
+  });
+});
+
+describe('what the gateway makes of a Redis server, from INFO', () => {
+  const info = (fields: Record<string, string>) => `# Server\r\n${Object.entries(fields).map(([k, v]) => `${k}:${v}`).join('\r\n')}\r\n`;
+  it('refuses a Redis older than 7 (no SET ... NX GET)', () => {
+    expect(redisProblems(info({ redis_version: '6.2.14', maxmemory: '0', maxmemory_policy: 'noeviction' })).fatal).toMatch(/Redis 6\.2\.14 is older than 7/);
+    expect(redisProblems(info({ redis_version: '7.0.15', maxmemory: '0', maxmemory_policy: 'noeviction' }))).toEqual({});
+    expect(redisProblems(info({ redis_version: '8.2.1' }))).toEqual({});
+  });
+  it('warns of an eviction policy only where a memory limit makes it bite', () => {
+    expect(redisProblems(info({ redis_version: '7.2.4', maxmemory: '1073741824', maxmemory_policy: 'volatile-ttl' })).warning).toMatch(/maxmemory-policy volatile-ttl/);
+    expect(redisProblems(info({ redis_version: '7.2.4', maxmemory: '0', maxmemory_policy: 'allkeys-lru' }))).toEqual({});
+    expect(redisProblems(info({ redis_version: '7.2.4', maxmemory: '1073741824', maxmemory_policy: 'noeviction' }))).toEqual({});
   });
 });
 
