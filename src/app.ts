@@ -461,6 +461,10 @@ export async function buildApp(options: AppOptions): Promise<GatewayApp> {
       streamsPerTenant: config.STREAMS_PER_TENANT,
       onOpenStreams: countStreams,
       onStatus: (requestId, status) => lifecycle.observe(requestId, status),
+      // Kept as a polled COMPLETED is (the hub calls this before onStatus, so the result warm-up
+      // that observe() starts does not meet a "not ready yet" answer kept from before).
+      onCompleted: (requestId, logs, status) => void reads.completedElsewhere(requestId, logs, status),
+      keptCompleted: (requestId, logs) => reads.keptCompleted(requestId, logs),
     });
     const queueDeps: QueueRouteDeps = {
       upstream,

@@ -365,3 +365,68 @@ describe('status stream: the gateway shuts down after COMPLETED was sent, before
     }
   });
 });
+
+describe('status stream: a job the gateway has seen end', () => {
+  let stack: Stack;
+  beforeAll(async () => {
+    // fal keeps one job here: submitting the next one makes it forget the last, as its retention would.
+    stack = await startStack({ sim: { queueMs: 50, runMs: 150, streamPollMs: 20, maxJobs: 1 } });
+  });
+  afterAll(() => stack.close());
+
+  const submit = async () =>
+    (await (await fetch(`${stack.url}/v1/image-to-image`, { method: 'POST', headers: { ...json, ...stack.bearer('team-a') }, body: JSON.stringify(SEED_REQUEST) })).json()) as {
+      request_id: string;
+      response_url: string;
+    };
+  const streamCalls = (id: string) => stack.sim.requests.filter((r) => r.path.includes(`/requests/${id}/status/stream`)).length;
+
+  it('keeps the COMPLETED a stream brought, and serves status and stream from it once fal has forgotten the job', async () => {
+    const { request_id: id } = await submit();
+    const first = parseEvents(await (await fetch(`${stack.url}/v1/requests/${id}/status/stream`, { headers: stack.bearer('team-a') })).text());
+    expect(first.at(-1)!.status).toBe('COMPLETED');
+    await submit();
+    // fal no longer knows it...
+    const upstreamStatus = await fetch(`${stack.sim.url}/fal-ai/flux-lora/requests/${id}/status`, { headers: { authorization: `Key ${UPSTREAM_TOKEN}` } });
+    expect(upstreamStatus.status).toBe(404);
+    // ...the gateway still does, polled or streamed, without asking fal for a stream again.
+    const calls = streamCalls(id);
+    const status = await fetch(`${stack.url}/v1/requests/${id}/status`, { headers: stack.bearer('team-a') });
+    expect(status.status).toBe(200);
+    expect(((await status.json()) as { status: string }).status).toBe('COMPLETED');
+    for (const path of [`/v1/requests/${id}/status/stream`, `/fal-ai/flux-lora/requests/${id}/status/stream`]) {
+      const again = await fetch(`${stack.url}${path}`, { headers: stack.bearer('team-a') });
+      expect(again.status).toBe(200);
+      expect(again.headers.get('content-type')).toMatch(/^text\/event-stream/);
+      const events = parseEvents(await again.text());
+      expect(events).toHaveLength(1);
+      expect(events[0]).toMatchObject({ request_id: id, status: 'COMPLETED', status_url: `${stack.url}/v1/requests/${id}/status` });
+    }
+    expect(streamCalls(id)).toBe(calls);
+    // Another tenant still cannot see it.
+    expect((await fetch(`${stack.url}/v1/requests/${id}/status/stream`, { headers: stack.bearer('team-b') })).status).toBe(404);
+  });
+
+  it("drops a result's kept 'not ready yet' as soon as the stream brings COMPLETED: fal's client reads the result at once", async () => {
+    const { request_id: id, response_url: resultUrl } = await submit();
+    // Someone polls the result while the job runs: each "still in progress" answer is reused briefly.
+    let polling = true;
+    const notReady: number[] = [];
+    const poller = (async () => {
+      while (polling) {
+        const res = await fetch(resultUrl, { headers: stack.bearer('team-a') });
+        if (res.status !== 200) notReady.push(res.status);
+        await res.arrayBuffer();
+        await new Promise((r) => setTimeout(r, 10));
+      }
+    })();
+    const events = parseEvents(await (await fetch(`${stack.url}/v1/requests/${id}/status/stream`, { headers: stack.bearer('team-a') })).text());
+    expect(events.at(-1)!.status).toBe('COMPLETED');
+    const result = await fetch(resultUrl, { headers: stack.bearer('team-a') });
+    polling = false;
+    await poller;
+    expect(notReady.length).toBeGreaterThan(0);
+    expect(result.status).toBe(200);
+    expect(((await result.json()) as { images: unknown[] }).images.length).toBeGreaterThan(0);
+  });
+});

@@ -90,6 +90,36 @@ export class JobReads {
   }
 
   /**
+   * A COMPLETED status that arrived another way (a status stream): kept as one fetched by a poll
+   * is, so later reads, and streams opened after fal has forgotten the job, are served from it;
+   * and a "not ready yet" result answer reused from before is dropped at once (synchronously, before
+   * the first await: a result read right after this call sees the job done).
+   */
+  async completedElsewhere(requestId: string, logs: boolean, status: Record<string, unknown>): Promise<void> {
+    const key = `status:${requestId}:${logs ? 1 : 0}`;
+    // A read already in flight (begun before COMPLETED) must not put its older answer back.
+    for (const stale of [`result:${requestId}`, key]) {
+      this.fresh.delete(stale);
+      this.inFlight.delete(stale);
+    }
+    const upstream = this.options.upstream;
+    const body = Buffer.from(JSON.stringify(status));
+    await this.keep(key, requestId, { statusCode: 200, contentType: 'application/json', headers: {}, body, redact: (text) => upstream.scrubText(text) });
+  }
+
+  /** The job's COMPLETED status, when one is kept (never asks upstream), parsed; URLs as upstream sent them. */
+  async keptCompleted(requestId: string, logs: boolean): Promise<Record<string, unknown> | undefined> {
+    const kept = await this.cached(`status:${requestId}:${logs ? 1 : 0}`);
+    if (!kept) return undefined;
+    try {
+      const status: unknown = JSON.parse(kept.body.toString('utf8'));
+      return status && typeof status === 'object' && (status as { status?: unknown }).status === 'COMPLETED' ? (status as Record<string, unknown>) : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+
+  /**
    * Drops the short-lived status copies of a job whose state just changed (e.g. cancelled), and
    * detaches reads already in flight, so the next read asks upstream afresh.
    */

@@ -10,6 +10,7 @@ import { ErrorEnvelope } from '../schemas/error.js';
 import { flagOn, RequestIdParams, StatusQuery } from '../schemas/requests.js';
 import type { UpstreamClient } from '../upstream/client.js';
 import { pickRelayedHeaders } from '../upstream/headers.js';
+import { rewriteQueueUrls } from '../upstream/queue-urls.js';
 import { relay } from '../upstream/relay.js';
 import { StatusStreamHub, type StatusSink } from '../upstream/stream-hub.js';
 import { assertOwned } from './ownership.js';
@@ -27,6 +28,10 @@ export interface StreamRouteDeps {
   maxEventBytes: number;
   /** Called once per upstream status event (not per client), with the status before URL rewriting. */
   onStatus?: (requestId: string, status: Record<string, unknown>) => void;
+  /** Called when a stream brings COMPLETED, with the status a poll would return (see StatusStreamHubOptions). */
+  onCompleted?: (requestId: string, logs: boolean, status: Record<string, unknown>) => void;
+  /** The job's kept COMPLETED status, if any (never asks upstream): a stream of a finished job is served from it. */
+  keptCompleted?: (requestId: string, logs: boolean) => Promise<Record<string, unknown> | undefined>;
   /** Status streams one tenant may have open at once (on this replica). */
   streamsPerTenant: number;
   /** Counts status streams opened upstream ('miss') and joined ('shared'). */
@@ -49,6 +54,7 @@ export function streamRoutes(app: FastifyInstance, deps: StreamRouteDeps): void 
     upstream: deps.upstream,
     maxEventBytes: deps.maxEventBytes,
     ...(deps.onStatus ? { onStatus: deps.onStatus } : {}),
+    ...(deps.onCompleted ? { onCompleted: deps.onCompleted } : {}),
     ...(deps.metrics ? { metrics: deps.metrics } : {}),
     log: app.log,
   });
@@ -95,6 +101,16 @@ export function streamRoutes(app: FastifyInstance, deps: StreamRouteDeps): void 
         const logs = flagOn(request.query.logs);
         // Before anything is opened: a Host that names no host is a 400, not an empty stream.
         const base = publicBaseUrl(request, deps.publicBaseUrl);
+        // A job known to be done: its COMPLETED status is the whole stream, as fal's would be, and
+        // is there even after fal has forgotten the job. No upstream stream is opened for it.
+        const kept = await deps.keptCompleted?.(requestId, logs).catch(() => undefined);
+        if (kept) {
+          rewriteQueueUrls(kept, base, requestId);
+          return reply
+            .type('text/event-stream; charset=utf-8')
+            .header('cache-control', 'no-cache')
+            .send(deps.upstream.scrubText(`data: ${JSON.stringify(kept)}\n\n`));
+        }
         const res = reply.raw;
         // Registered before waiting on upstream, so a client that leaves (or a shutdown) while the
         // stream is opening still lets go of it.

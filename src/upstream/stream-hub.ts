@@ -61,6 +61,13 @@ export interface StatusStreamHubOptions {
   maxBufferedBytes?: number;
   /** Called once per upstream status event, whatever the number of subscribers, before any rewriting. */
   onStatus?: (requestId: string, status: Record<string, unknown>) => void;
+  /**
+   * Called once a stream brings COMPLETED, with the status as a poll with the same `logs` flag
+   * would return it (every log line the stream carried, not only the last event's), URLs not yet
+   * rewritten; called first, before onStatus. Not called when the stream carried more log lines
+   * than it keeps.
+   */
+  onCompleted?: (requestId: string, logs: boolean, status: Record<string, unknown>) => void;
   /** Counts whether a subscription opened an upstream stream ('miss') or joined one ('shared'). */
   metrics?: { cache(kind: 'status', outcome: 'hit' | 'miss' | 'shared'): void };
   log?: { warn(details: Record<string, unknown>, message: string): void };
@@ -95,6 +102,10 @@ interface Channel {
   latestStatus?: Record<string, unknown>;
   /** Every log line the stream has carried so far (each event brings the new ones), bounded. */
   logs: unknown[];
+  /** Whether lines were dropped from `logs` (the bound was reached). */
+  logsTruncated: boolean;
+  /** The stream's `logs` flag. */
+  withLogs: boolean;
 }
 
 /** undici's response body: iterable, and destroyed to release the connection. */
@@ -157,6 +168,8 @@ export class StatusStreamHub {
       abort: new AbortController(),
       members: new Set(),
       logs: [],
+      logsTruncated: false,
+      withLogs: logs,
       // Replaced just below: the outcome's handlers need the channel itself.
       opened: Promise.resolve({ kind: 'left' }),
     };
@@ -228,8 +241,12 @@ export class StatusStreamHub {
         channel.latestStatus = status;
         if (Array.isArray(status.logs) && status.logs.length > 0) {
           for (const line of status.logs as unknown[]) channel.logs.push(line);
-          if (channel.logs.length > MAX_LOG_HISTORY) channel.logs.splice(0, channel.logs.length - MAX_LOG_HISTORY);
+          if (channel.logs.length > MAX_LOG_HISTORY) {
+            channel.logs.splice(0, channel.logs.length - MAX_LOG_HISTORY);
+            channel.logsTruncated = true;
+          }
         }
+        if (status.status === 'COMPLETED' && !channel.logsTruncated) this.completed(channel, status);
         this.notify(channel, status);
       }
       return data;
@@ -246,6 +263,14 @@ export class StatusStreamHub {
       // Releases the upstream connection even when the loop ended early.
       body.destroy?.();
       this.end(channel);
+    }
+  }
+
+  private completed(channel: Channel, status: Record<string, unknown>): void {
+    try {
+      this.options.onCompleted?.(channel.requestId, channel.withLogs, Array.isArray(status.logs) ? { ...status, logs: [...channel.logs] } : status);
+    } catch (err) {
+      this.options.log?.warn({ err: (err as Error).message, requestId: channel.requestId }, 'status observer failed');
     }
   }
 
