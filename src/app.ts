@@ -3,7 +3,7 @@ import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import rateLimit from '@fastify/rate-limit';
-import Fastify, { LogController, type FastifyInstance, type FastifyReply, type FastifyRequest, type FastifyServerOptions } from 'fastify';
+import Fastify, { errorCodes, LogController, type FastifyInstance, type FastifyReply, type FastifyRequest, type FastifyServerOptions } from 'fastify';
 import { Agent, type Dispatcher } from 'undici';
 import type { Config } from './config.js';
 import { registerErrorHandling } from './http/error-handler.js';
@@ -363,6 +363,12 @@ export async function buildApp(options: AppOptions): Promise<GatewayApp> {
     }
     // Fastify's parser says only "not valid JSON"; on failure, say what is wrong.
     parseJson(request, text, (err, value) => (err ? done(jsonProblem(text)) : done(null, value)));
+  });
+  // Any other type: an empty body is no body (`curl -X PUT -d ''` sends a form type on a cancel);
+  // a body is refused at once (415), unread.
+  app.addContentTypeParser('*', (request, _payload, done) => {
+    if (request.headers['content-length'] === '0' && request.headers['transfer-encoding'] === undefined) return done(null, undefined);
+    done(new errorCodes.FST_ERR_CTP_INVALID_MEDIA_TYPE(request.headers['content-type']));
   });
   app.setValidatorCompiler(validatorCompiler);
   // Responses are documented by their schemas but never reshaped: upstream bodies pass as fal sent them.

@@ -456,7 +456,20 @@ describe('gateway in front of a misbehaving upstream', () => {
       expect(res.status).toBe(503);
       expect(parse(res)).toStrictEqual({ detail: 'Runner went away', error_type: errorType ?? 'upstream_error' });
       expect(res.headers.get('x-fal-error-type')).toBe(header);
+      // fal said nothing of when to come back: the gateway's 5 s, as for its own 503s.
+      expect(res.headers.get('retry-after')).toBe('5');
       expectOnePost();
+    });
+
+    it("keeps fal's own Retry-After on a 503, and adds none to another 5xx", async () => {
+      faulty.setHandler(json(503, FAL_5XX, { 'retry-after': '30' }));
+      const res = await submit(gw);
+      expect(res.status).toBe(503);
+      expect(res.headers.get('retry-after')).toBe('30');
+      faulty.setHandler(json(500, FAL_5XX));
+      const other = await submit(gw);
+      expect(other.status).toBe(500);
+      expect(other.headers.get('retry-after')).toBeNull();
     });
 
     it.each([500, 502, 503, 504])('%i with an HTML body → same status, generic upstream_error envelope', async (code) => {

@@ -447,6 +447,25 @@ describe('POST /v1/image-to-image: bodies that are not a JSON object', () => {
     expect(((await cancel.json()) as { detail: string }).detail).toBe('Content-Type "text/plain" is not supported; send application/json');
   });
 
+  it("takes an empty body of any type as no body, so `curl -X PUT -d ''` (labelled as a form) cancels", async () => {
+    const job = (await (
+      await fetch(`${stack.url}/v1/image-to-image`, { method: 'POST', headers: { ...json, ...stack.bearer('team-a') }, body: JSON.stringify(SEED_REQUEST) })
+    ).json()) as { cancel_url: string };
+    for (const type of ['application/x-www-form-urlencoded', 'text/plain']) {
+      const cancel = await fetch(job.cancel_url, { method: 'PUT', headers: { ...stack.bearer('team-a'), 'content-type': type }, body: '' });
+      expect([202, 400]).toContain(cancel.status);
+      expect(((await cancel.json()) as { status: string }).status).toMatch(/^(CANCELLATION_REQUESTED|ALREADY_COMPLETED)$/);
+    }
+    // A form with something in it is still refused, on a submit too.
+    const form = await fetch(`${stack.url}/v1/image-to-image`, {
+      method: 'POST',
+      headers: { ...stack.bearer('team-a'), 'content-type': 'application/x-www-form-urlencoded' },
+      body: 'prompt=x',
+    });
+    expect(form.status).toBe(415);
+    expect(((await form.json()) as { error_type: string }).error_type).toBe('unsupported_media_type');
+  });
+
   it.each([
     { name: 'no body and no content-type', options: { noBody: true } },
     { name: 'an empty body labelled application/json', options: { raw: '' } },

@@ -25,7 +25,7 @@ function fromFastify(err: FastifyError, bodyLimit: number, contentType: unknown,
 }
 
 /** Retry-After on a 503 that carries none of its own (upstream unreachable, a store down). */
-const UNAVAILABLE_RETRY_AFTER_SECONDS = '5';
+export const UNAVAILABLE_RETRY_AFTER_SECONDS = '5';
 
 /**
  * A gateway error in fal's envelope, its category in `X-Fal-Error-Type` too, as fal's

@@ -1,5 +1,6 @@
 import type { FastifyReply } from 'fastify';
 import { errors } from '../errors.js';
+import { UNAVAILABLE_RETRY_AFTER_SECONDS } from '../http/error-handler.js';
 import type { UpstreamResponse } from './client.js';
 import { pickRelayedHeaders } from './headers.js';
 
@@ -76,6 +77,8 @@ export function relay(
     // The category in fal's header as in the body, as every error from the gateway has it, when
     // fal left the header out (and the category is a plain token, fit for a header).
     if (!reply.hasHeader('x-fal-error-type') && ERROR_TYPE.test(body.error_type)) reply.header('x-fal-error-type', body.error_type);
+    // A 503 says when to come back, as the gateway's own do, when fal did not say.
+    if (statusCode === 503 && !reply.hasHeader('retry-after')) reply.header('retry-after', UNAVAILABLE_RETRY_AFTER_SECONDS);
     return reply.code(statusCode).type(JSON_TYPE).send(response.redact(JSON.stringify(body)));
   }
   if (rewrite && statusCode < 300) {
