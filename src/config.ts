@@ -9,7 +9,13 @@ import { z } from 'zod';
 
 const int = (min: number, max: number) => {
   const error = `must be an integer from ${min} to ${max}`;
-  return z.coerce.number({ error }).int({ error }).min(min, { error }).max(max, { error });
+  // Digits only: Number() would also take " " (as 0), "0x10" and "1e3".
+  return z
+    .string({ error })
+    .trim()
+    .regex(/^\d+$/, { error })
+    .transform(Number)
+    .pipe(z.number().int({ error }).min(min, { error }).max(max, { error }));
 };
 
 const boolean = z

@@ -131,6 +131,12 @@ describe('configuration', () => {
       expect(problemsOf({ REDIS_URL: url }), url).toEqual(['REDIS_URL: must name its database as a number, e.g. redis://host:6379/0']);
     }
     // Not a URL at all: one line, as for any other variable (not a crash).
+    // Only digits are a number: Number() would read " " as 0 (a random port), "0x1086" as 4230.
+    for (const value of [' ', '0x1086', '1e3', '-1', '30.5', '3000abc']) {
+      expect(problemsOf({ PORT: value }), JSON.stringify(value)).toEqual(['PORT: must be an integer from 0 to 65535']);
+    }
+    expect(problemsOf({ STALE_JOB_CHECK_MS: ' ' })).toEqual([expect.stringMatching(/^STALE_JOB_CHECK_MS: must be an integer/)]);
+    expect(parseConfig({ ...required, PORT: ' 8080 ' }).PORT).toBe(8080);
     expect(problemsOf({ REDIS_URL: 'not a url', PORT: 'x' })).toEqual(['PORT: must be an integer from 0 to 65535', 'REDIS_URL: must be a redis:// or rediss:// URL']);
   });
 

@@ -67,6 +67,8 @@ describe('tenants file', () => {
     ['a duplicate tenant id', { tenants: [{ id: 'a', keys: [] }, { id: 'a', keys: [] }] }, /tenants\.1\.id: duplicate tenant id "a"/],
     ['one key for two tenants', { tenants: [{ id: 'a', keys: [digest(1)] }, { id: 'b', keys: [digest(1)] }] }, /already listed for tenant "a"/],
     ['a bad duration', { tenants: [{ id: 'a', keys: [], limits: { submit: { max: 1, timeWindow: 'soon' } } }] }, /"soon" is not a duration/],
+    ['a duration in "M" (a minute to the parser, a month to some)', { tenants: [{ id: 'a', keys: [], limits: { submit: { max: 1, timeWindow: '1M' } } }] }, /"1M" is ambiguous/],
+    ['a window under a millisecond (a window of 0)', { tenants: [{ id: 'a', keys: [], limits: { submit: { max: 1, timeWindow: '0.5ms' } } }] }, /"0\.5ms" is not a duration/],
     ['a negative max', { tenants: [{ id: 'a', keys: [], limits: { read: { max: -1, timeWindow: 1000 } } }] }, /limits\.read\.max/],
     ['an unknown field', { tenants: [{ id: 'a', keys: [], key: 'x' }] }, /Unrecognized key/],
     ['a bad id', { tenants: [{ id: 'team a!', keys: [] }] }, /tenants\.0\.id: must be 1-64 characters/],

@@ -10,8 +10,14 @@ import { z } from 'zod';
 const timeWindow = z
   .union([z.int().positive(), z.string()])
   .transform((value, ctx) => {
+    // The parser reads units in any case, so "1M" would be a minute, to someone who meant a month.
+    if (typeof value === 'string' && /^[\d.\s]+M$/.test(value.trim())) {
+      ctx.addIssue({ code: 'custom', message: `"${value}" is ambiguous (a minute? a month?): write e.g. "1 minute" or "30 days"` });
+      return z.NEVER;
+    }
     const ms = typeof value === 'number' ? value : parseDuration(value.trim());
-    if (ms === undefined || !Number.isFinite(ms) || ms <= 0) {
+    // Under a millisecond would truncate to a window of 0.
+    if (ms === undefined || !Number.isFinite(ms) || ms < 1) {
       ctx.addIssue({ code: 'custom', message: `"${value}" is not a duration: use milliseconds or e.g. "1 minute", "30s"` });
       return z.NEVER;
     }
