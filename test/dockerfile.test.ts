@@ -105,6 +105,25 @@ describe('Dockerfile', async () => {
       server.kill('SIGTERM');
     }
     expect(await exited).toBe(0);
+    // Listening on one address only (HOST), the container is still healthy: the check asks there.
+    const onePort = await freePort();
+    const oneEnv = { ...env, PORT: String(onePort), HOST: '127.0.0.2' };
+    const one = spawn(cmd[0]!, cmd.slice(1), { cwd: dir, env: oneEnv });
+    let oneOutput = '';
+    one.stdout.on('data', (d) => (oneOutput += d));
+    const oneExited = new Promise<number | null>((resolve) => one.on('exit', (code) => resolve(code)));
+    try {
+      const deadline = Date.now() + 15_000;
+      while (!oneOutput.includes('fal gateway ready')) {
+        if (Date.now() > deadline || one.exitCode !== null) throw new Error(`server did not start:\n${oneOutput}`);
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      const health = execForm(runtime.lines.find((l) => l.startsWith('HEALTHCHECK'))!);
+      await expect(run(health[0]!, health.slice(1), { cwd: dir, env: oneEnv })).resolves.toBeDefined();
+    } finally {
+      one.kill('SIGTERM');
+    }
+    expect(await oneExited).toBe(0);
     expect(output).toContain('shutting down');
     expect(output).not.toContain('image-test');
   }, 240_000);
