@@ -7,7 +7,7 @@ import Fastify, { errorCodes, LogController, type FastifyInstance, type FastifyR
 import { Agent, type Dispatcher } from 'undici';
 import type { Config } from './config.js';
 import { registerErrorHandling } from './http/error-handler.js';
-import { recordIfClientGone, registerRequestRecord } from './http/request-record.js';
+import { markAnsweredOnSocket, recordIfClientGone, registerRequestRecord } from './http/request-record.js';
 import { proxyRewrite, TARGET_HEADER } from './http/fal-proxy.js';
 import { errors } from './errors.js';
 import { validatorCompiler } from './http/validation.js';
@@ -20,7 +20,7 @@ import type { JobStore } from './jobs/job-store.js';
 import { JobLifecycle } from './jobs/lifecycle.js';
 import { MemoryJobStore } from './jobs/memory-job-store.js';
 import { RedisJobStore } from './jobs/redis-job-store.js';
-import { GatewayMetrics } from './metrics.js';
+import { GatewayMetrics, UNMATCHED_ROUTE } from './metrics.js';
 import { closeRedis, createRedis, redactUrl, redisAbandoned, waitForRedis } from './redis.js';
 import { registerDocsUi, registerOpenApi } from './routes/docs.js';
 import { healthRoutes } from './routes/health.js';
@@ -136,25 +136,35 @@ function jsonProblem(text: string): Error {
 }
 
 /**
- * Node's HTTP errors before a request exists (a request not received within REQUEST_TIMEOUT_MS,
- * headers too large, bytes that are not HTTP), answered in the gateway's envelope on a
- * connection that then closes. Nothing is written to a socket already gone or answered.
+ * Node's HTTP errors on a connection (a request not received within REQUEST_TIMEOUT_MS, headers
+ * too large, bytes that are not HTTP), answered in the gateway's envelope on a connection that
+ * then closes. Nothing is written to a socket already gone or answered. Each answer is recorded
+ * once: by its request's own line when a request was under way (its headers had arrived), or here
+ * with a line and a count of its own.
  */
-function answerClientError(err: Error & { code?: string }, socket: Duplex): void {
-  if (err.code === 'ECONNRESET' || socket.destroyed) return;
-  const [status, reason, detail, type] =
-    err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
-      ? [408, 'Request Timeout', 'The request was not received in time (REQUEST_TIMEOUT_MS)', 'request_timeout']
-      : err.code === 'HPE_HEADER_OVERFLOW'
-        ? [431, 'Request Header Fields Too Large', 'The request headers are too large', 'headers_too_large']
-        : [400, 'Bad Request', 'The request is not valid HTTP', 'bad_request'];
-  const body = JSON.stringify({ detail, error_type: type });
-  // Unless an answer is already under way on it (a reused connection may have sent others before).
-  const current = (socket as Duplex & { _httpMessage?: { headersSent?: boolean } | null })._httpMessage;
-  if (socket.writable && !current?.headersSent) {
-    socket.write(`HTTP/1.1 ${status} ${reason}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
-  }
-  socket.destroy(err);
+function clientErrorAnswer(metrics: GatewayMetrics) {
+  // Fastify calls it with itself as `this`.
+  return function answerClientError(this: FastifyInstance, err: Error & { code?: string }, socket: Duplex): void {
+    if (err.code === 'ECONNRESET' || socket.destroyed) return;
+    const [status, reason, detail, type] =
+      err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+        ? [408, 'Request Timeout', 'The request was not received in time (REQUEST_TIMEOUT_MS)', 'request_timeout']
+        : err.code === 'HPE_HEADER_OVERFLOW'
+          ? [431, 'Request Header Fields Too Large', 'The request headers are too large', 'headers_too_large']
+          : [400, 'Bad Request', 'The request is not valid HTTP', 'bad_request'];
+    const body = JSON.stringify({ detail, error_type: type });
+    // Unless an answer is already under way on it (a reused connection may have sent others before).
+    const current = (socket as Duplex & { _httpMessage?: { headersSent?: boolean } | null })._httpMessage;
+    if (socket.writable && !current?.headersSent) {
+      socket.write(`HTTP/1.1 ${status} ${reason}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
+      if (current) markAnsweredOnSocket(current, status);
+      else {
+        metrics.httpRequest(UNMATCHED_ROUTE, 'unknown', status, undefined, 0);
+        this.log.info({ statusCode: status, errorType: type }, 'request');
+      }
+    }
+    socket.destroy(err);
+  };
 }
 
 /** A hop count trusts that many proxies nearest to the gateway. */
@@ -168,6 +178,8 @@ const PARTIAL_REQUEST_GRACE_MS = 1_000;
 
 export async function buildApp(options: AppOptions): Promise<GatewayApp> {
   const { config } = options;
+  // Always present (other modules record into it); served at /metrics only when enabled.
+  const metrics = new GatewayMetrics({ defaultMetrics: config.METRICS_ENABLED, version: VERSION });
   const app = Fastify({
     ...(options.loggerInstance
       ? { loggerInstance: options.loggerInstance }
@@ -202,15 +214,13 @@ export async function buildApp(options: AppOptions): Promise<GatewayApp> {
       reply.header('x-request-id', request.id).header('x-content-type-options', 'nosniff');
       (reply as FastifyReply).code(400).send({ detail: `The request could not be read: ${error.message}`, error_type: 'bad_request' });
     },
-    clientErrorHandler: answerClientError,
     // Path ids up to REQUEST_ID_PATTERN's 128 characters reach the routes (the router stops at 100
     // by default): a job recorded at submit must stay readable, and a longer id gets the schema's 422.
+    clientErrorHandler: clientErrorAnswer(metrics),
     routerOptions: { ignoreTrailingSlash: true, maxParamLength: 256 },
     rewriteUrl: proxyRewrite(config.FAL_PROXY_PATH),
   }) as unknown as GatewayApp;
 
-  // Always present (other modules record into it); served at /metrics only when enabled.
-  const metrics = new GatewayMetrics({ defaultMetrics: config.METRICS_ENABLED, version: VERSION });
   app.decorate('metrics', metrics);
 
   let draining = false;

@@ -200,9 +200,11 @@ describe('secrets never leave the gateway', () => {
   it('cuts off a tenant that sends its body slower than REQUEST_TIMEOUT_MS allows (408)', async () => {
     const key = newKey();
     const slow = await buildApp({
-      config: parseConfig({ UPSTREAM_TOKEN, UPSTREAM_BASE_URL: upstream.url, TENANTS_FILE: 'x', LOG_LEVEL: 'silent', REQUEST_TIMEOUT_MS: '1000' }),
+      config: parseConfig({ UPSTREAM_TOKEN, UPSTREAM_BASE_URL: upstream.url, TENANTS_FILE: 'x', LOG_LEVEL: 'info', REQUEST_TIMEOUT_MS: '1000' }),
       tenants: [{ id: 'team-a', keyDigests: [digestKey(key)], limits: { submit: { max: 10, timeWindowMs: 60_000 }, read: { max: 10, timeWindowMs: 60_000 } } }],
+      logStream: { write: (line) => void lines.push(JSON.parse(line) as Record<string, unknown>) },
     });
+    const lines: Array<Record<string, unknown>> = [];
     const slowUrl = await slow.listen({ port: 0, host: '127.0.0.1' });
     try {
       const { connect } = await import('node:net');
@@ -218,6 +220,31 @@ describe('secrets never leave the gateway', () => {
       expect(answer).toMatch(/^HTTP\/1\.1 408/);
       expect(answer.slice(answer.indexOf('\r\n\r\n') + 4)).toBe('{"detail":"The request was not received in time (REQUEST_TIMEOUT_MS)","error_type":"request_timeout"}');
       expect(Date.now() - started).toBeLessThan(5_000);
+      // Logged and counted as the 408 it was, not as a client that left (499).
+      await expect.poll(() => lines.filter((l) => l.msg === 'request').length).toBe(1);
+      const [line] = lines.filter((l) => l.msg === 'request');
+      expect(line).toMatchObject({ method: 'POST', url: '/v1/image-to-image', statusCode: 408, tenant: 'team-a' });
+      expect(line).not.toHaveProperty('aborted');
+      // Refusals before any request exists get a line and a count of their own.
+      const raw = (bytes: string) =>
+        new Promise<string>((resolve) => {
+          const s = connect(Number(new URL(slowUrl).port), '127.0.0.1');
+          let text = '';
+          s.on('data', (chunk: Buffer) => (text += chunk.toString()));
+          s.on('close', () => resolve(text));
+          s.write(bytes);
+        });
+      expect(await raw(`GET /healthz HTTP/1.1\r\nHost: gw\r\nX-Big: ${'a'.repeat(20_000)}\r\n\r\n`)).toMatch(/^HTTP\/1\.1 431/);
+      expect(await raw('NOT HTTP AT ALL\r\n\r\n')).toMatch(/^HTTP\/1\.1 400/);
+      expect(lines.filter((l) => l.msg === 'request').map((l) => [l.statusCode, l.errorType])).toEqual([
+        [408, undefined],
+        [431, 'headers_too_large'],
+        [400, 'bad_request'],
+      ]);
+      const metrics = await (await fetch(`${slowUrl}/metrics`)).text();
+      expect(metrics).toMatch(/http_requests_total\{[^}]*route="\/v1\/image-to-image"[^}]*status="408"[^}]*\} 1/);
+      expect(metrics).toMatch(/http_requests_total\{[^}]*route="unmatched"[^}]*status="431"[^}]*\} 1/);
+      expect(metrics).not.toMatch(/status="499"/);
     } finally {
       await slow.close();
     }

@@ -73,9 +73,23 @@ export function registerRequestRecord(app: FastifyInstance, metrics: GatewayMetr
   });
 }
 
-/** For an onSend hook: an answer about to be sent to a client that has already left. */
+/**
+ * Responses the gateway answered itself on the raw connection, then closed (a request not received
+ * within REQUEST_TIMEOUT_MS: 408), with the status it sent. Their requests are recorded with that
+ * status, not as a client that left.
+ */
+const answeredOnSocket = new WeakMap<object, number>();
+
+/** Notes that `response`'s request was answered with `statusCode` straight on its connection, which then closed. */
+export function markAnsweredOnSocket(response: object, statusCode: number): void {
+  answeredOnSocket.set(response, statusCode);
+}
+
+/** For an onSend hook: an answer about to be sent on a connection already closed. */
 export function recordIfClientGone(request: FastifyRequest, reply: FastifyReply): void {
-  if (reply.raw.destroyed) request.server.recordRequest(request, reply, CLIENT_CLOSED_REQUEST, true);
+  if (!reply.raw.destroyed) return;
+  const answered = answeredOnSocket.get(reply.raw);
+  request.server.recordRequest(request, reply, answered ?? CLIENT_CLOSED_REQUEST, answered === undefined);
 }
 
 function recordRequest(request: FastifyRequest, reply: FastifyReply, metrics: GatewayMetrics, options: RecordOptions, statusCode: number, aborted: boolean): void {
