@@ -349,6 +349,11 @@ export async function buildApp(options: AppOptions): Promise<GatewayApp> {
     // (A Redis the gateway closed itself, a database it does not have say, was logged as an error already.)
     app.log.warn({ redis: redactUrl(config.REDIS_URL!) }, 'redis not reachable yet: not ready until it is; reconnecting in the background');
   }
+  if (config.STALE_JOB_CHECK_MS === 0 && registry.tenants.some((tenant) => tenant.limits.maxConcurrentJobs !== undefined)) {
+    app.log.warn(
+      'STALE_JOB_CHECK_MS=0: a job whose end nobody reads keeps its tenant\'s maxConcurrentJobs slot taken for up to a day; set STALE_JOB_CHECK_MS (e.g. 30000) to free it',
+    );
+  }
   if (!redis && config.NODE_ENV === 'production') {
     app.log.warn('REDIS_URL is not set: rate limits and job ownership are per replica; set REDIS_URL when running more than one');
   }

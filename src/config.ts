@@ -242,7 +242,7 @@ const schema = z.object({
     .describe('How long per-tenant daily usage is kept (days).'),
   STALE_JOB_CHECK_MS: int(0, 3_600_000)
     .default(30_000)
-    .describe('How long a job whose end the gateway has not seen goes unchecked before the gateway asks upstream itself (at most 100 jobs per check), so usage counts jobs nobody reads and finished jobs free their concurrency slot (ms). 0: never.'),
+    .describe('How long a job whose end the gateway has not seen goes unchecked before the gateway asks upstream itself (at most 100 jobs per check), so usage counts jobs nobody reads and finished jobs free their concurrency slot (ms). 0: never (a job nobody reads to its end then holds its concurrency slot for up to a day; a warning says so at start).'),
   TENANTS_WATCH: boolean
     .default(true)
     .describe('Reload the tenants file when it changes on disk (it is always reloaded on SIGHUP).'),

@@ -213,6 +213,19 @@ describe('concurrent jobs', () => {
     expect((await post(stack, 'team-a')).status).toBe(200);
     expect((await post(stack, 'team-a')).status).toBe(429);
   });
+
+  it('warns at start that with STALE_JOB_CHECK_MS=0 a job nobody reads to its end keeps its slot', async () => {
+    const warnings = stack.logs.map((l) => JSON.parse(l) as { level: number; msg: string }).filter((l) => l.msg.startsWith('STALE_JOB_CHECK_MS=0'));
+    expect(warnings).toHaveLength(1);
+    expect(warnings[0]!.level).toBe(40);
+    // Not said where it does not apply: no tenant with maxConcurrentJobs.
+    const other = await startStack({ env: { STALE_JOB_CHECK_MS: '0' } });
+    try {
+      expect(other.logs.filter((l) => l.includes('STALE_JOB_CHECK_MS=0'))).toEqual([]);
+    } finally {
+      await other.close();
+    }
+  });
 });
 
 describe('a quota and a concurrency limit together', () => {
