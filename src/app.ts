@@ -214,9 +214,9 @@ export async function buildApp(options: AppOptions): Promise<GatewayApp> {
       reply.header('x-request-id', request.id).header('x-content-type-options', 'nosniff');
       (reply as FastifyReply).code(400).send({ detail: `The request could not be read: ${error.message}`, error_type: 'bad_request' });
     },
+    clientErrorHandler: clientErrorAnswer(metrics),
     // Path ids up to REQUEST_ID_PATTERN's 128 characters reach the routes (the router stops at 100
     // by default): a job recorded at submit must stay readable, and a longer id gets the schema's 422.
-    clientErrorHandler: clientErrorAnswer(metrics),
     routerOptions: { ignoreTrailingSlash: true, maxParamLength: 256 },
     rewriteUrl: proxyRewrite(config.FAL_PROXY_PATH),
   }) as unknown as GatewayApp;
