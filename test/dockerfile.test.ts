@@ -86,45 +86,42 @@ describe('Dockerfile', async () => {
     const port = await freePort();
     const env = { PATH: process.env.PATH, NODE_ENV: 'production', PORT: String(port), UPSTREAM_TOKEN: 'image-test', TENANTS_FILE: tenants, LOG_LEVEL: 'info' };
     const cmd = execForm(runtime.lines.find((l) => l.startsWith('CMD'))!);
-    const server = spawn(cmd[0]!, cmd.slice(1), { cwd: dir, env });
-    let output = '';
-    server.stdout.on('data', (d) => (output += d));
-    server.stderr.on('data', (d) => (output += d));
-    const exited = new Promise<number | null>((resolve) => server.on('exit', (code) => resolve(code)));
-    try {
+    const health = execForm(runtime.lines.find((l) => l.startsWith('HEALTHCHECK'))!);
+    /** The image's CMD, started with `serverEnv`, once it says it is ready. */
+    const start = async (serverEnv: Record<string, string | undefined>) => {
+      const server = spawn(cmd[0]!, cmd.slice(1), { cwd: dir, env: serverEnv });
+      const started = { server, output: '', exited: new Promise<number | null>((resolve) => server.on('exit', (code) => resolve(code))) };
+      server.stdout.on('data', (d) => (started.output += d));
+      server.stderr.on('data', (d) => (started.output += d));
       const deadline = Date.now() + 15_000;
-      while (!output.includes('fal gateway ready')) {
-        if (Date.now() > deadline || server.exitCode !== null) throw new Error(`server did not start:\n${output}`);
+      while (!started.output.includes('fal gateway ready')) {
+        if (Date.now() > deadline || server.exitCode !== null) {
+          server.kill('SIGTERM');
+          throw new Error(`server did not start:\n${started.output}`);
+        }
         await new Promise((r) => setTimeout(r, 100));
       }
-      const health = execForm(runtime.lines.find((l) => l.startsWith('HEALTHCHECK'))!);
+      return started;
+    };
+    const image = await start(env);
+    try {
       await expect(run(health[0]!, health.slice(1), { cwd: dir, env })).resolves.toBeDefined();
       const docs = await fetch(`http://127.0.0.1:${port}/docs/`);
       expect(docs.status).toBe(200);
     } finally {
-      server.kill('SIGTERM');
+      image.server.kill('SIGTERM');
     }
-    expect(await exited).toBe(0);
+    expect(await image.exited).toBe(0);
+    expect(image.output).toContain('shutting down');
+    expect(image.output).not.toContain('image-test');
     // Listening on one address only (HOST), the container is still healthy: the check asks there.
-    const onePort = await freePort();
-    const oneEnv = { ...env, PORT: String(onePort), HOST: '127.0.0.2' };
-    const one = spawn(cmd[0]!, cmd.slice(1), { cwd: dir, env: oneEnv });
-    let oneOutput = '';
-    one.stdout.on('data', (d) => (oneOutput += d));
-    const oneExited = new Promise<number | null>((resolve) => one.on('exit', (code) => resolve(code)));
+    const oneEnv = { ...env, PORT: String(await freePort()), HOST: '127.0.0.2' };
+    const one = await start(oneEnv);
     try {
-      const deadline = Date.now() + 15_000;
-      while (!oneOutput.includes('fal gateway ready')) {
-        if (Date.now() > deadline || one.exitCode !== null) throw new Error(`server did not start:\n${oneOutput}`);
-        await new Promise((r) => setTimeout(r, 100));
-      }
-      const health = execForm(runtime.lines.find((l) => l.startsWith('HEALTHCHECK'))!);
       await expect(run(health[0]!, health.slice(1), { cwd: dir, env: oneEnv })).resolves.toBeDefined();
     } finally {
-      one.kill('SIGTERM');
+      one.server.kill('SIGTERM');
     }
-    expect(await oneExited).toBe(0);
-    expect(output).toContain('shutting down');
-    expect(output).not.toContain('image-test');
+    expect(await one.exited).toBe(0);
   }, 240_000);
 });

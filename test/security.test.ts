@@ -14,6 +14,18 @@ import { startFaultyUpstream, type FaultyUpstream } from './support/faulty-upstr
  * headers, body) and every log line, at debug level, is scanned for the upstream token and
  * the tenant keys.
  */
+/** Writes raw bytes to the gateway at `base` and returns everything it answers until it closes the connection. */
+async function rawExchange(base: string, bytes: string): Promise<string> {
+  const { connect } = await import('node:net');
+  return new Promise<string>((resolve) => {
+    const socket = connect(Number(new URL(base).port), '127.0.0.1');
+    let answer = '';
+    socket.on('data', (chunk: Buffer) => (answer += chunk.toString()));
+    socket.on('close', () => resolve(answer));
+    socket.write(bytes);
+  });
+}
+
 describe('secrets never leave the gateway', () => {
   let upstream: FaultyUpstream;
   let app: GatewayApp;
@@ -226,14 +238,7 @@ describe('secrets never leave the gateway', () => {
       expect(line).toMatchObject({ method: 'POST', url: '/v1/image-to-image', statusCode: 408, tenant: 'team-a' });
       expect(line).not.toHaveProperty('aborted');
       // Refusals before any request exists get a line and a count of their own.
-      const raw = (bytes: string) =>
-        new Promise<string>((resolve) => {
-          const s = connect(Number(new URL(slowUrl).port), '127.0.0.1');
-          let text = '';
-          s.on('data', (chunk: Buffer) => (text += chunk.toString()));
-          s.on('close', () => resolve(text));
-          s.write(bytes);
-        });
+      const raw = (bytes: string) => rawExchange(slowUrl, bytes);
       expect(await raw(`GET /healthz HTTP/1.1\r\nHost: gw\r\nX-Big: ${'a'.repeat(20_000)}\r\n\r\n`)).toMatch(/^HTTP\/1\.1 431/);
       expect(await raw('NOT HTTP AT ALL\r\n\r\n')).toMatch(/^HTTP\/1\.1 400/);
       expect(lines.filter((l) => l.msg === 'request').map((l) => [l.statusCode, l.errorType])).toEqual([
@@ -252,14 +257,7 @@ describe('secrets never leave the gateway', () => {
 
   it("answers Node's own refusals (headers too large, not HTTP) in the error envelope", async () => {
     const { connect } = await import('node:net');
-    const raw = (bytes: string) =>
-      new Promise<string>((resolve) => {
-        const socket = connect(Number(new URL(url).port), '127.0.0.1');
-        let answer = '';
-        socket.on('data', (chunk: Buffer) => (answer += chunk.toString()));
-        socket.on('close', () => resolve(answer));
-        socket.write(bytes);
-      });
+    const raw = (bytes: string) => rawExchange(url, bytes);
     const big = await raw(`GET /healthz HTTP/1.1\r\nHost: gw\r\nX-Big: ${'a'.repeat(20_000)}\r\n\r\n`);
     expect(big).toMatch(/^HTTP\/1\.1 431/);
     expect(big).toContain('{"detail":"The request headers are too large","error_type":"headers_too_large"}');
