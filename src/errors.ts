@@ -15,6 +15,7 @@ export const errors = {
     'A valid API key is required: send "Authorization: Bearer <key>", "Authorization: Key <key>" or "x-api-key: <key>"',
   ),
   TokenExpired: define('UNAUTHORIZED', 401, 'The browser token has expired: get a new one (POST /v1/tokens) and retry'),
+  TokenRevoked: define('UNAUTHORIZED', 401, 'The key that issued this browser token has been revoked: get a new one (POST /v1/tokens) and retry'),
   MetricsUnauthorized: define('UNAUTHORIZED', 401, 'GET /metrics requires "Authorization: Bearer <METRICS_TOKEN>"'),
   RequestNotFound: define('REQUEST_NOT_FOUND', 404, 'Request not found'),
   OriginNotAllowed: define(

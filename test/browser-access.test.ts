@@ -2,6 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildApp } from '../src/app.js';
 import { parseConfig } from '../src/config.js';
 import { parseTenants } from '../src/tenants/tenants-file.js';
+import { digestKey } from '../src/tenants/registry.js';
 import { TokenIssuer } from '../src/tenants/tokens.js';
 import { json, SEED_REQUEST, startStack, upstreamCalls, type Stack } from './helpers.js';
 
@@ -170,15 +171,18 @@ describe('browser access: CORS per tenant and short-lived tokens', () => {
   });
 
   it('refuses expired, forged, tampered and foreign-secret tokens with a 401; only our own expired token is told so', async () => {
+    const keyA = digestKey(stack.keys['team-a']!);
     const longAgo = new TokenIssuer(SECRET, () => Date.now() - 2 * 3_600_000);
-    const expired = (await longAgo.issue('team-a', 60)).token;
-    const foreign = (await new TokenIssuer('another-secret-another-secret-another-secret').issue('team-a', 600)).token;
-    const good = (await new TokenIssuer(SECRET).issue('team-a', 600)).token;
+    const expired = (await longAgo.issue('team-a', keyA, 60)).token;
+    const foreign = (await new TokenIssuer('another-secret-another-secret-another-secret').issue('team-a', keyA, 600)).token;
+    const good = (await new TokenIssuer(SECRET).issue('team-a', keyA, 600)).token;
     const [header, payload, signature] = good.split('.');
     const elevated = Buffer.from(JSON.stringify({ ...JSON.parse(Buffer.from(payload!, 'base64url').toString()), sub: 'team-b' })).toString('base64url');
     const unsigned = `${Buffer.from(JSON.stringify({ alg: 'none', typ: 'JWT' })).toString('base64url')}.${payload}.`;
-    const unknownTenant = (await new TokenIssuer(SECRET).issue('team-gone', 600)).token;
-    const expiredForeign = (await new TokenIssuer('another-secret-another-secret-another-secret', () => Date.now() - 2 * 3_600_000).issue('team-a', 60)).token;
+    const unknownTenant = (await new TokenIssuer(SECRET).issue('team-gone', keyA, 600)).token;
+    const expiredForeign = (await new TokenIssuer('another-secret-another-secret-another-secret', () => Date.now() - 2 * 3_600_000).issue('team-a', keyA, 60)).token;
+    // Signed for this deployment, but without the claim naming its key: it could not be revoked with the key.
+    const unbound = Buffer.from(JSON.stringify({ ...JSON.parse(Buffer.from(payload!, 'base64url').toString()), kb: undefined })).toString('base64url');
     const detailOf = async (token: string) => {
       const res = await fetch(`${stack.url}/v1/requests/x/status`, { headers: { authorization: `Bearer ${token}` } });
       expect(res.status).toBe(401);
@@ -188,7 +192,11 @@ describe('browser access: CORS per tenant and short-lived tokens', () => {
     };
     expect(await detailOf(expired)).toBe('The browser token has expired: get a new one (POST /v1/tokens) and retry');
     // Anything not signed for this deployment learns nothing, expired or not.
-    for (const token of [foreign, expiredForeign, `${header}.${elevated}.${signature}`, unsigned, unknownTenant]) {
+    const { SignJWT } = await import('jose');
+    const unboundSigned = await new SignJWT(JSON.parse(Buffer.from(unbound, 'base64url').toString()) as Record<string, unknown>)
+      .setProtectedHeader({ alg: 'HS256', typ: 'JWT' })
+      .sign(new TextEncoder().encode(SECRET));
+    for (const token of [foreign, expiredForeign, `${header}.${elevated}.${signature}`, unsigned, unknownTenant, unboundSigned]) {
       expect(await detailOf(token)).toMatch(/^A valid API key is required/);
     }
     // A page on an allowed origin can read that its token expired (and renew it); other origins cannot.
@@ -203,7 +211,7 @@ describe('browser access: CORS per tenant and short-lived tokens', () => {
   });
 
   it("stops a disabled tenant's tokens, and another deployment's tokens", async () => {
-    const token = (await new TokenIssuer(SECRET).issue('team-a', 600)).token;
+    const token = (await new TokenIssuer(SECRET).issue('team-a', digestKey(stack.keys['team-a']!), 600)).token;
     const limits = { submit: { max: 10, timeWindowMs: 60_000 }, read: { max: 10, timeWindowMs: 60_000 } };
     // team-a's keys were all removed from the tenants file: the tenant is disabled.
     const disabled = await buildApp({

@@ -94,15 +94,19 @@ async function startGateway(initial: TenantLine[], options: { watch?: boolean } 
 
 const auth = (key: string) => ({ authorization: `Bearer ${key}` });
 
-async function submit(url: string, key: string, dispatcher?: Agent): Promise<{ status: number; requestId?: string }> {
+async function submit(url: string, key: string, dispatcher?: Agent): Promise<{ status: number; requestId?: string; detail?: string }> {
   const res = await request(`${url}/v1/image-to-image`, {
     method: 'POST',
     headers: { ...json, ...auth(key) },
     body: JSON.stringify(SEED_REQUEST),
     ...(dispatcher ? { dispatcher } : {}),
   });
-  const body = (await res.body.json()) as { request_id?: string };
-  return { status: res.statusCode, ...(body.request_id ? { requestId: body.request_id } : {}) };
+  const body = (await res.body.json()) as { request_id?: string; detail?: unknown };
+  return {
+    status: res.statusCode,
+    ...(body.request_id ? { requestId: body.request_id } : {}),
+    ...(typeof body.detail === 'string' ? { detail: body.detail } : {}),
+  };
 }
 
 async function status(url: string, key: string, requestId: string, dispatcher?: Agent): Promise<number> {
@@ -300,10 +304,10 @@ describe('reloading the tenants file', () => {
     await slow.close();
   });
 
-  it("invalidates a removed tenant's browser tokens; a remaining tenant's tokens survive its key rotation", async () => {
-    const [a, a2, b] = [newKey(), newKey(), newKey()];
+  it("invalidates a removed tenant's browser tokens, and those minted with a revoked key; a kept key's tokens survive a rotation", async () => {
+    const [a, a2, a3, b] = [newKey(), newKey(), newKey(), newKey()];
     const gw = await startGateway([
-      { id: 'team-a', keys: [a] },
+      { id: 'team-a', keys: [a, a2] },
       { id: 'team-b', keys: [b] },
     ]);
     const mint = async (key: string) => {
@@ -311,14 +315,21 @@ describe('reloading the tenants file', () => {
       expect(res.status).toBe(200);
       return ((await res.json()) as { token: string }).token;
     };
-    const tokenA = await mint(a);
-    const tokenB = await mint(b);
-    expect((await submit(gw.url, tokenB)).status).toBe(200);
+    const [tokenA, tokenA2, tokenB] = [await mint(a), await mint(a2), await mint(b)];
+    for (const token of [tokenA, tokenA2, tokenB]) expect((await submit(gw.url, token)).status).toBe(200);
 
-    await writeFile(gw.file, tenantsJson([{ id: 'team-a', keys: [a2] }]));
+    // team-b removed; team-a's key `a` revoked (leaked, say), `a2` kept, `a3` added.
+    await writeFile(gw.file, tenantsJson([{ id: 'team-a', keys: [a2, a3] }]));
     expect(await gw.reloader.reload()).toMatchObject({ ok: true, applied: true });
     expect((await submit(gw.url, tokenB)).status).toBe(401);
-    expect((await submit(gw.url, tokenA)).status).toBe(200);
+    const revoked = await submit(gw.url, tokenA);
+    expect(revoked.status).toBe(401);
+    // The page learns it may get a new token (from its backend, which holds a current key).
+    expect(revoked.detail).toBe(
+      'The key that issued this browser token has been revoked: get a new one (POST /v1/tokens) and retry',
+    );
+    expect((await submit(gw.url, tokenA2)).status).toBe(200);
+    expect((await submit(gw.url, await mint(a3))).status).toBe(200);
   });
 
   it('picks up in-place writes, rename-replacements and ConfigMap-style symlink swaps by watching the directory', async () => {

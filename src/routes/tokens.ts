@@ -3,7 +3,8 @@ import type { ZodTypeProvider } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import { errors } from '../errors.js';
 import { ErrorEnvelope } from '../schemas/error.js';
-import { tenantOf } from '../tenants/auth.js';
+import { presentedKey, tenantOf } from '../tenants/auth.js';
+import { digestKey } from '../tenants/registry.js';
 import { DEFAULT_TOKEN_TTL_SECONDS, MAX_TOKEN_TTL_SECONDS, MIN_TOKEN_TTL_SECONDS, type TokenIssuer } from '../tenants/tokens.js';
 
 const TokenRequest = z
@@ -25,7 +26,7 @@ const TokenResponse = z
     expires_in: z.int().meta({ description: 'Seconds until it expires.' }),
     expires_at: z.string().meta({ description: 'ISO 8601 expiry time.' }),
   })
-  .meta({ id: 'BrowserToken', description: 'A short-lived token for a browser, bound to the calling tenant.' });
+  .meta({ id: 'BrowserToken', description: 'A short-lived token for a browser, bound to the calling tenant and to the key that minted it (revoking the key ends it).' });
 
 /**
  * POST /v1/tokens: a backend holding a tenant key gets a short-lived token to hand to a browser.
@@ -57,7 +58,8 @@ export function tokenRoutes(app: FastifyInstance, deps: { tokens: TokenIssuer | 
       if (!deps.tokens) throw new errors.TokensDisabled();
       if (request.credential !== 'key') throw new errors.TokenCannotMint();
       const ttl = request.body?.ttl_seconds ?? DEFAULT_TOKEN_TTL_SECONDS;
-      const { token, expiresAt } = await deps.tokens.issue(tenantOf(request).id, ttl);
+      // Minted with a key (checked above): the token names it, so revoking the key ends the token.
+      const { token, expiresAt } = await deps.tokens.issue(tenantOf(request).id, digestKey(presentedKey(request.headers)!), ttl);
       request.log.info({ ttl }, 'browser token issued');
       return { token, token_type: 'Bearer' as const, expires_in: ttl, expires_at: expiresAt.toISOString() };
     },

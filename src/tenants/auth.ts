@@ -70,11 +70,11 @@ export function decorateAuth(app: FastifyInstance): void {
 }
 
 /** Settles who the caller is: 401 without a tenant, 403 from an origin the tenant does not allow. */
-function accept(request: FastifyRequest, reply: FastifyReply, tenant: Tenant | undefined | 'expired', credential: 'key' | 'token', options: AuthOptions): void {
-  if (!tenant || tenant === 'expired') {
+function accept(request: FastifyRequest, reply: FastifyReply, tenant: Tenant | undefined | 'expired' | 'revoked', credential: 'key' | 'token', options: AuthOptions): void {
+  if (!tenant || tenant === 'expired' || tenant === 'revoked') {
     reply.header('www-authenticate', 'Bearer realm="fal-gateway"');
     corsForRefusal(request, reply, options.registry());
-    throw tenant === 'expired' ? new errors.TokenExpired() : new errors.Unauthorized();
+    throw tenant === 'expired' ? new errors.TokenExpired() : tenant === 'revoked' ? new errors.TokenRevoked() : new errors.Unauthorized();
   }
   checkOrigin(request, reply, tenant, options.publicBaseUrl, options.registry());
   request.tenant = tenant;
@@ -82,13 +82,17 @@ function accept(request: FastifyRequest, reply: FastifyReply, tenant: Tenant | u
   addLogBindings(request, credential === 'token' ? { tenant: tenant.id, credential } : { tenant: tenant.id });
 }
 
-/** A browser token's tenant, once its signature and claims check out (or that it has expired). */
-async function tenantOfToken(token: string, tokens: TokenIssuer, registry: () => TenantRegistry): Promise<Tenant | undefined | 'expired'> {
+/**
+ * A browser token's tenant, once its signature and claims check out; or that it has expired, or
+ * that the key which minted it is no longer the tenant's (`revoked`: a page may get a new one).
+ */
+async function tenantOfToken(token: string, tokens: TokenIssuer, registry: () => TenantRegistry): Promise<Tenant | undefined | 'expired' | 'revoked'> {
   const verified = await tokens.verify(token);
   if (verified === 'expired') return verified;
   const tenant = verified === undefined ? undefined : registry().findById(verified.tenantId);
   // A tenant whose keys were all removed is disabled: its tokens stop working too.
-  return tenant && tenant.keyDigests.length > 0 ? tenant : undefined;
+  if (!tenant || tenant.keyDigests.length === 0) return undefined;
+  return tenant.keyDigests.some((digest) => tokens.bindingOf(digest) === verified!.keyBinding) ? tenant : 'revoked';
 }
 
 /** Whether the presented credential is a browser token (checked asynchronously) rather than a key. */
