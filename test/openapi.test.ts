@@ -31,8 +31,15 @@ interface MediaType {
   schema: Schema;
 }
 
+interface Parameter {
+  name: string;
+  in: string;
+  schema: Schema & { pattern?: string };
+}
+
 interface Operation {
   operationId?: string;
+  parameters?: Parameter[];
   security?: Array<Record<string, string[]>>;
   requestBody?: { required?: boolean; content: Record<string, MediaType> };
   responses: Record<string, { description: string; content?: Record<string, MediaType> }>;
@@ -248,6 +255,24 @@ describe('ModelInput', () => {
     expect([...(presets ?? [])].sort()).toEqual(
       ['landscape_16_9', 'landscape_4_3', 'portrait_16_9', 'portrait_4_3', 'square', 'square_hd'].sort(),
     );
+  });
+});
+
+describe('parameters and bodies as the gateway takes them', () => {
+  it('the logs flag: the documented pattern takes every spelling the routes take (JSON Schema patterns have no flags)', () => {
+    const patterns = tenantOperations().flatMap(({ op }) => (op.parameters ?? []).filter((p) => p.in === 'query' && p.name === 'logs').map((p) => p.schema.pattern));
+    // Status, result (fal's twin too) and the streams.
+    expect(patterns.length).toBeGreaterThanOrEqual(4);
+    for (const pattern of patterns) {
+      const re = new RegExp(pattern!);
+      for (const value of ['1', '0', 'true', 'True', 'TRUE', 'false', 'False', '']) expect(re.test(value), `${pattern} on "${value}"`).toBe(true);
+      for (const value of ['yes', '2', 'truex']) expect(re.test(value), `${pattern} on "${value}"`).toBe(false);
+    }
+  });
+
+  it('POST /v1/tokens documents its body as optional (it mints without one: browser-access.test.ts); a submit body stays required', () => {
+    expect(doc.paths['/v1/tokens']!.post!.requestBody!.required).toBe(false);
+    for (const path of ['/v1/image-to-image', `${FAL_PREFIX}image-to-image`]) expect(doc.paths[path]!.post!.requestBody!.required).toBe(true);
   });
 });
 

@@ -114,6 +114,9 @@ describe('queue flow end to end', () => {
     const bad = await fetch(`${body.status_url}?logs=yes`, { headers: stack.bearer('team-a') });
     expect(bad.status).toBe(422);
     expect(((await bad.json()) as { detail: Array<{ msg: string }> }).detail[0]!.msg).toBe('logs must be 1, 0, true or false');
+    const twice = await fetch(`${body.status_url}?logs=1&logs=0`, { headers: stack.bearer('team-a') });
+    expect(twice.status).toBe(422);
+    expect(((await twice.json()) as { detail: unknown }).detail).toEqual([{ loc: ['query', 'logs'], msg: 'logs was given 2 times; give it once', type: 'string_type' }]);
   });
 
   it('cancels a queued job: 202, then COMPLETED and a cancelled result', async () => {

@@ -517,7 +517,7 @@ describe('OpenAPI', () => {
     schema: { $ref?: string; type?: string; required?: string[]; properties?: Record<string, { type?: string; format?: string }> };
   }
 
-  it.each([SUBMIT, FAL_SUBMIT])('POST %s takes JSON (first) and multipart/form-data with a binary image part', async (path) => {
+  it.each([SUBMIT, FAL_SUBMIT])('POST %s takes JSON (first) and multipart/form-data with a binary image part or an image_url', async (path) => {
     const doc = (await (await fetch(`${stack.url}/openapi.json`)).json()) as {
       paths: Record<string, { post: { requestBody: { content: Record<string, Media> } } }>;
     };
@@ -528,9 +528,11 @@ describe('OpenAPI', () => {
     expect(formSchema.type).toBe('object');
     expect(formSchema.properties!.image).toMatchObject({ type: 'string', format: 'binary' });
     expect(Object.keys(formSchema.properties!).sort()).toEqual(
-      ['prompt', 'image', 'strength', 'num_inference_steps', 'guidance_scale', 'num_images', 'enable_safety_checker', 'output_format', 'seed', 'image_size', 'loras', 'sync_mode', 'acceleration'].sort(),
+      ['prompt', 'image', 'image_url', 'strength', 'num_inference_steps', 'guidance_scale', 'num_images', 'enable_safety_checker', 'output_format', 'seed', 'image_size', 'loras', 'sync_mode', 'acceleration'].sort(),
     );
-    expect([...formSchema.required!].sort()).toEqual(['image', 'prompt']);
+    // Either the file or the URL: neither is required on its own.
+    expect(formSchema.required).toEqual(['prompt']);
+    expect(formSchema.properties!.image_url).toMatchObject({ type: 'string' });
   });
 });
 
@@ -562,6 +564,35 @@ describe.skipIf(!hasChromium)(`Swagger UI${chromiumSkipReason}`, () => {
       const sent = upstreamCalls(stack).slice(before);
       expect(sent).toHaveLength(1);
       expect((sent[0]!.body as { image_url: string }).image_url).toBe(dataUri('jpeg', JPEG));
+    } finally {
+      await browser.close();
+    }
+  });
+
+  it('lets the form send an image URL instead of a file, its field starting empty', { timeout: 60_000 }, async () => {
+    const browser = await launchChromium();
+    try {
+      const page = await browser.newPage({ viewport: { width: 1300, height: 1600 } });
+      await page.goto(`${stack.url}/docs`);
+      await authorizeSwaggerUi(page, stack.keys['team-a']!);
+
+      const op = page.locator('#operations-Image_to_image-submit');
+      await op.locator('.opblock-summary').click();
+      await op.locator('.opblock-section-request-body select').selectOption('multipart/form-data');
+      const urlField = op.locator('tr[data-property-name="image_url"] input[type=text]');
+      await urlField.waitFor();
+      expect(await urlField.inputValue()).toBe('');
+      await urlField.fill(SEED_REQUEST.image_url);
+
+      await stack.app.whenIdle();
+      const before = upstreamCalls(stack).length;
+      await op.locator('.execute').click();
+      const status = op.locator('.live-responses-table tbody .response-col_status').first();
+      await status.waitFor();
+      expect((await status.textContent())!.trim()).toBe('200');
+      const sent = upstreamCalls(stack).slice(before);
+      expect(sent).toHaveLength(1);
+      expect((sent[0]!.body as { image_url: string }).image_url).toBe(SEED_REQUEST.image_url);
     } finally {
       await browser.close();
     }

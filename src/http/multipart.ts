@@ -55,14 +55,21 @@ export const MAX_FIELDS = 20;
  * (`format: binary` is what makes Swagger UI show a file picker) and every other field of the
  * model input is a text part. Requests are validated against ModelInput after the conversion.
  */
-const { prompt, image_url: _imageUrl, ...otherFields } = ModelInput.shape;
+const { prompt, image_url: imageUrl, ...otherFields } = ModelInput.shape;
 export const MultipartModelInput = z
   .strictObject({
     prompt,
-    [IMAGE_PART]: z.string().meta({
-      format: 'binary',
-      description: `The input image file (${ACCEPTED}; the type is read from the file's bytes, not from its name or declared type). Sent upstream as a data:image/...;base64, URI, so the image_url size limit applies.`,
-    }),
+    [IMAGE_PART]: z
+      .string()
+      .optional()
+      .meta({
+        format: 'binary',
+        description: `The input image file (${ACCEPTED}; the type is read from the file's bytes, not from its name or declared type). Sent upstream as a data:image/...;base64, URI, so the image_url size limit applies. Send this or image_url, not both.`,
+      }),
+    // Starts empty in Swagger UI's form (a filled-in example beside a chosen file would be "both").
+    image_url: imageUrl
+      .optional()
+      .meta({ description: `The input image as a URL (http(s), or a data:image/...;base64, URI) instead of the file part ${IMAGE_PART}.`, examples: [''] }),
     ...otherFields,
     // Swagger UI fills every form field: with its default, which is the model's own, else with a
     // sample (a seed's minimum, image_size's first preset), which would make every upload alike.
@@ -84,7 +91,7 @@ export const MultipartModelInput = z
   })
   .meta({
     description:
-      'The model input as multipart/form-data: the input image as the file part `image`, every other field as a text part (numbers and booleans as text, `image_size` as a preset name or {width, height} JSON, `loras` as a JSON array, or its items as JSON separated by commas). An empty part counts as not sent. Validated exactly as the JSON body.',
+      'The model input as multipart/form-data: the input image as the file part `image` (or its URL as the text part `image_url`), every other field as a text part (numbers and booleans as text, `image_size` as a preset name or {width, height} JSON, `loras` as a JSON array, or its items as JSON separated by commas). An empty part counts as not sent. Validated exactly as the JSON body.',
   });
 
 type TransformInput = Parameters<typeof jsonSchemaTransform>[0];

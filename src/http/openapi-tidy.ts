@@ -29,7 +29,26 @@ function renameRefs(value: unknown, names: Map<string, string>): unknown {
   );
 }
 
+/** Whether a schema admits null (zod's `.nullish()` body: a request may come without one). */
+const admitsNull = (schema: unknown): boolean =>
+  Array.isArray((schema as { anyOf?: unknown } | undefined)?.anyOf) && ((schema as { anyOf: unknown[] }).anyOf.some((s) => (s as { type?: unknown }).type === 'null'));
+
+/**
+ * @fastify/swagger marks every request body required. One whose schema admits null in every media
+ * type is optional: the route takes a request without a body.
+ */
+function optionalBodies(paths: Record<string, Record<string, { requestBody?: { required?: boolean; content?: Record<string, { schema?: unknown }> } }>>): void {
+  for (const item of Object.values(paths)) {
+    for (const operation of Object.values(item)) {
+      const body = operation?.requestBody;
+      const media = Object.values(body?.content ?? {});
+      if (body && media.length > 0 && media.every((m) => admitsNull(m.schema))) body.required = false;
+    }
+  }
+}
+
 export function tidyOpenApi<T extends Json>(doc: T): T {
+  if (doc.paths && typeof doc.paths === 'object') optionalBodies(doc.paths as Parameters<typeof optionalBodies>[0]);
   const components = (doc.components ?? {}) as Json;
   const schemas = (components.schemas ?? {}) as Record<string, unknown>;
   const used = new Set<string>();

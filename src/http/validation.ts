@@ -96,7 +96,9 @@ export function toFalEntries(issues: readonly z.core.$ZodIssue[], location: stri
     }
     const type = typeOf(issue, root as unknown as SchemaNode);
     const field = path.join('.') || location;
-    const msg = type === 'missing' ? `${field} is required` : issue.message;
+    // A query parameter given twice (`?logs=1&logs=0`) arrives as a list.
+    const repeated = location === 'query' && issue.code === 'invalid_type' && issue.expected !== 'array' && Array.isArray(issue.input);
+    const msg = type === 'missing' ? `${field} is required` : repeated ? `${field} was given ${(issue.input as unknown[]).length} times; give it once` : issue.message;
     entries.push({ loc: [location, ...path], msg, type });
   }
   return entries;

@@ -12,7 +12,8 @@ export const RequestIdParams = z.object({
 });
 
 /** A yes/no query flag as clients send it: 1 or 0, true or false in any case (Python sends True), or bare (`?logs`: on). */
-const FLAG = /^(?:[01]|true|false|)$/i;
+// Spelled without the `i` flag: the OpenAPI document carries the pattern, and JSON Schema has no flags.
+const FLAG = /^(?:[01]|[Tt][Rr][Uu][Ee]|[Ff][Aa][Ll][Ss][Ee]|)$/;
 
 /** Whether a flag accepted by FLAG is on. */
 export const flagOn = (value: string | undefined): boolean => value !== undefined && /^(?:1|true|)$/i.test(value);
