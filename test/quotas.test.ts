@@ -2,6 +2,7 @@ import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { utcDay } from '../src/accounting/accounting-store.js';
 import type { JobMark } from '../src/jobs/job-store.js';
 import { MemoryJobStore } from '../src/jobs/memory-job-store.js';
+import { ErrorEnvelope, UpstreamErrorBody } from '../src/schemas/error.js';
 import { manualClock } from '../src/simulator/index.js';
 import { json, SEED_REQUEST, startStack, upstreamCalls, waitForCompletion, type Stack } from './helpers.js';
 import { startFaultyUpstream } from './support/faulty-upstream.js';
@@ -364,6 +365,13 @@ describe('a job the upstream no longer knows', () => {
       await new Promise((r) => setTimeout(r, 500));
       expect(statusReads()).toBe(asked);
       expect(stack.logs.some((line) => line.includes('unknown upstream; no longer checked'))).toBe(true);
+      // Its owner asking gets fal's 404 as it came: the shape the routes document for a 404.
+      const read = await fetch(`${stack.url}/v1/requests/${id}/status`, { headers: stack.bearer('team-a') });
+      expect(read.status).toBe(404);
+      const body: unknown = await read.json();
+      expect(body).toEqual({ detail: 'Request not found' });
+      expect(UpstreamErrorBody.safeParse(body).success).toBe(true);
+      expect(ErrorEnvelope.safeParse(body).success).toBe(false);
     } finally {
       await stack.close();
       await upstream.close();

@@ -35,6 +35,14 @@ export function pollHint(status: Record<string, unknown>): number | undefined {
 export const SECURITY: Array<Record<string, string[]>> = [{ bearerAuth: [] }, { apiKeyHeader: [] }, { falKey: [] }];
 const errorsFor = (...codes: number[]) =>
   Object.fromEntries(codes.map((code) => [code, ErrorEnvelope.describe(ERROR_TEXT[code] ?? 'Error')]));
+/**
+ * A per-request route's 404: the gateway's own for a job this tenant does not own, or fal's body
+ * as it came for one the tenant owns but fal no longer knows (past fal's retention, with nothing
+ * kept here): `error_type` is then absent.
+ */
+export const REQUEST_NOT_FOUND = UpstreamErrorBody.describe(
+  "No such request for this tenant (request_not_found); or one fal no longer knows, answered with fal's own body ({detail})",
+);
 const ERROR_TEXT: Record<number, string> = {
   400: 'Bad request',
   401: 'Missing or unknown API key, or an invalid or expired browser token',
@@ -131,7 +139,8 @@ export function queueRoutes(app: FastifyInstance, deps: QueueRouteDeps): void {
           response: {
             200: QueueStatus.describe('COMPLETED: fetch response_url for the result'),
             202: QueueStatus.describe('IN_QUEUE (with queue_position) or IN_PROGRESS (with logs when ?logs=1)'),
-            ...errorsFor(401, 403, 404, 422, 429, 502, 503, 504),
+            ...errorsFor(401, 403, 422, 429, 502, 503, 504),
+            404: REQUEST_NOT_FOUND,
           },
         },
       },
@@ -173,7 +182,8 @@ export function queueRoutes(app: FastifyInstance, deps: QueueRouteDeps): void {
           params: RequestIdParams,
           response: {
             200: ModelOutput.describe('The generated images'),
-            ...errorsFor(401, 403, 404, 429, 502, 503, 504),
+            ...errorsFor(401, 403, 429, 502, 503, 504),
+            404: REQUEST_NOT_FOUND,
             400: UpstreamErrorBody.describe("Still in progress, or cancelled (fal's body: {detail})"),
             422: UpstreamErrorBody.describe("The model rejected the input (fal's body, as the model answered), or a malformed request id"),
           },
@@ -201,7 +211,8 @@ export function queueRoutes(app: FastifyInstance, deps: QueueRouteDeps): void {
           response: {
             202: CancelResponse.describe('Cancellation requested'),
             400: CancelResponse.describe('The job had already completed'),
-            ...errorsFor(401, 403, 404, 422, 429, 502, 503, 504),
+            ...errorsFor(401, 403, 422, 429, 502, 503, 504),
+            404: REQUEST_NOT_FOUND,
           },
         },
       },

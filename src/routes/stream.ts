@@ -14,6 +14,7 @@ import { rewriteQueueUrls } from '../upstream/queue-urls.js';
 import { relay } from '../upstream/relay.js';
 import { StatusStreamHub, type StatusSink } from '../upstream/stream-hub.js';
 import { assertOwned } from './ownership.js';
+import { REQUEST_NOT_FOUND } from './queue.js';
 import { tenantOf } from '../tenants/auth.js';
 import { writeRateLimitFields } from '../tenants/ratelimit-fields.js';
 import { CLIENT_CLOSED_REQUEST } from '../http/request-record.js';
@@ -88,7 +89,7 @@ export function streamRoutes(app: FastifyInstance, deps: StreamRouteDeps): void 
             400: ErrorEnvelope.describe('A Host header that names no host (without PUBLIC_BASE_URL)'),
             401: ErrorEnvelope.describe('Missing or unknown API key, or an invalid or expired browser token'),
             403: ErrorEnvelope.describe('A browser origin this tenant does not allow (origin_not_allowed)'),
-            404: ErrorEnvelope.describe('No such request for this tenant'),
+            404: REQUEST_NOT_FOUND,
             422: ErrorEnvelope.describe('Malformed request id or query'),
             429: ErrorEnvelope.describe('Rate limit exceeded, or too many streams open for this tenant (see Retry-After)'),
             502: ErrorEnvelope.describe('The upstream answered with something that is not a status stream'),
