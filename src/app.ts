@@ -176,6 +176,11 @@ function trustProxyOption(value: Config['TRUST_PROXY']): boolean | string | ((ad
 /** How long, once closing, a connection whose request has begun to arrive has to complete it. */
 const PARTIAL_REQUEST_GRACE_MS = 1_000;
 
+/** Whether the gateway listens on this machine's loopback only (127.0.0.0/8, ::1, localhost). */
+function isLoopbackHost(host: string): boolean {
+  return host === 'localhost' || host === '::1' || host === '[::1]' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host);
+}
+
 export async function buildApp(options: AppOptions): Promise<GatewayApp> {
   const { config } = options;
   // Always present (other modules record into it); served at /metrics only when enabled.
@@ -352,6 +357,11 @@ export async function buildApp(options: AppOptions): Promise<GatewayApp> {
   if (config.STALE_JOB_CHECK_MS === 0 && registry.tenants.some((tenant) => tenant.limits.maxConcurrentJobs !== undefined)) {
     app.log.warn(
       'STALE_JOB_CHECK_MS=0: a job whose end nobody reads keeps its tenant\'s maxConcurrentJobs slot taken for up to a day; set STALE_JOB_CHECK_MS (e.g. 30000) to free it',
+    );
+  }
+  if (config.METRICS_ENABLED && !config.METRICS_TOKEN && config.NODE_ENV === 'production' && !isLoopbackHost(config.HOST)) {
+    app.log.warn(
+      `METRICS_TOKEN is not set: GET /metrics (tenant ids, traffic, job counts) is open to anyone who can reach ${config.HOST}:${config.PORT}; set METRICS_TOKEN, or keep the port off networks you do not trust`,
     );
   }
   if (!redis && config.NODE_ENV === 'production') {

@@ -255,6 +255,29 @@ describe('GET /metrics access', () => {
     expect(stack.logs.join('\n')).not.toContain(METRICS_TOKEN);
   });
 
+  it('warns once at a production start when /metrics is open beyond this machine', async () => {
+    const warned = async (env: Record<string, string>) => {
+      const started = await startStack({ env, listen: false });
+      try {
+        return started.logs.filter((l) => l.includes('METRICS_TOKEN is not set')).map((l) => JSON.parse(l) as { level: number; msg: string });
+      } finally {
+        await started.close();
+      }
+    };
+    const open = await warned({ NODE_ENV: 'production', HOST: '0.0.0.0' });
+    expect(open).toHaveLength(1);
+    expect(open[0]).toMatchObject({ level: 40, msg: expect.stringContaining('GET /metrics') });
+    for (const env of [
+      { NODE_ENV: 'production', HOST: '0.0.0.0', METRICS_TOKEN },
+      { NODE_ENV: 'production', HOST: '127.0.0.1' },
+      { NODE_ENV: 'production', HOST: '::1' },
+      { NODE_ENV: 'production', HOST: '0.0.0.0', METRICS_ENABLED: 'false' },
+      { NODE_ENV: 'development', HOST: '0.0.0.0' },
+    ]) {
+      expect(await warned(env), JSON.stringify(env)).toEqual([]);
+    }
+  });
+
   it('serves no /metrics route when METRICS_ENABLED=false', async () => {
     const other = await startStack({ env: { METRICS_ENABLED: 'false' } });
     try {
