@@ -131,7 +131,7 @@ const schema = z.object({
     .describe('Maximum concurrent status streams to the upstream; a separate pool, so streams never take the connections reads and submits need.'),
   STREAMS_PER_TENANT: int(1, 100_000)
     .default(64)
-    .describe('Status streams one tenant may have open at once on each replica; past it, 429 too_many_streams (poll status_url instead), so no tenant can hold every upstream stream connection.'),
+    .describe('Upstream status streams one tenant may hold at once on each replica, so no tenant can hold every upstream stream connection; its streams past them are served by polling the status (every 500 ms, shared and cached like any poll).'),
   UPSTREAM_MAX_RESPONSE_BYTES: int(1024, 1024 ** 3)
     .default(64 * 1024 * 1024)
     .describe('Largest upstream response body accepted (bytes); larger answers become 502.'),

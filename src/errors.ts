@@ -110,11 +110,6 @@ export const errors = {
     409,
     'A submit with this Idempotency-Key is still in progress; retry shortly to get its answer',
   ),
-  TooManyStreams: define(
-    'TOO_MANY_STREAMS',
-    429,
-    'This tenant already has %s status streams open on this gateway: poll status_url for this job, or close a stream first',
-  ),
   StoreUnavailable: define('STORE_UNAVAILABLE', 503, 'The job store is unavailable; try again shortly'),
   RateLimitUnavailable: define(
     'RATE_LIMIT_UNAVAILABLE',

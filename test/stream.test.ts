@@ -4,6 +4,7 @@ import { Agent, request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MemoryJobStore } from '../src/jobs/memory-job-store.js';
 import { MODEL_ID } from '../src/model.js';
+import { manualClock } from '../src/simulator/index.js';
 import { SseRewriter } from '../src/upstream/sse-rewriter.js';
 import { buildApp, type GatewayApp } from '../src/app.js';
 import { newKey } from '../src/cli/key.js';
@@ -121,47 +122,97 @@ describe('status stream (SSE)', () => {
 });
 
 describe('status streams per tenant (STREAMS_PER_TENANT)', () => {
-  it("caps one tenant's open streams without touching another's, and frees a place when a stream ends", async () => {
-    const capped = await startStack({ env: { STREAMS_PER_TENANT: '2' }, sim: { queueMs: 600_000, streamPollMs: 20 } });
-    // Its own connections, destroyed at the end: a stream left open would hold the gateway's close.
-    const agent = new Agent({ connections: 16 });
-    try {
-      const submit = async (tenant: string) =>
-        ((await (await fetch(`${capped.url}/v1/image-to-image`, { method: 'POST', headers: { ...json, ...capped.bearer(tenant) }, body: JSON.stringify(SEED_REQUEST) })).json()) as { request_id: string }).request_id;
-      const open = async (tenant: string, id: string) => {
-        const res = await request(`${capped.url}/v1/requests/${id}/status/stream`, { headers: capped.bearer(tenant), dispatcher: agent });
-        const first = res.statusCode === 200 ? String((await (res.body as AsyncIterable<Buffer>)[Symbol.asyncIterator]().next()).value) : await res.body.text();
-        return { status: res.statusCode, headers: res.headers, first, close: () => res.body.destroy() };
-      };
-      const [a1, a2, a3, b1] = [await submit('team-a'), await submit('team-a'), await submit('team-a'), await submit('team-b')];
-      const first = await open('team-a', a1);
-      expect(first.status).toBe(200);
-      expect(first.first).toContain('"status":"IN_QUEUE"');
-      expect((await open('team-a', a2)).status).toBe(200);
-      const third = await open('team-a', a3);
-      expect(third.status).toBe(429);
-      expect(third.headers['retry-after']).toBe('5');
-      expect(JSON.parse(third.first)).toEqual({
-        detail: 'This tenant already has 2 status streams open on this gateway: poll status_url for this job, or close a stream first',
-        error_type: 'too_many_streams',
-      });
-      // Another tenant is not affected.
-      expect((await open('team-b', b1)).status).toBe(200);
-      // Polling still works for the refused job.
-      expect((await fetch(`${capped.url}/v1/requests/${a3}/status`, { headers: capped.bearer('team-a') })).status).toBe(202);
-      // A stream that ends gives its place back.
-      first.close();
-      const deadline = Date.now() + 3_000;
-      let again = await open('team-a', a3);
-      while (again.status === 429 && Date.now() < deadline) {
-        await new Promise((r) => setTimeout(r, 25));
-        again = await open('team-a', a3);
-      }
-      expect(again.status).toBe(200);
-    } finally {
-      await agent.destroy();
-      await capped.close();
+  const clock = manualClock(Date.now());
+  let capped: Stack;
+  // Its own connections, destroyed at the end: a stream left open would hold the gateway's close.
+  let agent: Agent;
+  beforeAll(async () => {
+    // Jobs move only when the test moves the clock: each stream stays open as long as it must.
+    capped = await startStack({ env: { STREAMS_PER_TENANT: '2' }, sim: { queueMs: 1_000, runMs: 1_000, now: clock.now, streamPollMs: 20 } });
+    agent = new Agent({ connections: 32 });
+  });
+  afterAll(async () => {
+    await agent.destroy();
+    await capped.close();
+  });
+
+  const submit = async (tenant: string) =>
+    ((await (await fetch(`${capped.url}/v1/image-to-image`, { method: 'POST', headers: { ...json, ...capped.bearer(tenant) }, body: JSON.stringify(SEED_REQUEST) })).json()) as { request_id: string }).request_id;
+  /** Opens a stream and reads its first event. */
+  const open = async (tenant: string, id: string, query = '') => {
+    const res = await request(`${capped.url}/v1/requests/${id}/status/stream${query}`, { headers: capped.bearer(tenant), dispatcher: agent });
+    expect(res.statusCode).toBe(200);
+    const chunks = (res.body as AsyncIterable<Buffer>)[Symbol.asyncIterator]();
+    let text = '';
+    while (!text.includes('\n\n')) text += String((await chunks.next()).value);
+    /** Every event until the stream ends (the first included). */
+    const rest = async () => {
+      for (let next = await chunks.next(); !next.done; next = await chunks.next()) text += String(next.value);
+      return parseEvents(text);
+    };
+    return { first: parseEvents(text)[0]!, rest, close: () => res.body.destroy() };
+  };
+  const upstreamStreams = (id: string) => capped.sim.requests.filter((r) => r.path.startsWith(`/fal-ai/flux-lora/requests/${id}/status/stream`)).length;
+
+  it("serves a tenant's streams past its share by polling: the same events, no upstream stream, never a refusal", async () => {
+    const [a1, a2, a3, b1] = [await submit('team-a'), await submit('team-a'), await submit('team-a'), await submit('team-b')];
+    const held = [await open('team-a', a1), await open('team-a', a2)];
+    for (const stream of held) expect(stream.first.status).toBe('IN_QUEUE');
+    // The third: made from polled status reads.
+    const polled = await open('team-a', a3, '?logs=1');
+    expect(polled.first).toMatchObject({ status: 'IN_QUEUE', request_id: a3, status_url: `${capped.url}/v1/requests/${a3}/status` });
+    // Another tenant's share is its own.
+    const other = await open('team-b', b1);
+    expect(upstreamStreams(a1) + upstreamStreams(a2) + upstreamStreams(b1)).toBe(3);
+
+    clock.advance(1_500); // running
+    await expect.poll(() => capped.sim.requests.filter((r) => r.path.startsWith(`/fal-ai/flux-lora/requests/${a3}/status?`)).length, { timeout: 3_000 }).toBeGreaterThan(1);
+    clock.advance(1_000); // done
+    const events = await polled.rest();
+    expect(events.map((e) => e.status)).toEqual(['IN_QUEUE', ...events.slice(1, -1).map(() => 'IN_PROGRESS'), 'COMPLETED']);
+    expect(events.length).toBeGreaterThanOrEqual(3);
+    expect(upstreamStreams(a3)).toBe(0);
+    for (const event of events) {
+      expect(event.request_id).toBe(a3);
+      expect(event.response_url).toBe(`${capped.url}/v1/requests/${a3}`);
     }
+    // As on fal's stream, an event's logs are the lines since the previous one: together, every line once.
+    const streamed = events.flatMap((e) => (Array.isArray(e.logs) ? (e.logs as Array<{ message: string }>) : [])).map((l) => l.message);
+    const polledStatus = (await (await fetch(`${capped.url}/v1/requests/${a3}/status?logs=1`, { headers: capped.bearer('team-a') })).json()) as { logs: Array<{ message: string }> };
+    expect(streamed.length).toBeGreaterThan(0);
+    expect(streamed).toEqual(polledStatus.logs.map((l) => l.message));
+    // Its request line, as any stream's.
+    await expect.poll(() => capped.logs.some((l) => l.includes(`"url":"/v1/requests/${a3}/status/stream?logs=1"`) && l.includes('"statusCode":200'))).toBe(true);
+    for (const stream of [...held, other]) expect((await stream.rest()).at(-1)!.status).toBe('COMPLETED');
+  });
+
+  it('gives the share back when a stream ends: the next stream is an upstream one again', async () => {
+    const [a1, a2, a3] = [await submit('team-a'), await submit('team-a'), await submit('team-a')];
+    const first = await open('team-a', a1);
+    const second = await open('team-a', a2);
+    first.close();
+    await expect.poll(async () => {
+      const again = await open('team-a', a3);
+      again.close();
+      return upstreamStreams(a3);
+    }, { timeout: 3_000 }).toBeGreaterThan(0);
+    second.close();
+  });
+
+  it("serves @fal-ai/client's streaming subscribe past the share", { timeout: 20_000 }, async () => {
+    const [a1, a2] = [await submit('team-a'), await submit('team-a')];
+    const held = [await open('team-a', a1), await open('team-a', a2)];
+    const fal = createFalClient({ proxyUrl: { url: `${capped.url}/api/fal/proxy`, when: 'always' }, credentials: capped.keys['team-a'] });
+    const updates: string[] = [];
+    let enqueued: string | undefined;
+    const done = fal.subscribe(MODEL_ID, { input: SEED_REQUEST, mode: 'streaming', onEnqueue: (id) => (enqueued = id), onQueueUpdate: (u) => updates.push(u.status) });
+    await expect.poll(() => updates.length, { timeout: 5_000 }).toBeGreaterThan(0);
+    clock.advance(3_000);
+    const result = await done;
+    expect((result.data as { images: unknown[] }).images).toHaveLength(1);
+    expect(updates).toContain('COMPLETED');
+    expect(upstreamStreams(enqueued!)).toBe(0);
+    for (const stream of held) stream.close();
   });
 });
 

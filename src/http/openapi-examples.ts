@@ -55,10 +55,7 @@ const OPERATION_EXAMPLES: Record<string, Record<string, unknown>> = {
   cancel: { 400: { status: 'ALREADY_COMPLETED' }, 422: BAD_REQUEST_ID, 429: READ_LIMITED },
   streamStatus: {
     422: BAD_REQUEST_ID,
-    429: {
-      detail: 'This tenant already has 64 status streams open on this gateway: poll status_url for this job, or close a stream first',
-      error_type: 'too_many_streams',
-    },
+    429: READ_LIMITED,
   },
   createBrowserToken: {
     403: { detail: 'A browser token cannot create tokens: call this with a tenant key, from a backend', error_type: 'token_cannot_mint' },

@@ -8,16 +8,26 @@ import type { JobStore } from '../jobs/job-store.js';
 import { APP_ID } from '../model.js';
 import { ErrorEnvelope } from '../schemas/error.js';
 import { flagOn, RequestIdParams, StatusQuery } from '../schemas/requests.js';
-import type { UpstreamClient } from '../upstream/client.js';
+import type { UpstreamClient, UpstreamResponse } from '../upstream/client.js';
 import { pickRelayedHeaders } from '../upstream/headers.js';
 import { rewriteQueueUrls } from '../upstream/queue-urls.js';
 import { relay } from '../upstream/relay.js';
+import { pollingJoin, type PolledStreamOptions } from '../upstream/polled-status-stream.js';
 import { StatusStreamHub, type StatusSink } from '../upstream/stream-hub.js';
 import { assertOwned } from './ownership.js';
 import { REQUEST_NOT_FOUND } from './queue.js';
 import { tenantOf } from '../tenants/auth.js';
 import { writeRateLimitFields } from '../tenants/ratelimit-fields.js';
 import { CLIENT_CLOSED_REQUEST } from '../http/request-record.js';
+
+/** A polled stream reads its job's status this often (fal's own client polls every 500 ms). */
+const POLLED_STREAM_INTERVAL_MS = 500;
+/** As fal's stream: a comment line every 15 s without an event. */
+const KEEP_ALIVE_MS = 15_000;
+/** Reads failing in a row (the upstream's own retries already spent) before a polled stream is cut off. */
+const POLLED_STREAM_MAX_FAILURES = 5;
+/** As the hub's bound for a subscriber that stops reading. */
+const POLLED_STREAM_MAX_BUFFERED_BYTES = 1024 * 1024;
 
 export interface StreamRouteDeps {
   upstream: UpstreamClient;
@@ -33,8 +43,10 @@ export interface StreamRouteDeps {
   onCompleted?: (requestId: string, logs: boolean, status: Record<string, unknown>) => void;
   /** The job's kept COMPLETED status, if any (never asks upstream): a stream of a finished job is served from it. */
   keptCompleted?: (requestId: string, logs: boolean) => Promise<Record<string, unknown> | undefined>;
-  /** Status streams one tenant may have open at once (on this replica). */
+  /** Upstream status streams one tenant may hold at once (on this replica); its streams past them are polled. */
   streamsPerTenant: number;
+  /** A status read as a poll makes it (shared, cached): what a polled stream is made of. */
+  pollStatus: (requestId: string, logs: boolean) => Promise<UpstreamResponse>;
   /** Counts status streams opened upstream ('miss') and joined ('shared'). */
   metrics?: { cache(kind: 'status', outcome: 'hit' | 'miss' | 'shared'): void };
   /** Told the number of status streams open on this replica whenever it changes. */
@@ -62,8 +74,18 @@ export function streamRoutes(app: FastifyInstance, deps: StreamRouteDeps): void 
   app.addHook('preClose', async () => {
     for (const stop of [...open]) stop();
   });
-  // Streams open per tenant: one tenant cannot take every upstream stream connection.
+  // Upstream streams held per tenant: one tenant cannot take every upstream stream connection.
   const heldBy = new Map<string, number>();
+  const pollOptions = (requestId: string, logs: boolean, signal: AbortSignal): PolledStreamOptions => ({
+    read: () => deps.pollStatus(requestId, logs),
+    requestId,
+    scrub: (text) => deps.upstream.scrubText(text),
+    signal,
+    intervalMs: POLLED_STREAM_INTERVAL_MS,
+    keepAliveMs: KEEP_ALIVE_MS,
+    maxFailures: POLLED_STREAM_MAX_FAILURES,
+    maxBufferedBytes: POLLED_STREAM_MAX_BUFFERED_BYTES,
+  });
   for (const [path, fal] of [
     ['/v1/requests/:request_id/status/stream', false],
     [`/${APP_ID}/requests/:request_id/status/stream`, true],
@@ -91,7 +113,7 @@ export function streamRoutes(app: FastifyInstance, deps: StreamRouteDeps): void 
             403: ErrorEnvelope.describe('A browser origin this tenant does not allow (origin_not_allowed)'),
             404: REQUEST_NOT_FOUND,
             422: ErrorEnvelope.describe('Malformed request id or query'),
-            429: ErrorEnvelope.describe('Rate limit exceeded, or too many streams open for this tenant (see Retry-After)'),
+            429: ErrorEnvelope.describe('Rate limit exceeded (see Retry-After)'),
             502: ErrorEnvelope.describe('The upstream answered with something that is not a status stream'),
             503: ErrorEnvelope.describe('Upstream unavailable (circuit open, unreachable) or the job store is down (see Retry-After)'),
             504: ErrorEnvelope.describe('The upstream did not answer in time'),
@@ -146,11 +168,11 @@ export function streamRoutes(app: FastifyInstance, deps: StreamRouteDeps): void 
         };
         const tenantId = tenantOf(request).id;
         const held = heldBy.get(tenantId) ?? 0;
-        if (held >= deps.streamsPerTenant) {
-          res.off('close', onClose);
-          throw Object.assign(new errors.TooManyStreams(deps.streamsPerTenant), { headers: { 'retry-after': '5' } });
-        }
-        heldBy.set(tenantId, held + 1);
+        // Past its share of upstream streams, a tenant's stream is made from polled status reads
+        // (shared and cached per job, as every poller's are): no upstream connection is held, and
+        // a client that opens its stream right after its submit is never turned away.
+        const polled = held >= deps.streamsPerTenant;
+        if (!polled) heldBy.set(tenantId, held + 1);
         open.add(stop);
         deps.onOpenStreams?.(open.size);
         try {
@@ -158,7 +180,8 @@ export function streamRoutes(app: FastifyInstance, deps: StreamRouteDeps): void 
             app.recordRequest(request, reply, CLIENT_CLOSED_REQUEST, true);
             return reply.hijack();
           }
-          const joined = await hub.join(requestId, logs, leave.signal);
+          const joined = polled ? await pollingJoin(pollOptions(requestId, logs, leave.signal)) : await hub.join(requestId, logs, leave.signal);
+          if (polled) request.log.debug({ requestId }, 'status stream served by polling: the tenant holds STREAMS_PER_TENANT upstream streams');
           if (joined.kind === 'response') return relay(reply, joined.response);
           if (joined.kind === 'left' || leave.signal.aborted) {
             if (clientGone) {
@@ -188,9 +211,11 @@ export function streamRoutes(app: FastifyInstance, deps: StreamRouteDeps): void 
           });
           await joined.attach(responseSink(res), base);
         } finally {
-          const left = (heldBy.get(tenantId) ?? 1) - 1;
-          if (left > 0) heldBy.set(tenantId, left);
-          else heldBy.delete(tenantId);
+          if (!polled) {
+            const left = (heldBy.get(tenantId) ?? 1) - 1;
+            if (left > 0) heldBy.set(tenantId, left);
+            else heldBy.delete(tenantId);
+          }
           open.delete(stop);
           deps.onOpenStreams?.(open.size);
           if (hijacked && !res.writableEnded && !res.destroyed) res.end();
