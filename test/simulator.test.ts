@@ -246,7 +246,10 @@ describe('results', () => {
     const { clock, submit, result } = await setup();
     const a = await submit({ ...SEED_REQUEST, output_format: 'png', image_size: { width: 300, height: 200 } });
     const b = await submit({ ...SEED_REQUEST, image_size: { width: 4000, height: 100 } });
+    const c = await submit({ ...SEED_REQUEST, output_format: 'png', image_size: { width: 300 } });
     clock.advance(QUEUE_MS + RUN_MS);
+    // A side left out is 512, as fal's model has it.
+    expect(pngSize((await download((await result(c.request_id)).json.images[0].url)).bytes)).toEqual({ width: 300, height: 512 });
     const small = (await result(a.request_id)).json.images[0];
     expect(pngSize((await download(small.url)).bytes)).toEqual({ width: 300, height: 200 });
     const wide = (await result(b.request_id)).json.images[0];

@@ -158,9 +158,14 @@ const accepted: Case[] = [
   { field: 'image_size', value: 'landscape_16_9' },
   { field: 'image_size', value: { width: 1024, height: 768 } },
   { field: 'image_size', value: { width: 1, height: 14142 } },
+  // A side left out is fal's 512 (fal's client types both as optional).
+  { field: 'image_size', value: { width: 1024 } },
+  { field: 'image_size', value: { height: 300 } },
+  { field: 'image_size', value: {} },
   { field: 'loras', value: [] },
   { field: 'loras', value: [{ path: 'https://x/y.safetensors', scale: 0.7 }] },
   { field: 'loras', value: [{ path: 'owner/repo' }] },
+  { field: 'loras', value: [{ path: 'owner/repo', scale: 0.5, force: true }] },
   { field: 'sync_mode', value: true },
   { field: 'sync_mode', value: false },
   { field: 'acceleration', value: 'none' },
@@ -218,7 +223,7 @@ const rejected: BadCase[] = [
   },
   { field: 'image_size', value: { width: 0, height: 10 }, type: 'greater_than_equal', loc: ['body', 'image_size', 'width'], msg: WIDTH },
   { field: 'image_size', value: { width: 14143, height: 10 }, type: 'less_than_equal', loc: ['body', 'image_size', 'width'], msg: WIDTH },
-  { field: 'image_size', value: { width: 10 }, type: 'missing', loc: ['body', 'image_size', 'height'], msg: ['height'] },
+  { field: 'image_size', value: { width: 10, height: '10' }, type: 'int_type', loc: ['body', 'image_size', 'height'], msg: ['height', 'integer'] },
   {
     field: 'image_size',
     value: { width: 10, height: 10, depth: 1 },
@@ -229,6 +234,7 @@ const rejected: BadCase[] = [
   { field: 'loras', value: [{ scale: 1 }], type: 'missing', loc: ['body', 'loras', 0, 'path'], msg: ['path'] },
   { field: 'loras', value: [{ path: '' }], type: 'string_too_short', loc: ['body', 'loras', 0, 'path'], msg: ['path', 'empty'] },
   { field: 'loras', value: [{ path: 'owner/a', extra: 1 }], type: 'extra_forbidden', loc: ['body', 'loras', 0, 'extra'], msg: ['extra'] },
+  { field: 'loras', value: [{ path: 'owner/a', force: 'yes' }], type: 'bool_type', loc: ['body', 'loras', 0, 'force'], msg: ['force', 'boolean'] },
   {
     field: 'loras',
     value: [{ path: 'owner/a' }, { path: 'owner/b', scale: 'x' }],

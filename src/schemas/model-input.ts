@@ -94,14 +94,22 @@ export const IMAGE_SIZE_PRESETS = [
   'landscape_16_9',
 ] as const;
 
+/** The side fal's model gives an explicit image_size whose width or height is left out. */
+export const IMAGE_SIDE_DEFAULT = 512;
+
 export const ImageSize = z
   .union([
     z.enum(IMAGE_SIZE_PRESETS, {
       error: `image_size must be one of ${IMAGE_SIZE_PRESETS.join(', ')} or {width, height}`,
     }),
     z.strictObject({
-      width: range('image_size.width', 1, 14142, true).meta({ description: 'Width in pixels.' }),
-      height: range('image_size.height', 1, 14142, true).meta({ description: 'Height in pixels.' }),
+      // Each may be left out: fal's model gives it 512 (fal's client types ImageSize so).
+      width: range('image_size.width', 1, 14142, true)
+        .optional()
+        .meta({ description: `Width in pixels (${IMAGE_SIDE_DEFAULT} when left out).`, default: IMAGE_SIDE_DEFAULT }),
+      height: range('image_size.height', 1, 14142, true)
+        .optional()
+        .meta({ description: `Height in pixels (${IMAGE_SIDE_DEFAULT} when left out).`, default: IMAGE_SIDE_DEFAULT }),
     }),
     // Optional in the model with no default: null is the same as left out (see seed).
     z.null(),
@@ -124,8 +132,13 @@ export const Lora = z.strictObject(
     .number({ error: 'loras[].scale must be a number' })
     .optional()
     .meta({ description: 'How strongly the LoRA is applied.', default: 1 }),
+  // In fal's client types for this model (LoraWeight), passed on as given.
+  force: z
+    .boolean({ error: 'loras[].force must be a boolean' })
+    .optional()
+    .meta({ description: 'Force the use of the weights as an embedding.' }),
   },
-  { error: 'each loras item must be an object {path, scale}' },
+  { error: 'each loras item must be an object {path, scale, force}' },
 );
 
 export const ModelInput = z

@@ -1,5 +1,5 @@
 import { randomInt } from 'node:crypto';
-import type { ModelInput } from '../schemas/model-input.js';
+import { IMAGE_SIDE_DEFAULT, type ModelInput } from '../schemas/model-input.js';
 import { CONTENT_TYPES, MAX_RENDER_SIDE, renderImage, type ImageFormat } from './images.js';
 import type { ImageCache } from './image-cache.js';
 
@@ -36,7 +36,7 @@ const DEFAULT_SIZE: [number, number] = [1024, 768];
 export function outputSpec(input: ModelInput): OutputSpec {
   const size = input.image_size;
   const [width, height] =
-    size === undefined || size === null ? DEFAULT_SIZE : typeof size === 'string' ? (PRESETS[size] ?? DEFAULT_SIZE) : [size.width, size.height];
+    size === undefined || size === null ? DEFAULT_SIZE : typeof size === 'string' ? (PRESETS[size] ?? DEFAULT_SIZE) : [size.width ?? IMAGE_SIDE_DEFAULT, size.height ?? IMAGE_SIDE_DEFAULT];
   return {
     prompt: input.prompt,
     numImages: input.num_images ?? 1,
