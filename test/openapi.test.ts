@@ -295,7 +295,14 @@ describe('errors', () => {
         // A result's 422 is usually the model's own body, passed on as fal sent it (no error_type).
         // A job fal no longer knows: fal's 404 body as it came, without error_type.
         const expected = (isResultRead(path, method) && code === '422') || code === '404' ? 'UpstreamError' : 'Error';
-        expect(response!.content?.['application/json']?.schema.$ref, where).toBe(`#/components/schemas/${expected}`);
+        const schema = response!.content?.['application/json']?.schema;
+        // A cancel fal no longer knows answers in the cancel dialect: {"status": "NOT_FOUND"}.
+        if (method === 'put' && code === '404') {
+          expect(schema?.anyOf?.map((s) => s.$ref), where).toEqual(['#/components/schemas/UpstreamError', '#/components/schemas/CancelResponse']);
+          expect((response!.content!['application/json'] as { example?: unknown }).example, where).toEqual({ detail: 'Request not found', error_type: 'request_not_found' });
+        } else {
+          expect(schema?.$ref, where).toBe(`#/components/schemas/${expected}`);
+        }
       }
     }
   });
@@ -332,7 +339,9 @@ describe('error examples', () => {
           // Without one, Swagger UI shows the schema's generic example, whatever the status.
           if (media?.schema?.$ref === '#/components/schemas/Error') expect(example, `${method.toUpperCase()} ${path} ${code}`).toBeDefined();
           if (typeof example?.error_type !== 'string') continue;
-          expect(statusOf.get(example.error_type), `${method.toUpperCase()} ${path} ${code}: ${example.error_type}`).toBe(Number(code));
+          // fal's own 5xx passes with its status; without a category of fal's, it is upstream_error (README's error table).
+          const passedOn = example.error_type === 'upstream_error' && Number(code) >= 500 && Number(code) <= 504;
+          if (!passedOn) expect(statusOf.get(example.error_type), `${method.toUpperCase()} ${path} ${code}: ${example.error_type}`).toBe(Number(code));
           checked++;
         }
       }

@@ -44,18 +44,25 @@ const BAD_REQUEST_ID = {
   error_type: 'validation_error',
 };
 
+/** A 5xx of fal's own, passed on (the category is the gateway's when fal named none). */
+const UPSTREAM_500 = { detail: 'Internal Server Error', error_type: 'upstream_error' };
+const BAD_HOST = { detail: 'The Host header does not name a host; the operator can set PUBLIC_BASE_URL', error_type: 'bad_request' };
+
 const OPERATION_EXAMPLES: Record<string, Record<string, unknown>> = {
-  getStatus: { 422: BAD_REQUEST_ID, 429: READ_LIMITED },
+  getStatus: { 400: BAD_HOST, 422: BAD_REQUEST_ID, 429: READ_LIMITED, 500: UPSTREAM_500 },
   // fal relays the model's own answer: its verdict on the input is pydantic's 422, without error_type.
   getResult: {
     400: { detail: 'Request is still in progress' },
     422: { detail: [{ loc: ['body', 'image_url'], msg: 'Could not load the image from image_url', type: 'value_error' }] },
     429: READ_LIMITED,
+    500: { detail: 'CUDA out of memory', error_type: 'upstream_error' },
   },
-  cancel: { 400: { status: 'ALREADY_COMPLETED' }, 422: BAD_REQUEST_ID, 429: READ_LIMITED },
+  cancel: { 400: { status: 'ALREADY_COMPLETED' }, 404: ERROR_EXAMPLES[404], 422: BAD_REQUEST_ID, 429: READ_LIMITED, 500: UPSTREAM_500 },
   streamStatus: {
+    400: BAD_HOST,
     422: BAD_REQUEST_ID,
     429: READ_LIMITED,
+    500: UPSTREAM_500,
   },
   createBrowserToken: {
     403: { detail: 'A browser token cannot create tokens: call this with a tenant key, from a backend', error_type: 'token_cannot_mint' },
@@ -81,7 +88,8 @@ export function addErrorExamples<T extends { paths?: Record<string, Record<strin
       const own = OPERATION_EXAMPLES[(operation.operationId ?? '').replace(/^fal(.)/, (_m, c: string) => c.toLowerCase())] ?? {};
       for (const [status, response] of Object.entries(operation.responses ?? {})) {
         const media = response.content?.['application/json'];
-        const example = own[status] ?? (media?.schema?.$ref?.endsWith('/Error') ? ERROR_EXAMPLES[status] : undefined);
+        const ref = media?.schema?.$ref ?? '';
+        const example = own[status] ?? (ref.endsWith('/Error') || ref.endsWith('/UpstreamError') ? ERROR_EXAMPLES[status] : undefined);
         if (media && example !== undefined) media.example = example;
       }
     }

@@ -1,5 +1,6 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest, onRequestHookHandler } from 'fastify';
 import type { ZodTypeProvider } from 'fastify-type-provider-zod';
+import { z } from 'zod';
 import { publicBaseUrl } from '../http/public-url.js';
 import { APP_ID, MODEL_ID } from '../model.js';
 import { ErrorEnvelope, UpstreamErrorBody } from '../schemas/error.js';
@@ -43,6 +44,8 @@ const errorsFor = (...codes: number[]) =>
 export const REQUEST_NOT_FOUND = UpstreamErrorBody.describe(
   "No such request for this tenant (request_not_found); or one fal no longer knows, answered with fal's own body ({detail})",
 );
+/** fal's own 5xx (a failing model, an infrastructure error), passed on with its status: {detail, error_type}. */
+export const UPSTREAM_5XX = ErrorEnvelope.describe("The upstream's own error (a failing model, fal's infrastructure), with its status and its {detail, error_type}");
 const ERROR_TEXT: Record<number, string> = {
   400: 'Bad request',
   401: 'Missing or unknown API key, or an invalid or expired browser token',
@@ -141,6 +144,8 @@ export function queueRoutes(app: FastifyInstance, deps: QueueRouteDeps): void {
             202: QueueStatus.describe('IN_QUEUE (with queue_position) or IN_PROGRESS (with logs when ?logs=1)'),
             ...errorsFor(401, 403, 422, 429, 502, 503, 504),
             404: REQUEST_NOT_FOUND,
+            400: ErrorEnvelope.describe('A Host header that names no host (without PUBLIC_BASE_URL)'),
+            500: UPSTREAM_5XX,
           },
         },
       },
@@ -184,6 +189,7 @@ export function queueRoutes(app: FastifyInstance, deps: QueueRouteDeps): void {
             200: ModelOutput.describe('The generated images'),
             ...errorsFor(401, 403, 429, 502, 503, 504),
             404: REQUEST_NOT_FOUND,
+            500: UPSTREAM_5XX,
             400: UpstreamErrorBody.describe("Still in progress, or cancelled (fal's body: {detail})"),
             422: UpstreamErrorBody.describe("The model rejected the input (fal's body, as the model answered), or a malformed request id"),
           },
@@ -212,7 +218,10 @@ export function queueRoutes(app: FastifyInstance, deps: QueueRouteDeps): void {
             202: CancelResponse.describe('Cancellation requested'),
             400: CancelResponse.describe('The job had already completed'),
             ...errorsFor(401, 403, 422, 429, 502, 503, 504),
-            404: REQUEST_NOT_FOUND,
+            404: z.union([UpstreamErrorBody, CancelResponse]).describe(
+              "No such request for this tenant (request_not_found); or one fal no longer knows, answered with fal's own body ({\"status\": \"NOT_FOUND\"})",
+            ),
+            500: UPSTREAM_5XX,
           },
         },
       },

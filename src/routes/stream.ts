@@ -15,7 +15,7 @@ import { relay } from '../upstream/relay.js';
 import { pollingJoin, type PolledStreamOptions } from '../upstream/polled-status-stream.js';
 import { StatusStreamHub, type StatusSink } from '../upstream/stream-hub.js';
 import { assertOwned } from './ownership.js';
-import { REQUEST_NOT_FOUND } from './queue.js';
+import { REQUEST_NOT_FOUND, UPSTREAM_5XX } from './queue.js';
 import { tenantOf } from '../tenants/auth.js';
 import { writeRateLimitFields } from '../tenants/ratelimit-fields.js';
 import { CLIENT_CLOSED_REQUEST } from '../http/request-record.js';
@@ -112,6 +112,7 @@ export function streamRoutes(app: FastifyInstance, deps: StreamRouteDeps): void 
             401: ErrorEnvelope.describe('Missing or unknown API key, or an invalid or expired browser token'),
             403: ErrorEnvelope.describe('A browser origin this tenant does not allow (origin_not_allowed)'),
             404: REQUEST_NOT_FOUND,
+            500: UPSTREAM_5XX,
             422: ErrorEnvelope.describe('Malformed request id or query'),
             429: ErrorEnvelope.describe('Rate limit exceeded (see Retry-After)'),
             502: ErrorEnvelope.describe('The upstream answered with something that is not a status stream'),

@@ -20,10 +20,13 @@ export const ErrorEnvelope = z
 
 export type ErrorEnvelope = z.infer<typeof ErrorEnvelope>;
 
-/** An error body fal itself sent, passed on as it came: `error_type` only when fal gave one. */
+/**
+ * An error body fal itself sent, passed on as it came: `error_type` only when fal gave one, and
+ * whatever else it holds (pydantic's entries carry `input`, `ctx` and `url` too).
+ */
 export const UpstreamErrorBody = z
-  .object({
-    detail: z.union([z.string(), z.array(ValidationEntry)]),
+  .looseObject({
+    detail: z.union([z.string(), z.array(ValidationEntry.loose())]),
     error_type: z.string().optional().meta({ description: 'Present when fal (or the gateway) names a category.' }),
   })
   .meta({
