@@ -40,7 +40,7 @@ export const errors = {
   ProxyTargetNotAllowed: define(
     'PROXY_TARGET_NOT_ALLOWED',
     400,
-    'The %s header must name this gateway\'s model on fal\'s queue: POST https://queue.fal.run/fal-ai/flux-lora/image-to-image, or GET/PUT https://queue.fal.run/fal-ai/flux-lora/requests/{request_id}[/status|/cancel]',
+    'The %s header must name this gateway\'s model on fal\'s queue: POST https://queue.fal.run/fal-ai/flux-lora/image-to-image, or GET/PUT https://queue.fal.run/fal-ai/flux-lora/requests/{request_id}[/status|/status/stream|/cancel]',
   ),
   InvalidJson: define('INVALID_JSON', 400, 'The request body is not valid JSON: %s'),
   BadRequest: define('BAD_REQUEST', 400, '%s'),

@@ -449,6 +449,8 @@ describe('status stream: a job the gateway has seen end', () => {
       const again = await fetch(`${stack.url}${path}`, { headers: stack.bearer('team-a') });
       expect(again.status).toBe(200);
       expect(again.headers.get('content-type')).toMatch(/^text\/event-stream/);
+      // fal's client takes the job's id from this header, as on a live stream.
+      expect(again.headers.get('x-fal-request-id')).toBe(id);
       const events = parseEvents(await again.text());
       expect(events).toHaveLength(1);
       expect(events[0]).toMatchObject({ request_id: id, status: 'COMPLETED', status_url: `${stack.url}/v1/requests/${id}/status` });

@@ -137,6 +137,8 @@ export function streamRoutes(app: FastifyInstance, deps: StreamRouteDeps): void 
           return reply
             .type('text/event-stream; charset=utf-8')
             .header('cache-control', 'no-cache')
+            // As fal's stream has it: fal's client reads the job's id from this header.
+            .header('x-fal-request-id', requestId)
             .send(deps.upstream.scrubText(`data: ${JSON.stringify(kept)}\n\n`));
         }
         const res = reply.raw;
