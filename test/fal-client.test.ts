@@ -1,7 +1,8 @@
-import { createFalClient } from '@fal-ai/client';
+import { ApiError, createFalClient } from '@fal-ai/client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { gatewayPathFor } from '../src/http/fal-proxy.js';
 import { MODEL_ID } from '../src/model.js';
+import { manualClock } from '../src/simulator/index.js';
 import { SEED_REQUEST, startStack, upstreamCalls, UPSTREAM_TOKEN, type Stack } from './helpers.js';
 
 /**
@@ -145,5 +146,47 @@ describe('@fal-ai/client through the gateway', () => {
     expect(gatewayPathFor('GET', 'https://queue.fal.run/fal-ai/flux-lora/requests/..%2F..%2Fadmin')).toBeUndefined();
     expect(gatewayPathFor('GET', 'https://user:pw@queue.fal.run/fal-ai/flux-lora/requests/a')).toBeUndefined();
     expect(gatewayPathFor('GET', 'https://queue.fal.run:8443/fal-ai/flux-lora/requests/a')).toBeUndefined();
+  });
+});
+
+describe("@fal-ai/client's startTimeout through the gateway", () => {
+  const clock = manualClock(Date.now());
+  let stack: Stack;
+  beforeAll(async () => {
+    // Jobs wait 5 s in the queue (on a clock the test moves): a 2 s start timeout runs out first.
+    stack = await startStack({ sim: { queueMs: 5_000, runMs: 100, now: clock.now } });
+  });
+  afterAll(() => stack.close());
+
+  it("ends a job that could not start in time with fal's 504, marked as the caller's own, asked for once and counted as failed", async () => {
+    const fal = createFalClient({ proxyUrl: { url: `${stack.url}/api/fal/proxy`, when: 'always' }, credentials: stack.keys['team-a'] });
+    const updates: string[] = [];
+    let requestId = '';
+    const subscribed = fal.subscribe(MODEL_ID, {
+      input: SEED_REQUEST,
+      startTimeout: 2,
+      pollInterval: 20,
+      onEnqueue: (id) => (requestId = id),
+      onQueueUpdate: (update) => updates.push(update.status),
+    });
+    const failure = subscribed.then(
+      () => undefined,
+      (err: unknown) => err,
+    );
+    await expect.poll(() => updates.length).toBeGreaterThan(0);
+    expect(upstreamCalls(stack).find((c) => c.method === 'POST')?.headers['x-fal-request-timeout']).toBe('2');
+    clock.advance(2_500);
+    const err = (await failure) as ApiError<unknown> | undefined;
+    expect(err).toBeInstanceOf(ApiError);
+    expect(err!.status).toBe(504);
+    expect(err!.isUserTimeout).toBe(true);
+    expect(updates.at(-1)).toBe('COMPLETED');
+    const status = (await (await fetch(`${stack.url}/v1/requests/${requestId}/status`, { headers: stack.bearer('team-a') })).json()) as Record<string, unknown>;
+    expect(status).toMatchObject({ status: 'COMPLETED', error_type: 'request_timeout' });
+    // The caller's own deadline is final: the gateway does not ask again (fal's 504 is otherwise retried).
+    await stack.app.whenIdle();
+    expect(upstreamCalls(stack).filter((c) => c.method === 'GET' && c.path === `/fal-ai/flux-lora/requests/${requestId}`)).toHaveLength(1);
+    const usage = (await (await fetch(`${stack.url}/v1/usage`, { headers: stack.bearer('team-a') })).json()) as { tenants: Array<{ totals: Record<string, number> }> };
+    expect(usage.tenants[0]!.totals).toMatchObject({ submitted: 1, failed: 1, completed: 0 });
   });
 });

@@ -192,6 +192,32 @@ describe('job lifecycle', () => {
   });
 });
 
+describe('X-Fal-Request-Timeout', () => {
+  it('gives up a job that cannot start in time: COMPLETED with request_timeout, its result a 504 marked as the user\'s', async () => {
+    const { clock, submit, status, result, cancel } = await setup();
+    const late = await submit(SEED_REQUEST, { 'x-fal-request-timeout': '0.5' }); // the queue takes 1 s
+    const inTime = await submit(SEED_REQUEST, { 'x-fal-request-timeout': '5' });
+    clock.advance(400);
+    expect((await status(late.request_id)).json.status).toBe('IN_QUEUE');
+    clock.advance(100); // the deadline
+    const ended = await status(late.request_id, '?logs=1');
+    expect(ended.status).toBe(200);
+    expect(ended.json).toMatchObject({ status: 'COMPLETED', error_type: 'request_timeout', logs: [], metrics: { inference_time: 0 } });
+    const answer = await result(late.request_id);
+    expect(answer.status).toBe(504);
+    expect(answer.headers.get('x-fal-request-timeout-type')).toBe('user');
+    expect(answer.headers.get('x-fal-error-type')).toBe('request_timeout');
+    expect(answer.json).toMatchObject({ error_type: 'request_timeout' });
+    const tooLate = await cancel(late.request_id);
+    expect(tooLate.json).toEqual({ status: 'ALREADY_COMPLETED' });
+    expect(tooLate.headers.get('x-fal-request-id')).toBe(late.request_id);
+    // The other one started within its timeout, and runs to its end as any job.
+    clock.advance(QUEUE_MS + RUN_MS);
+    expect((await status(inTime.request_id)).json).not.toHaveProperty('error_type');
+    expect((await result(inTime.request_id)).status).toBe(200);
+  });
+});
+
 describe('results', () => {
   it('serves the seed request as a real JPEG on its own origin, not urlBase', async () => {
     const { sim, clock, submit, result } = await setup({ urlBase: 'https://queue.fal.run' });

@@ -13,6 +13,8 @@ export interface Job<T> {
   readonly submittedAt: number;
   /** Set by cancel; a cancelled job reads COMPLETED from that moment on. */
   cancelledAt?: number;
+  /** X-Fal-Request-Timeout: how long the job may wait in the queue before it must have started. */
+  readonly startTimeoutMs?: number;
   readonly payload: T;
 }
 
@@ -35,8 +37,8 @@ export class JobStore<T> {
     return this.options.now();
   }
 
-  submit(payload: T): Job<T> {
-    const job: Job<T> = { id: randomUUID(), submittedAt: this.now, payload };
+  submit(payload: T, startTimeoutMs?: number): Job<T> {
+    const job: Job<T> = { id: randomUUID(), submittedAt: this.now, payload, ...(startTimeoutMs !== undefined ? { startTimeoutMs } : {}) };
     this.jobs.set(job.id, job);
     while (this.jobs.size > Math.max(1, this.options.maxJobs)) {
       const oldest = this.jobs.keys().next().value;
@@ -55,13 +57,37 @@ export class JobStore<T> {
     return job.submittedAt + this.options.queueMs;
   }
 
+  /**
+   * When a job whose start timeout runs out in the queue is given up (it never starts), as fal
+   * does with X-Fal-Request-Timeout; undefined for a job that starts in time.
+   */
+  timedOutAt(job: Job<T>): number | undefined {
+    if (job.startTimeoutMs === undefined) return undefined;
+    const deadline = job.submittedAt + job.startTimeoutMs;
+    return this.startedAt(job) > deadline ? deadline : undefined;
+  }
+
+  /** When the job ended without running to its end: cancelled, or given up in the queue. */
+  private endedEarlyAt(job: Job<T>): number | undefined {
+    const timedOut = this.timedOutAt(job);
+    if (job.cancelledAt === undefined) return timedOut;
+    return timedOut === undefined ? job.cancelledAt : Math.min(job.cancelledAt, timedOut);
+  }
+
+  /** Whether the job was given up in the queue (before any cancel). */
+  timedOut(job: Job<T>, at = this.now): boolean {
+    const timedOut = this.timedOutAt(job);
+    return timedOut !== undefined && at >= timedOut && (job.cancelledAt === undefined || job.cancelledAt > timedOut);
+  }
+
   /** When the job reached (or will reach) COMPLETED. */
   completedAt(job: Job<T>): number {
-    return job.cancelledAt ?? this.startedAt(job) + this.options.runMs;
+    return this.endedEarlyAt(job) ?? this.startedAt(job) + this.options.runMs;
   }
 
   state(job: Job<T>, at = this.now): JobState {
-    if (job.cancelledAt !== undefined && at >= job.cancelledAt) return 'COMPLETED';
+    const endedEarly = this.endedEarlyAt(job);
+    if (endedEarly !== undefined && at >= endedEarly) return 'COMPLETED';
     if (at < this.startedAt(job)) return 'IN_QUEUE';
     if (at < this.completedAt(job)) return 'IN_PROGRESS';
     return 'COMPLETED';

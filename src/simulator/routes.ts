@@ -4,7 +4,7 @@ import type { JobPayload, SimulatorContext } from './context.js';
 import { CONTENT_TYPES } from './images.js';
 import type { Job } from './jobs.js';
 import { imageBytes, modelOutput, outputSpec } from './output.js';
-import { statusResponse, submitBody, wantsLogs } from './status.js';
+import { REQUEST_TIMED_OUT, statusResponse, submitBody, wantsLogs } from './status.js';
 import { notAnObjectDetail, validateModelInput } from './validation.js';
 
 /** fal's queue routes for the one model, plus the file host its results point at. */
@@ -12,6 +12,12 @@ import { notAnObjectDetail, validateModelInput } from './validation.js';
 type IdParams = { Params: { id: string } };
 
 const NOT_FOUND = { detail: 'Request not found' };
+
+/** X-Fal-Request-Timeout: seconds the job may wait to start (a positive number); anything else is no timeout. */
+function startTimeoutMs(header: string | string[] | undefined): number | undefined {
+  const seconds = typeof header === 'string' && /^\s*\d+(\.\d+)?\s*$/.test(header) ? Number(header) : NaN;
+  return seconds > 0 ? seconds * 1000 : undefined;
+}
 
 type Parsed = { ok: true; value: unknown } | { ok: false; code: number; body: unknown };
 
@@ -56,7 +62,7 @@ export function registerQueueRoutes(app: FastifyInstance, ctx: SimulatorContext)
     const payload: JobPayload = verdict.ok
       ? { kind: 'accepted', spec: outputSpec(verdict.value) }
       : { kind: 'rejected', detail: verdict.detail };
-    const job = store.submit(payload);
+    const job = store.submit(payload, startTimeoutMs(request.headers['x-fal-request-timeout']));
     reply.header('x-fal-request-id', job.id);
     return reply.code(200).send(submitBody(ctx, job, ctx.urlBase(request)));
   });
@@ -72,6 +78,14 @@ export function registerQueueRoutes(app: FastifyInstance, ctx: SimulatorContext)
     const job = lookup(request, reply);
     if (!job) return reply.code(404).send(NOT_FOUND);
     if (store.state(job) !== 'COMPLETED') return reply.code(400).send({ detail: 'Request is still in progress' });
+    // The caller's own deadline to start ran out: fal's 504, marked as the user's.
+    if (store.timedOut(job)) {
+      return reply
+        .code(504)
+        .header('x-fal-request-timeout-type', 'user')
+        .header('x-fal-error-type', 'request_timeout')
+        .send({ detail: REQUEST_TIMED_OUT, error_type: 'request_timeout' });
+    }
     if (job.cancelledAt !== undefined) return reply.code(400).send({ detail: 'Request was cancelled' });
     if (job.payload.kind === 'rejected') return reply.code(422).send({ detail: job.payload.detail });
     const output = modelOutput(ctx.images, job.id, job.payload.spec, ctx.ownOrigin(request), ctx.runMs / 1000);
@@ -80,6 +94,7 @@ export function registerQueueRoutes(app: FastifyInstance, ctx: SimulatorContext)
 
   app.put<IdParams>(`/${APP_ID}/requests/:id/cancel`, async (request, reply) => {
     const outcome = store.cancel(request.params.id);
+    if (outcome !== 'NOT_FOUND') reply.header('x-fal-request-id', request.params.id);
     const code = outcome === 'CANCELLATION_REQUESTED' ? 202 : outcome === 'ALREADY_COMPLETED' ? 400 : 404;
     return reply.code(code).send({ status: outcome });
   });

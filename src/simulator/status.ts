@@ -34,14 +34,18 @@ export function jobLogs(ctx: SimulatorContext, job: Job<JobPayload>): LogEntry[]
   return runnerLogs({
     startedAt: store.startedAt(job),
     runMs: ctx.runMs,
-    until: Math.min(now, job.cancelledAt ?? now),
+    until: Math.min(now, store.completedAt(job)),
     steps: job.payload.kind === 'accepted' ? job.payload.spec.steps : 0,
     rejected: job.payload.kind === 'rejected',
   });
 }
 
+/** What a job given up in the queue says (X-Fal-Request-Timeout ran out before it started). */
+export const REQUEST_TIMED_OUT = 'Request timed out before it could start (X-Fal-Request-Timeout)';
+
 /** The error a COMPLETED status carries when the model produced no output. */
-function failure(job: Job<JobPayload>): { error: string; error_type: string } | undefined {
+function failure(ctx: SimulatorContext, job: Job<JobPayload>): { error: string; error_type: string } | undefined {
+  if (ctx.store.timedOut(job)) return { error: REQUEST_TIMED_OUT, error_type: 'request_timeout' };
   if (job.cancelledAt !== undefined) return { error: 'Request was cancelled', error_type: 'request_cancelled' };
   if (job.payload.kind === 'rejected') {
     const first = job.payload.detail[0];
@@ -69,6 +73,6 @@ export function statusResponse(
   if (state === 'IN_PROGRESS') return { code: 202, body: { ...head, logs, metrics: {} } };
   return {
     code: 200,
-    body: { ...head, logs, metrics: { inference_time: ctx.store.inferenceSeconds(job) }, ...failure(job) },
+    body: { ...head, logs, metrics: { inference_time: ctx.store.inferenceSeconds(job) }, ...failure(ctx, job) },
   };
 }
