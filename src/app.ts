@@ -510,7 +510,7 @@ export async function buildApp(options: AppOptions): Promise<GatewayApp> {
       reads,
       metrics,
       limits: {
-        submit: submitLimit(createPolicyLimiter(tenantScope, 'submit', config.RATE_LIMIT_ON_STORE_ERROR), jobs),
+        submit: submitLimit(createPolicyLimiter(tenantScope, 'submit', config.RATE_LIMIT_ON_STORE_ERROR), readLimit, jobs),
         read: readLimit,
       },
     };

@@ -117,7 +117,7 @@ describe('Idempotency-Key on submit', () => {
 describe('Idempotency-Key and the submit rate limit', () => {
   let stack: Stack;
   beforeAll(async () => {
-    stack = await startStack({ tenants: [{ id: 'team-a', submit: { max: 2, timeWindowMs: 60_000 } }] });
+    stack = await startStack({ tenants: [{ id: 'team-a', submit: { max: 2, timeWindowMs: 60_000 }, read: { max: 4, timeWindowMs: 60_000 } }] });
   });
   afterAll(() => stack.close());
 
@@ -128,7 +128,7 @@ describe('Idempotency-Key and the submit rate limit', () => {
       body: JSON.stringify(body),
     });
 
-  it('answers a retry that only replays with its job even when the budget is spent, without charging it', async () => {
+  it('answers a retry that only replays with its job even when the submit budget is spent, charging the read budget instead', async () => {
     const key = randomUUID();
     const first = await submit(key);
     expect(first.status).toBe(200);
@@ -136,18 +136,24 @@ describe('Idempotency-Key and the submit rate limit', () => {
     expect((await submit()).status).toBe(200);
     // The budget (2 a minute) is spent: a new job is refused...
     expect((await submit()).status).toBe(429);
-    // ...but a client that lost its first answer still learns its job, again and again.
+    // ...but a client that lost its first answer still learns its job, from its read budget (4 a minute).
     for (let i = 0; i < 3; i++) {
       const replay = await submit(key);
       expect(replay.status).toBe(200);
       expect(replay.headers.get('idempotent-replayed')).toBe('true');
+      expect(replay.headers.get('ratelimit-policy')).toBe('"read";q=4;w=60');
+      expect(replay.headers.get('x-ratelimit-remaining')).toBe(String(3 - i));
       expect(((await replay.json()) as { request_id: string }).request_id).toBe(job.request_id);
     }
     expect(posts(stack)).toBe(2);
-    // The same key with another body queues nothing either: the usual 422.
+    // The same key with another body queues nothing either: the usual 422, charged as well.
     expect((await submit(key, { ...SEED_REQUEST, prompt: 'another picture' })).status).toBe(422);
     // A new key is a new job: refused.
     expect((await submit(randomUUID())).status).toBe(429);
+    // Replays (each a body read, parsed and compared) are not free: past the read budget, 429.
+    const flood = await submit(key, { ...SEED_REQUEST, prompt: 'x'.repeat(100_000) });
+    expect(flood.status).toBe(429);
+    expect(((await flood.json()) as { detail: string }).detail).toMatch(/^Rate limit exceeded for read requests/);
   });
 });
 

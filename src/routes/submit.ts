@@ -47,12 +47,15 @@ export const idempotencyClaim = (tenantId: string, idempotencyKey: string) => `$
 
 /**
  * The submit rate limit, except for a retry that will only replay an answer: a submit whose
- * Idempotency-Key already holds one queues nothing, so it is not charged, and a client that lost
- * the first answer learns its job even with its budget spent. (The body is checked against the
- * first one in the handler as ever: another body is a 422.) A store that cannot tell: charged.
+ * Idempotency-Key already holds one queues nothing, so it is charged to the `read` budget
+ * instead, and a client that lost the first answer learns its job even with its submit budget
+ * spent. Still charged: the body is read and checked against the first one before the replay
+ * (another body is a 422), so replays must not be a way around every limit. A store that cannot
+ * tell: charged as a submit.
  */
-export function submitLimit(limit: onRequestHookHandler, jobs: JobStore): onRequestHookHandler {
+export function submitLimit(limit: onRequestHookHandler, replayLimit: onRequestHookHandler, jobs: JobStore): onRequestHookHandler {
   const charge = limit as (this: FastifyInstance, request: FastifyRequest, reply: FastifyReply) => Promise<void>;
+  const chargeReplay = replayLimit as (this: FastifyInstance, request: FastifyRequest, reply: FastifyReply) => Promise<void>;
   // Not an async function: a submit without a key (nearly all) goes to the limit with no extra promise.
   return function limitUnlessReplay(this: FastifyInstance, request: FastifyRequest, reply: FastifyReply): Promise<void> {
     const idempotencyKey = request.headers['idempotency-key'];
@@ -61,7 +64,7 @@ export function submitLimit(limit: onRequestHookHandler, jobs: JobStore): onRequ
     return jobs
       .idempotencyRecord(idempotencyClaim(tenant.id, idempotencyKey))
       .catch(() => undefined)
-      .then((held) => (held?.state === 'done' ? undefined : charge.call(this, request, reply)));
+      .then((held) => (held?.state === 'done' ? chargeReplay : charge).call(this, request, reply));
   };
 }
 
