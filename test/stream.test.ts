@@ -339,6 +339,47 @@ describe('status stream: the upstream stream breaks before COMPLETED', () => {
     ).rejects.toThrow();
   });
 
+  it('passes on only status objects, written anew, and comments: no other data, id or event line can carry the token', async () => {
+    const escaped = [...UPSTREAM_TOKEN].map((c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`).join('');
+    const half = Math.floor(UPSTREAM_TOKEN.length / 2);
+    // A job of its own: this one ends, and the gateway keeps what it saw of it.
+    const id = '6f1c2b8e-0000-4000-8000-0000000000bb';
+    upstream.setHandler((req, res) => {
+      if (req.method === 'POST') return void res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ status: 'IN_QUEUE', request_id: id, queue_position: 0 }));
+      if (!req.url?.includes('/status/stream')) return streamHandler(req, res, '');
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      res.write(`id: ${escaped}\nevent: ${escaped}\ndata: ${JSON.stringify({ status: 'IN_PROGRESS', request_id: id, logs: [] })}\n\n`);
+      // The rest once the client is following.
+      setTimeout(() => {
+        res.write(`data: ["${escaped}"]\n\n`);
+        res.write(`data: "${escaped}"\n\n`);
+        // The token split over two data lines: a client joins them with a line break between.
+        res.write(`data: {"status":"IN_PROGRESS","note":"${UPSTREAM_TOKEN.slice(0, half)}\ndata: ${UPSTREAM_TOKEN.slice(half)}"}\n\n`);
+        res.write(`: keep-alive\n\n`);
+        res.end(`data: ${JSON.stringify({ status: 'COMPLETED', request_id: id, logs: [], note: `\u0000${UPSTREAM_TOKEN}` })}\n\n`);
+      }, 100);
+    });
+    try {
+      const submitted = await fetch(`${url}/v1/image-to-image`, { method: 'POST', headers: { ...json, authorization: `Key ${key}` }, body: JSON.stringify(SEED_REQUEST) });
+      expect(submitted.status).toBe(200);
+      const res = await fetch(`${url}/v1/requests/${id}/status/stream`, { headers: { authorization: `Key ${key}` } });
+      expect(res.status).toBe(200);
+      const text = await res.text();
+      // What any client could make of it: data lines joined, JSON escapes decoded.
+      const joined = text.replace(/\ndata: /g, '\n').replace(/\\u([0-9a-f]{4})/gi, (_m, hex: string) => String.fromCharCode(parseInt(hex, 16)));
+      for (const view of [text, joined, joined.replace(/\n/g, '')]) expect(view).not.toContain(UPSTREAM_TOKEN);
+      expect(text).not.toMatch(/^(id|event):/m);
+      expect(text).toContain(': keep-alive');
+      const events = parseEvents(text);
+      expect(events.map((e) => e.status)).toEqual(['IN_PROGRESS', 'COMPLETED']);
+      expect(events[1]!.note).toBe('\u0000[redacted]');
+      // The result the gateway fetches on seeing the end: done before the next test counts calls.
+      await app.whenIdle();
+    } finally {
+      upstream.setHandler(streamHandler);
+    }
+  });
+
   it('answers 502 when the upstream answers the stream with a 200 that is not an event stream', async () => {
     const before = upstream.requests.length;
     upstream.setHandler((req, res) => {

@@ -267,6 +267,21 @@ describe('gateway in front of a misbehaving upstream', () => {
       }
     });
 
+    it('refuses (502) a JSON body with escapes that does not parse: a client could still decode the token from it', async () => {
+      const id = await ownedJob();
+      // The token, every letter escaped, in a body a strict parser refuses (trailing text).
+      const spelled = [...UPSTREAM_TOKEN].map((c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`).join('');
+      faulty.setHandler((_req, res) => sendJson(res, 400, `{"detail":"saw ${spelled}"} trailing`));
+      const res = await call(gw, 'PUT', `/v1/requests/${id}/cancel`);
+      expectEnvelope(res, 502, 'upstream_bad_response');
+      expect(res.text).not.toContain(spelled);
+      // Without escapes, such a body passes as it came (the literal token is scrubbed from it).
+      faulty.setHandler((_req, res) => sendJson(res, 400, `{"detail":"no such job"} trailing`));
+      const plain = await call(gw, 'PUT', `/v1/requests/${id}/cancel`);
+      expect(plain.status).toBe(400);
+      expect(plain.text).toBe('{"detail":"no such job"} trailing');
+    });
+
     it('connection refused → 503 upstream_unavailable', async () => {
       const probe = createServer();
       await new Promise<void>((resolve) => probe.listen(0, '127.0.0.1', resolve));

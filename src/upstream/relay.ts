@@ -92,7 +92,12 @@ export function relay(
     reply.log.error({ upstreamStatus: statusCode, contentType: response.contentType }, 'upstream answered with a body that is not JSON');
     throw new errors.UpstreamBadResponse();
   }
-  return reply.code(statusCode).type(response.contentType!).send(withoutEscapedToken(response));
+  const body = withoutEscapedToken(response);
+  if (body === undefined) {
+    reply.log.error({ upstreamStatus: statusCode }, 'upstream answered with a JSON body that does not parse');
+    throw new errors.UpstreamBadResponse();
+  }
+  return reply.code(statusCode).type(response.contentType!).send(body);
 }
 
 /** A backslash: every JSON escape starts with one. */
@@ -101,16 +106,17 @@ const JSON_ESCAPE = 0x5c;
 /**
  * The body to pass on as it came. The upstream token is scrubbed from the raw bytes already, but
  * JSON can spell it with escapes (`\u0041`, `\/`) that a client's parser turns back into the
- * token: a body with any escape in it is decoded, written out again and scrubbed once more. (One
- * that does not parse cannot be decoded by the client either, and passes as it is.)
+ * token: a body with any escape in it is decoded, written out again and scrubbed once more. One
+ * with escapes that does not parse could still be decoded by hand or by a lenient parser: it is
+ * not passed on (undefined).
  */
-function withoutEscapedToken(response: UpstreamResponse): Buffer | string {
+function withoutEscapedToken(response: UpstreamResponse): Buffer | string | undefined {
   if (!response.body.includes(JSON_ESCAPE)) return response.body;
   let value: unknown;
   try {
     value = JSON.parse(response.body.toString('utf8'));
   } catch {
-    return response.body;
+    return undefined;
   }
   return response.redact(JSON.stringify(value));
 }

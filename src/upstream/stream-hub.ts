@@ -308,14 +308,23 @@ export class StatusStreamHub {
     }
   }
 
-  /** Complete events (as upstream sent them) with the queue URLs pointing at `publicBase`, token scrubbed. */
+  /**
+   * Complete events (as upstream sent them) with the queue URLs pointing at `publicBase`, token
+   * scrubbed. Only status objects go out, written anew (so no JSON escape can spell the token),
+   * with keep-alive comments; any other data and every other field (`id:`, `event:`), which fal's
+   * clients do not read, are left out.
+   */
   private render(channel: Channel, events: string, publicBase: string): string {
-    const rewriter = new SseRewriter((data) => {
-      const status = parseStatus(data);
-      if (!status) return data;
-      rewriteQueueUrls(status, publicBase, channel.requestId);
-      return JSON.stringify(status);
-    }, Number.POSITIVE_INFINITY);
+    const rewriter = new SseRewriter(
+      (data) => {
+        const status = parseStatus(data);
+        if (!status) return undefined;
+        rewriteQueueUrls(status, publicBase, channel.requestId);
+        return JSON.stringify(status);
+      },
+      Number.POSITIVE_INFINITY,
+      true,
+    );
     return this.options.upstream.scrubText(rewriter.push(Buffer.from(events)) + rewriter.flush());
   }
 
