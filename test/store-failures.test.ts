@@ -2,6 +2,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { JobStore } from '../src/jobs/job-store.js';
 import { MemoryJobStore } from '../src/jobs/memory-job-store.js';
 import { json, SEED_REQUEST, startStack, upstreamCalls, type Stack } from './helpers.js';
+import { startFaultyUpstream } from './support/faulty-upstream.js';
 
 /**
  * A real memory store whose operations can be switched to fail, standing in for a store whose
@@ -120,5 +121,32 @@ describe('when the job store fails', () => {
     expect(draining.status).toBe(503);
     expect(await draining.json()).toEqual({ status: 'not_ready', checks: { store: 'ok', server: 'shutting_down' } });
     expect((await fetch(`${stack.url}/healthz`)).status).toBe(200);
+  });
+});
+
+describe('an upstream that hands out one request id twice', () => {
+  it("keeps the job its first tenant's: the second submit is a 500 naming the id, and the second tenant cannot read the first's job", async () => {
+    const upstream = await startFaultyUpstream();
+    const id = '7c2d1e40-0000-4000-8000-00000000d0d0';
+    upstream.setHandler((req, res) => {
+      const send = (code: number, body: unknown) => res.writeHead(code, { 'content-type': 'application/json' }).end(JSON.stringify(body));
+      if (req.method === 'POST') return send(200, { status: 'IN_QUEUE', request_id: id, queue_position: 0 });
+      return send(202, { status: 'IN_QUEUE', request_id: id, queue_position: 0 });
+    });
+    const stack = await startStack({ env: { UPSTREAM_BASE_URL: upstream.url, STALE_JOB_CHECK_MS: '0' } });
+    try {
+      const submit = (tenant: string) => fetch(`${stack.url}/v1/image-to-image`, { method: 'POST', headers: { ...json, ...stack.bearer(tenant) }, body: JSON.stringify(SEED_REQUEST) });
+      expect((await submit('team-a')).status).toBe(200);
+      const second = await submit('team-b');
+      expect(second.status).toBe(500);
+      expect((await second.json()) as { error_type: string }).toMatchObject({ error_type: 'ownership_not_recorded' });
+      const read = (tenant: string) => fetch(`${stack.url}/v1/requests/${id}/status`, { headers: stack.bearer(tenant) });
+      expect((await read('team-a')).status).toBe(202);
+      expect((await read('team-b')).status).toBe(404);
+      expect(stack.logs.some((l) => l.includes("another tenant's job already holds"))).toBe(true);
+    } finally {
+      await stack.close();
+      await upstream.close();
+    }
   });
 });

@@ -41,13 +41,23 @@ export type JobMark = 'cancelled' | 'settled';
  * the tenant recorded here; everything else is a 404 without an upstream call.
  * Implementations: memory (default, one process) and, with REDIS_URL, Redis (shared by replicas).
  */
+/** record() of a request id that is another tenant's: the upstream gave out one id twice. */
+export class OwnedByAnotherTenant extends Error {
+  readonly code = 'FGW_OWNED_BY_ANOTHER_TENANT';
+  constructor(requestId: string) {
+    super(`the upstream returned request id ${requestId}, which another tenant's job already holds`);
+  }
+}
+
 export interface JobStore {
   readonly kind: 'memory' | 'redis';
   /** Cheap, local check (no round trip) that the store can be written now: checked before a paid submit. */
   available(): boolean;
   /**
    * Records that `tenantId` submitted `requestId` now, for `images` images charged to the
-   * `charged` quota windows at `chargedAt` (default: now); kept for the store's TTL.
+   * `charged` quota windows at `chargedAt` (default: now); kept for the store's TTL. Rejects with
+   * OwnedByAnotherTenant when the id is recorded for another tenant (an upstream that handed out
+   * an id twice): a job never changes hands.
    */
   record(requestId: string, tenantId: string, images?: number, charged?: readonly ChargedWindow[], chargedAt?: number): Promise<void>;
   /** The owning tenant id, or undefined when unknown or expired. Rejects when the store is down. */

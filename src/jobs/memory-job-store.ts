@@ -1,4 +1,4 @@
-import { chargedAtToKeep, type ChargedWindow, type IdempotencyRecord, type JobMark, type JobRecord, type JobStore, type JobStoreOptions } from './job-store.js';
+import { chargedAtToKeep, OwnedByAnotherTenant, type ChargedWindow, type IdempotencyRecord, type JobMark, type JobRecord, type JobStore, type JobStoreOptions } from './job-store.js';
 
 const CANCELLED = 1;
 const SETTLED = 2;
@@ -44,7 +44,9 @@ export class MemoryJobStore implements JobStore {
     const marks = (charged.includes('day') ? CHARGED_DAY : 0) | (charged.includes('month') ? CHARGED_MONTH : 0);
     // A request id recorded again moves to the back (insertion order is expiry order). Ids are
     // new nearly always: one lookup tells, instead of a delete that misses in each Map.
-    if (this.entries.has(requestId)) {
+    const known = this.entries.get(requestId);
+    if (known) {
+      if (known.tenantId !== tenantId && now - known.submittedAt < this.options.ttlMs) throw new OwnedByAnotherTenant(requestId);
       this.entries.delete(requestId);
       this.unchecked.delete(requestId);
     }

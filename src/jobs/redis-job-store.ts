@@ -1,5 +1,5 @@
 import type { Redis } from 'ioredis';
-import { chargedAtToKeep, type ChargedWindow, type IdempotencyRecord, type JobMark, type JobRecord, type JobStore } from './job-store.js';
+import { chargedAtToKeep, OwnedByAnotherTenant, type ChargedWindow, type IdempotencyRecord, type JobMark, type JobRecord, type JobStore } from './job-store.js';
 
 /**
  * Sets a field only on a job that exists (never recreating an expired one without TTL): 1 first
@@ -30,6 +30,19 @@ end
 return due`;
 
 const SCHEDULE = 'jobs-unchecked';
+
+/**
+ * Records a job (KEYS[1]) unless another tenant holds its id: 0 then, 1 once written. ARGV: the
+ * tenant, the TTL (ms), now (ms), the request id, then the hash's fields and values. The job
+ * enters the check schedule (KEYS[2]), which drops what has expired.
+ */
+const RECORD_SCRIPT = `local owner = redis.call('HGET', KEYS[1], 't')
+if owner and owner ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 5))
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', tonumber(ARGV[3]) - tonumber(ARGV[2]))
+return 1`;
 
 /** Deletes an Idempotency-Key record only while it is the pending claim of the attempt ARGV[1]. */
 const RELEASE_CLAIM_SCRIPT = `
@@ -69,18 +82,9 @@ export class RedisJobStore implements JobStore {
     const keptChargedAt = chargedAtToKeep(chargedAt, now);
     const fields: Array<string | number> = [FIELDS.tenant, tenantId, FIELDS.at, now, FIELDS.images, images, FIELDS.charged, charged.join(',')];
     if (keptChargedAt !== undefined) fields.push(FIELDS.chargedAt, keptChargedAt);
-    await this.redis
-      .multi()
-      .hset(key, ...fields)
-      .pexpire(key, this.ttlMs)
-      .zadd(SCHEDULE, now, requestId)
-      // Scored by submit or last check: anything older than the TTL is a job that has expired.
-      .zremrangebyscore(SCHEDULE, '-inf', now - this.ttlMs)
-      .exec()
-      .then((results) => {
-        const failed = results?.find(([err]) => err);
-        if (failed) throw failed[0];
-      });
+    // Scored by submit or last check: anything older than the TTL is a job that has expired.
+    const written = await this.redis.eval(RECORD_SCRIPT, 2, key, SCHEDULE, tenantId, this.ttlMs, now, requestId, ...fields);
+    if (written === 0) throw new OwnedByAnotherTenant(requestId);
   }
 
   async ownerOf(requestId: string): Promise<string | undefined> {

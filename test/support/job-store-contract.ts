@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import type { JobStore } from '../../src/jobs/job-store.js';
+import { OwnedByAnotherTenant, type JobStore } from '../../src/jobs/job-store.js';
 
 export interface ContractSubject {
   store: JobStore;
@@ -43,6 +43,22 @@ export function jobStoreContract(name: string, make: (ttlMs: number) => Promise<
       await store.record('req-1', 'team-a');
       await store.record('req-1', 'team-a');
       expect(await store.ownerOf('req-1')).toBe('team-a');
+      await cleanup?.();
+    });
+
+    it("never hands a job to another tenant: a second record of its id by someone else is refused, the first kept", async () => {
+      const { store, cleanup } = await make(60_000);
+      await store.record('req-twice', 'team-a', 1);
+      await expect(store.record('req-twice', 'team-b', 3)).rejects.toBeInstanceOf(OwnedByAnotherTenant);
+      expect(await store.job('req-twice')).toMatchObject({ tenantId: 'team-a', images: 1 });
+      await store.record('req-twice', 'team-a', 1);
+      // Once the first has expired, the id is free again.
+      const short = await make(50);
+      await short.store.record('req-lapsed', 'team-a');
+      await short.advance(80);
+      await short.store.record('req-lapsed', 'team-b');
+      expect(await short.store.ownerOf('req-lapsed')).toBe('team-b');
+      await short.cleanup?.();
       await cleanup?.();
     });
 
