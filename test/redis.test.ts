@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { OwnedByAnotherTenant } from '../src/jobs/job-store.js';
 import { RedisJobStore } from '../src/jobs/redis-job-store.js';
 import { createRedis, redisProblems, waitForRedis } from '../src/redis.js';
 import { json, SEED_REQUEST, startStack, upstreamCalls, type Stack } from './helpers.js';
@@ -30,7 +31,7 @@ jobStoreContract(
 );
 
 describe.skipIf(!redisAvailable)(`jobs recorded by an earlier version${skipReason}`, () => {
-  it('still belong to their tenant: a plain job:<id> string is read when no jobs:<id> hash exists', async () => {
+  it('still belong to their tenant, and only to it: a plain job:<id> string is read when no jobs:<id> hash exists', async () => {
     const prefix = uniquePrefix();
     const redis = createRedis({ url: REDIS_URL, keyPrefix: prefix, commandTimeoutMs: 500 }, silent as never);
     await waitForRedis(redis, 2_000);
@@ -41,6 +42,9 @@ describe.skipIf(!redisAvailable)(`jobs recorded by an earlier version${skipReaso
       expect(await store.ownerOf('legacy-2')).toBeUndefined();
       await store.record('new-1', 'team-b', 1);
       expect(await store.ownerOf('new-1')).toBe('team-b');
+      // Nor can another tenant's record take it over.
+      await expect(store.record('legacy-1', 'team-b', 1)).rejects.toBeInstanceOf(OwnedByAnotherTenant);
+      expect(await store.ownerOf('legacy-1')).toBe('team-a');
     } finally {
       const keys = await redis.keys(`${prefix}*`);
       if (keys.length) await redis.del(...keys.map((k) => k.slice(prefix.length)));

@@ -32,11 +32,13 @@ return due`;
 const SCHEDULE = 'jobs-unchecked';
 
 /**
- * Records a job (KEYS[1]) unless another tenant holds its id: 0 then, 1 once written. ARGV: the
- * tenant, the TTL (ms), now (ms), the request id, then the hash's fields and values. The job
- * enters the check schedule (KEYS[2]), which drops what has expired.
+ * Records a job (KEYS[1]) unless another tenant holds its id, here or in an earlier version's
+ * record (KEYS[3]): 0 then, 1 once written. ARGV: the tenant, the TTL (ms), now (ms), the request
+ * id, then the hash's fields and values. The job enters the check schedule (KEYS[2]), which drops
+ * what has expired.
  */
 const RECORD_SCRIPT = `local owner = redis.call('HGET', KEYS[1], 't')
+if not owner then owner = redis.call('GET', KEYS[3]) end
 if owner and owner ~= ARGV[1] then return 0 end
 redis.call('HSET', KEYS[1], unpack(ARGV, 5))
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
@@ -83,7 +85,7 @@ export class RedisJobStore implements JobStore {
     const fields: Array<string | number> = [FIELDS.tenant, tenantId, FIELDS.at, now, FIELDS.images, images, FIELDS.charged, charged.join(',')];
     if (keptChargedAt !== undefined) fields.push(FIELDS.chargedAt, keptChargedAt);
     // Scored by submit or last check: anything older than the TTL is a job that has expired.
-    const written = await this.redis.eval(RECORD_SCRIPT, 2, key, SCHEDULE, tenantId, this.ttlMs, now, requestId, ...fields);
+    const written = await this.redis.eval(RECORD_SCRIPT, 3, key, SCHEDULE, LEGACY_KEY(requestId), tenantId, this.ttlMs, now, requestId, ...fields);
     if (written === 0) throw new OwnedByAnotherTenant(requestId);
   }
 
