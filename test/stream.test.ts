@@ -280,7 +280,24 @@ describe('SSE rewriter', () => {
     let out = '';
     for (const char of text) out += upper.push(bytes(char));
     out += upper.flush();
-    expect(out).toBe(': keep-alive\n\ndata: {"A":1}\n\nevent: x\ndata: B\r\n\r\n');
+    expect(out).toBe(': keep-alive\n\ndata: {"A":1}\n\nevent: x\ndata: B\n\n');
+  });
+
+  it('ends lines at CRLF, LF or a lone CR, as the format does, whatever the chunk boundaries', () => {
+    const text = 'data: a\rdata: b\r\rdata: c\r\n\r\ndata: d\n\r\n';
+    for (const chunking of [1, 2, 3, text.length]) {
+      const r = new SseRewriter((data) => data.toUpperCase());
+      let out = '';
+      for (let i = 0; i < text.length; i += chunking) out += r.push(bytes(text.slice(i, i + chunking)));
+      out += r.flush();
+      expect(out, `chunks of ${chunking}`).toBe('data: A\ndata: B\n\ndata: C\n\ndata: D\n\n');
+    }
+  });
+
+  it('keeps only data (and a plain keep-alive for comments) when asked to, dropping events the rewrite refuses', () => {
+    const r = new SseRewriter((data) => (data.startsWith('{') ? data : undefined), Number.POSITIVE_INFINITY, true);
+    const text = ': ping with some text\n\nid: 7\revent: x\rdata: {"a":1}\n\n: hidden\rdata: "not an object"\revent: y\n\nretry: 10\n\n';
+    expect(r.push(bytes(text)) + r.flush()).toBe(': keep-alive\n\ndata: {"a":1}\n\n');
   });
 
   it('joins multi-line data and keeps multi-byte characters split across chunks', () => {
@@ -353,6 +370,8 @@ describe('status stream: the upstream stream breaks before COMPLETED', () => {
       setTimeout(() => {
         res.write(`data: ["${escaped}"]\n\n`);
         res.write(`data: "${escaped}"\n\n`);
+        // Lines ended by a lone CR (the format allows it): a comment, then data and an event line.
+        res.write(`: note ${escaped}\rdata: "${escaped}"\revent: ${escaped}\n\n`);
         // The token split over two data lines: a client joins them with a line break between.
         res.write(`data: {"status":"IN_PROGRESS","note":"${UPSTREAM_TOKEN.slice(0, half)}\ndata: ${UPSTREAM_TOKEN.slice(half)}"}\n\n`);
         res.write(`: keep-alive\n\n`);
@@ -369,6 +388,7 @@ describe('status stream: the upstream stream breaks before COMPLETED', () => {
       const joined = text.replace(/\ndata: /g, '\n').replace(/\\u([0-9a-f]{4})/gi, (_m, hex: string) => String.fromCharCode(parseInt(hex, 16)));
       for (const view of [text, joined, joined.replace(/\n/g, '')]) expect(view).not.toContain(UPSTREAM_TOKEN);
       expect(text).not.toMatch(/^(id|event):/m);
+      expect(text).not.toContain('\r');
       expect(text).toContain(': keep-alive');
       const events = parseEvents(text);
       expect(events.map((e) => e.status)).toEqual(['IN_PROGRESS', 'COMPLETED']);
