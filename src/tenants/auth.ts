@@ -90,9 +90,13 @@ async function tenantOfToken(token: string, tokens: TokenIssuer, registry: () =>
   const verified = await tokens.verify(token);
   if (verified === 'expired') return verified;
   const tenant = verified === undefined ? undefined : registry().findById(verified.tenantId);
+  if (!tenant) return undefined;
   // A tenant whose keys were all removed is disabled: its tokens stop working too.
-  if (!tenant || tenant.keyDigests.length === 0) return undefined;
-  return tenant.keyDigests.some((digest) => tokens.bindingOf(digest) === verified!.keyBinding) ? tenant : 'revoked';
+  if (tenant.keyDigests.length === 0) return 'revoked';
+  const { keyBinding } = verified!;
+  // A token from before tokens named their key (an hour at most after an upgrade) cannot be tied to one.
+  if (keyBinding === undefined) return tenant;
+  return tenant.keyDigests.some((digest) => tokens.bindingOf(digest) === keyBinding) ? tenant : 'revoked';
 }
 
 /** Whether the presented credential is a browser token (checked asynchronously) rather than a key. */

@@ -11,8 +11,11 @@ export const looksLikeToken = (value: string) => /^eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9
 /** What a verified token says: its tenant, and which of the tenant's keys minted it. */
 export interface VerifiedToken {
   tenantId: string;
-  /** The minting key's binding (see TokenIssuer.bindingOf). */
-  keyBinding: string;
+  /**
+   * The minting key's binding (see TokenIssuer.bindingOf); undefined for a token minted before
+   * tokens named their key (at most an hour before the upgrade), which is taken until it expires.
+   */
+  keyBinding: string | undefined;
 }
 
 /**
@@ -82,8 +85,7 @@ export class TokenIssuer {
         requiredClaims: ['sub', 'exp'],
         audience: this.audience,
       });
-      // A token without its key's binding cannot be revoked with the key: not accepted.
-      if (payload.scope !== 'browser' || payload.sub === undefined || typeof payload.kb !== 'string') return undefined;
+      if (payload.scope !== 'browser' || payload.sub === undefined || (payload.kb !== undefined && typeof payload.kb !== 'string')) return undefined;
       return { tenantId: payload.sub, keyBinding: payload.kb };
     } catch (err) {
       // jose checks the signature and the audience before the expiry: only our own tokens get here.
