@@ -478,6 +478,145 @@ describe('status stream: the gateway shuts down after COMPLETED was sent, before
   });
 });
 
+describe('status streams past the share: joined, polled within the read rate, cut off at shutdown', () => {
+  // Jobs by id: what the status route says, and what an upstream stream sends (then stays open).
+  const jobs = new Map<string, { status: unknown; stream: unknown; statusType?: string }>();
+  const key = newKey();
+  let upstream: FaultyUpstream;
+  let app: GatewayApp;
+  let url: string;
+  let nextId: string | undefined;
+  beforeAll(async () => {
+    upstream = await startFaultyUpstream();
+    upstream.setHandler((req, res) => {
+      if (req.method === 'POST') {
+        return void res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ status: 'IN_QUEUE', request_id: nextId, queue_position: 0 }));
+      }
+      const job = [...jobs.entries()].find(([id]) => req.url?.includes(id));
+      if (!job) return void res.writeHead(404, { 'content-type': 'application/json' }).end('{"detail":"Request not found"}');
+      if (req.url?.includes('/status/stream')) {
+        res.writeHead(200, { 'content-type': 'text/event-stream' });
+        return void res.write(`data: ${JSON.stringify(job[1].stream)}\n\n`);
+      }
+      const type = job[1].statusType ?? 'application/json';
+      res.writeHead(202, { 'content-type': type }).end(type === 'application/json' ? JSON.stringify(job[1].status) : 'not a status');
+    });
+    const config = parseConfig({ UPSTREAM_TOKEN, UPSTREAM_BASE_URL: upstream.url, TENANTS_FILE: 'x', LOG_LEVEL: 'silent', STALE_JOB_CHECK_MS: '0', RESULT_PREFETCH: 'false', STREAMS_PER_TENANT: '1', STATUS_CACHE_MS: '0' });
+    // A read limit of 60 a minute: one read a second for the tenant's polled streams together.
+    app = await buildApp({ config, tenants: [{ id: 'team-a', keyDigests: [digestKey(key)], limits: { submit: { max: 1_000, timeWindowMs: 60_000 }, read: { max: 60, timeWindowMs: 60_000 } } }] });
+    url = await app.listen({ port: 0, host: '127.0.0.1' });
+  });
+  afterAll(async () => {
+    await app.close();
+    await upstream.close();
+  });
+
+  const submit = async (id: string, state: { status: unknown; stream: unknown; statusType?: string }) => {
+    jobs.set(id, state);
+    nextId = id;
+    expect((await fetch(`${url}/v1/image-to-image`, { method: 'POST', headers: { ...json, authorization: `Key ${key}` }, body: JSON.stringify(SEED_REQUEST) })).status).toBe(200);
+  };
+  const running = (id: string) => ({ status: { status: 'IN_PROGRESS', request_id: id, logs: null }, stream: { status: 'IN_PROGRESS', request_id: id, logs: [] } });
+  const open = async (id: string) => {
+    const res = await fetch(`${url}/v1/requests/${id}/status/stream`, { headers: { authorization: `Key ${key}` } });
+    expect(res.status).toBe(200);
+    const reader = res.body!.getReader();
+    const first = parseEvents(Buffer.from((await reader.read()).value!).toString())[0];
+    return { first, reader, close: () => reader.cancel() };
+  };
+  const calls = (id: string, path: string) => upstream.requests.filter((r) => r.method === 'GET' && r.url.includes(`/requests/${id}${path}`)).length;
+
+  it('joins an upstream stream already open for the job instead of polling', async () => {
+    const a = 'a0000000-0000-4000-8000-000000000001';
+    await submit(a, running(a));
+    const first = await open(a);
+    const second = await open(a);
+    expect(second.first).toMatchObject({ status: 'IN_PROGRESS', request_id: a });
+    expect(calls(a, '/status/stream')).toBe(1);
+    expect(calls(a, '/status?')).toBe(0);
+    await first.close();
+    await second.close();
+  });
+
+  it("spreads a tenant's polled reads so that together they keep to its read rate", async () => {
+    const [held, b, c] = ['b0000000-0000-4000-8000-000000000001', 'b0000000-0000-4000-8000-000000000002', 'b0000000-0000-4000-8000-000000000003'];
+    for (const id of [held, b, c]) await submit(id, running(id));
+    const streams = [await open(held), await open(b), await open(c)];
+    await new Promise((r) => setTimeout(r, 2_500));
+    // Two polled streams at one read a second together: each reads every 2 s, not every 500 ms.
+    for (const id of [b, c]) expect(calls(id, '/status?')).toBeLessThanOrEqual(3);
+    expect(calls(b, '/status?') + calls(c, '/status?')).toBeGreaterThanOrEqual(3);
+    for (const stream of streams) await stream.close();
+  });
+
+  it('answers 502, not an empty stream, when the first polled read is not a status', async () => {
+    const [held, d] = ['c0000000-0000-4000-8000-000000000001', 'c0000000-0000-4000-8000-000000000002'];
+    await submit(held, running(held));
+    await submit(d, { ...running(d), statusType: 'text/plain' });
+    const holding = await open(held);
+    const res = await fetch(`${url}/v1/requests/${d}/status/stream`, { headers: { authorization: `Key ${key}` } });
+    expect(res.status).toBe(502);
+    expect(((await res.json()) as { error_type: string }).error_type).toBe('upstream_bad_response');
+    await holding.close();
+  });
+});
+
+describe('status streams past the share, at shutdown', () => {
+  it("cuts off a polled stream that has not sent COMPLETED, even when another stream of the job has", async () => {
+    const [x, j] = ['d0000000-0000-4000-8000-000000000001', 'd0000000-0000-4000-8000-000000000002'];
+    const key = newKey();
+    const upstream = await startFaultyUpstream();
+    let nextId = x;
+    upstream.setHandler((req, res) => {
+      if (req.method === 'POST') return void res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ status: 'IN_QUEUE', request_id: nextId, queue_position: 0 }));
+      const id = req.url?.includes(x) ? x : j;
+      if (req.url?.includes('/status/stream')) {
+        // J's upstream stream brings COMPLETED, then stays open; X's stays IN_PROGRESS.
+        res.writeHead(200, { 'content-type': 'text/event-stream' });
+        return void res.write(`data: ${JSON.stringify({ status: id === j ? 'COMPLETED' : 'IN_PROGRESS', request_id: id, logs: [] })}\n\n`);
+      }
+      res.writeHead(202, { 'content-type': 'application/json' }).end(JSON.stringify({ status: 'IN_PROGRESS', request_id: id, logs: null }));
+    });
+    const config = parseConfig({ UPSTREAM_TOKEN, UPSTREAM_BASE_URL: upstream.url, TENANTS_FILE: 'x', LOG_LEVEL: 'silent', STALE_JOB_CHECK_MS: '0', RESULT_PREFETCH: 'false', STREAMS_PER_TENANT: '1' });
+    const big = { max: 100_000, timeWindowMs: 60_000 };
+    const app = await buildApp({ config, tenants: [{ id: 'team-a', keyDigests: [digestKey(key)], limits: { submit: big, read: big } }] });
+    const url = await app.listen({ port: 0, host: '127.0.0.1' });
+    const open = async (id: string) => {
+      const res = await fetch(`${url}/v1/requests/${id}/status/stream`, { headers: { authorization: `Key ${key}` } });
+      const reader = res.body!.getReader();
+      return { first: parseEvents(Buffer.from((await reader.read()).value!).toString())[0]!, reader };
+    };
+    try {
+      for (const id of [x, j]) {
+        nextId = id;
+        await fetch(`${url}/v1/image-to-image`, { method: 'POST', headers: { ...json, authorization: `Key ${key}` }, body: JSON.stringify(SEED_REQUEST) });
+      }
+      const holder = await open(x);
+      const polled = await open(j); // past the share, and no stream of J open: polled
+      expect(polled.first.status).toBe('IN_PROGRESS');
+      await holder.reader.cancel();
+      // The share is free again: J's next stream is an upstream one, which brings COMPLETED.
+      await expect.poll(async () => {
+        const again = await open(j);
+        if (again.first.status === 'COMPLETED') return again;
+        await again.reader.cancel();
+        return undefined;
+      }).toBeDefined();
+      const closing = app.close();
+      // The polled stream never sent COMPLETED: cut off, so fal's client does not take the job for done.
+      await expect(
+        (async () => {
+          while (!(await polled.reader.read()).done);
+        })(),
+      ).rejects.toThrow();
+      await closing;
+    } finally {
+      await app.close();
+      await upstream.close();
+    }
+  });
+});
+
 describe('status stream: a job the gateway has seen end', () => {
   let stack: Stack;
   beforeAll(async () => {

@@ -17,10 +17,15 @@ import { StatusStreamHub, type StatusSink } from '../upstream/stream-hub.js';
 import { assertOwned } from './ownership.js';
 import { REQUEST_NOT_FOUND, UPSTREAM_5XX } from './queue.js';
 import { tenantOf } from '../tenants/auth.js';
+import type { Tenant } from '../tenants/tenants-file.js';
 import { writeRateLimitFields } from '../tenants/ratelimit-fields.js';
 import { CLIENT_CLOSED_REQUEST } from '../http/request-record.js';
 
-/** A polled stream reads its job's status this often (fal's own client polls every 500 ms). */
+/**
+ * A polled stream reads its job's status this often (fal's own client polls every 500 ms), or
+ * less often when the tenant has many: its polled streams together read no faster than its
+ * `read` limit lets it poll.
+ */
 const POLLED_STREAM_INTERVAL_MS = 500;
 /** As fal's stream: a comment line every 15 s without an event. */
 const KEEP_ALIVE_MS = 15_000;
@@ -76,12 +81,23 @@ export function streamRoutes(app: FastifyInstance, deps: StreamRouteDeps): void 
   });
   // Upstream streams held per tenant: one tenant cannot take every upstream stream connection.
   const heldBy = new Map<string, number>();
-  const pollOptions = (requestId: string, logs: boolean, signal: AbortSignal): PolledStreamOptions => ({
+  // Polled streams per tenant: their reads are spread so that together they keep to its read rate.
+  const polledBy = new Map<string, number>();
+  const count = (counts: Map<string, number>, tenantId: string, by: 1 | -1) => {
+    const next = (counts.get(tenantId) ?? 0) + by;
+    if (next > 0) counts.set(tenantId, next);
+    else counts.delete(tenantId);
+  };
+  const pollOptions = (tenant: Tenant, requestId: string, logs: boolean, signal: AbortSignal): PolledStreamOptions => ({
     read: () => deps.pollStatus(requestId, logs),
     requestId,
     scrub: (text) => deps.upstream.scrubText(text),
     signal,
-    intervalMs: POLLED_STREAM_INTERVAL_MS,
+    intervalMs: () => {
+      const { max, timeWindowMs } = tenant.limits.read;
+      const spread = max > 0 ? ((polledBy.get(tenant.id) ?? 1) * timeWindowMs) / max : Number.POSITIVE_INFINITY;
+      return Math.min(Math.max(POLLED_STREAM_INTERVAL_MS, spread), KEEP_ALIVE_MS);
+    },
     keepAliveMs: KEEP_ALIVE_MS,
     maxFailures: POLLED_STREAM_MAX_FAILURES,
     maxBufferedBytes: POLLED_STREAM_MAX_BUFFERED_BYTES,
@@ -159,8 +175,9 @@ export function streamRoutes(app: FastifyInstance, deps: StreamRouteDeps): void 
         else res.once('close', onClose);
         const stop = () => {
           shutDown = true;
-          // Asked before leaving: the last subscriber leaving forgets the channel.
-          const completed = hub.hasCompleted(requestId, logs);
+          // Asked before leaving: the last subscriber leaving forgets the channel. (A polled stream
+          // that sent COMPLETED has ended already: one still open has not.)
+          const completed = !polled && hub.hasCompleted(requestId, logs);
           leave.abort();
           if (!hijacked || res.writableEnded) return;
           // Cut off, not ended: a stream that ends cleanly before COMPLETED tells fal's clients
@@ -169,13 +186,16 @@ export function streamRoutes(app: FastifyInstance, deps: StreamRouteDeps): void 
           if (completed) res.end();
           else res.destroy();
         };
-        const tenantId = tenantOf(request).id;
-        const held = heldBy.get(tenantId) ?? 0;
-        // Past its share of upstream streams, a tenant's stream is made from polled status reads
-        // (shared and cached per job, as every poller's are): no upstream connection is held, and
-        // a client that opens its stream right after its submit is never turned away.
-        const polled = held >= deps.streamsPerTenant;
-        if (!polled) heldBy.set(tenantId, held + 1);
+        const tenant = tenantOf(request);
+        const tenantId = tenant.id;
+        // Past its share of upstream streams, a tenant's stream joins one already open for the job,
+        // else is made from polled status reads (shared and cached per job, as every poller's are):
+        // no upstream connection is taken, and a client that opens its stream right after its
+        // submit is never turned away.
+        const share = (heldBy.get(tenantId) ?? 0) < deps.streamsPerTenant;
+        const polled = !share && !hub.isOpen(requestId, logs);
+        if (share) count(heldBy, tenantId, 1);
+        if (polled) count(polledBy, tenantId, 1);
         open.add(stop);
         deps.onOpenStreams?.(open.size);
         try {
@@ -183,7 +203,7 @@ export function streamRoutes(app: FastifyInstance, deps: StreamRouteDeps): void 
             app.recordRequest(request, reply, CLIENT_CLOSED_REQUEST, true);
             return reply.hijack();
           }
-          const joined = polled ? await pollingJoin(pollOptions(requestId, logs, leave.signal)) : await hub.join(requestId, logs, leave.signal);
+          const joined = polled ? await pollingJoin(pollOptions(tenant, requestId, logs, leave.signal)) : await hub.join(requestId, logs, leave.signal);
           if (polled) request.log.debug({ requestId }, 'status stream served by polling: the tenant holds STREAMS_PER_TENANT upstream streams');
           if (joined.kind === 'response') return relay(reply, joined.response);
           if (joined.kind === 'left' || leave.signal.aborted) {
@@ -214,11 +234,8 @@ export function streamRoutes(app: FastifyInstance, deps: StreamRouteDeps): void 
           });
           await joined.attach(responseSink(res), base);
         } finally {
-          if (!polled) {
-            const left = (heldBy.get(tenantId) ?? 1) - 1;
-            if (left > 0) heldBy.set(tenantId, left);
-            else heldBy.delete(tenantId);
-          }
+          if (share) count(heldBy, tenantId, -1);
+          if (polled) count(polledBy, tenantId, -1);
           open.delete(stop);
           deps.onOpenStreams?.(open.size);
           if (hijacked && !res.writableEnded && !res.destroyed) res.end();

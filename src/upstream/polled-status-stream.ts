@@ -1,3 +1,4 @@
+import { errors } from '../errors.js';
 import type { UpstreamResponse } from './client.js';
 import { rewriteQueueUrls } from './queue-urls.js';
 import { parseJsonObject } from './relay.js';
@@ -11,8 +12,8 @@ export interface PolledStreamOptions {
   scrub: (text: string) => string;
   /** Fires when the subscriber leaves or the gateway shuts down. */
   signal: AbortSignal;
-  /** Between two reads. */
-  intervalMs: number;
+  /** Between two reads (asked before each wait: it may change while the stream runs). */
+  intervalMs: () => number;
   /** A comment line after this long without an event, so proxies keep the connection. */
   keepAliveMs: number;
   /** Reads that may fail in a row (an upstream hiccup) before the stream is cut off. */
@@ -60,6 +61,8 @@ export async function pollingJoin(options: PolledStreamOptions): Promise<StatusJ
   const first = await options.read();
   if (options.signal.aborted) return { kind: 'left' };
   if (!isStatus(first)) return { kind: 'response', response: first };
+  // A status that is not a JSON object: a bad answer (502), as a poll or an upstream stream gets.
+  if (!statusOf(first)) throw new errors.UpstreamBadResponse();
   return {
     kind: 'stream',
     headers: first.headers,
@@ -102,7 +105,7 @@ async function follow(options: PolledStreamOptions, first: UpstreamResponse, sin
       sink.write(': keep-alive\n\n');
       lastWrite = Date.now();
     }
-    await pause(options.intervalMs, signal);
+    await pause(options.intervalMs(), signal);
     // Left, or shutting down: the route ends or cuts off the response.
     if (signal.aborted) return;
     response = await options.read().catch(() => undefined);
