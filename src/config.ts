@@ -131,7 +131,7 @@ const schema = z.object({
     .describe('Maximum concurrent status streams to the upstream; a separate pool, so streams never take the connections reads and submits need.'),
   STREAMS_PER_TENANT: int(1, 100_000)
     .default(64)
-    .describe("Upstream status streams one tenant may hold at once on each replica, so no tenant can hold every upstream stream connection; its streams past them join one open for their job, or are served by polling the status (shared and cached like any poll, together no faster than the tenant's read limit)."),
+    .describe("Upstream status streams one tenant may hold at once on each replica, so no tenant can hold every upstream stream connection; its streams past them are served by polling the status (shared and cached like any poll; together no faster than the tenant's read limit, each at least every 15 s)."),
   UPSTREAM_MAX_RESPONSE_BYTES: int(1024, 1024 ** 3)
     .default(64 * 1024 * 1024)
     .describe('Largest upstream response body accepted (bytes); larger answers become 502.'),

@@ -478,7 +478,7 @@ describe('status stream: the gateway shuts down after COMPLETED was sent, before
   });
 });
 
-describe('status streams past the share: joined, polled within the read rate, cut off at shutdown', () => {
+describe('status streams past the share: polled within the read rate, never holding an upstream stream', () => {
   // Jobs by id: what the status route says, and what an upstream stream sends (then stays open).
   const jobs = new Map<string, { status: unknown; stream: unknown; statusType?: string }>();
   const key = newKey();
@@ -486,6 +486,8 @@ describe('status streams past the share: joined, polled within the read rate, cu
   let app: GatewayApp;
   let url: string;
   let nextId: string | undefined;
+  /** Upstream status streams open now. */
+  let liveStreams = 0;
   beforeAll(async () => {
     upstream = await startFaultyUpstream();
     upstream.setHandler((req, res) => {
@@ -495,6 +497,8 @@ describe('status streams past the share: joined, polled within the read rate, cu
       const job = [...jobs.entries()].find(([id]) => req.url?.includes(id));
       if (!job) return void res.writeHead(404, { 'content-type': 'application/json' }).end('{"detail":"Request not found"}');
       if (req.url?.includes('/status/stream')) {
+        liveStreams++;
+        res.on('close', () => liveStreams--);
         res.writeHead(200, { 'content-type': 'text/event-stream' });
         return void res.write(`data: ${JSON.stringify(job[1].stream)}\n\n`);
       }
@@ -526,16 +530,19 @@ describe('status streams past the share: joined, polled within the read rate, cu
   };
   const calls = (id: string, path: string) => upstream.requests.filter((r) => r.method === 'GET' && r.url.includes(`/requests/${id}${path}`)).length;
 
-  it('joins an upstream stream already open for the job instead of polling', async () => {
-    const a = 'a0000000-0000-4000-8000-000000000001';
-    await submit(a, running(a));
-    const first = await open(a);
-    const second = await open(a);
-    expect(second.first).toMatchObject({ status: 'IN_PROGRESS', request_id: a });
-    expect(calls(a, '/status/stream')).toBe(1);
-    expect(calls(a, '/status?')).toBe(0);
-    await first.close();
-    await second.close();
+  it('polls a second stream of a job past the share: no upstream stream outlives the share when its opener leaves', async () => {
+    for (const n of [1, 2, 3]) {
+      const id = `a0000000-0000-4000-8000-00000000000${n}`;
+      await submit(id, running(id));
+      const first = await open(id);
+      const second = await open(id);
+      expect(second.first).toMatchObject({ status: 'IN_PROGRESS', request_id: id });
+      expect(calls(id, '/status/stream')).toBe(1);
+      await first.close();
+      // The opener gone, its upstream stream closes: the second was never on it.
+      await expect.poll(() => liveStreams).toBe(0);
+      await second.close();
+    }
   });
 
   it("spreads a tenant's polled reads so that together they keep to its read rate", async () => {

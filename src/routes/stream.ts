@@ -188,14 +188,12 @@ export function streamRoutes(app: FastifyInstance, deps: StreamRouteDeps): void 
         };
         const tenant = tenantOf(request);
         const tenantId = tenant.id;
-        // Past its share of upstream streams, a tenant's stream joins one already open for the job,
-        // else is made from polled status reads (shared and cached per job, as every poller's are):
-        // no upstream connection is taken, and a client that opens its stream right after its
-        // submit is never turned away.
-        const share = (heldBy.get(tenantId) ?? 0) < deps.streamsPerTenant;
-        const polled = !share && !hub.isOpen(requestId, logs);
-        if (share) count(heldBy, tenantId, 1);
-        if (polled) count(polledBy, tenantId, 1);
+        // Past its share of upstream streams, a tenant's stream is made from polled status reads
+        // (shared and cached per job, as every poller's are): no upstream connection is taken, and
+        // a client that opens its stream right after its submit is never turned away. (Joining a
+        // stream open for the job would hold it open past the share once its opener left.)
+        const polled = (heldBy.get(tenantId) ?? 0) >= deps.streamsPerTenant;
+        count(polled ? polledBy : heldBy, tenantId, 1);
         open.add(stop);
         deps.onOpenStreams?.(open.size);
         try {
@@ -234,8 +232,7 @@ export function streamRoutes(app: FastifyInstance, deps: StreamRouteDeps): void 
           });
           await joined.attach(responseSink(res), base);
         } finally {
-          if (share) count(heldBy, tenantId, -1);
-          if (polled) count(polledBy, tenantId, -1);
+          count(polled ? polledBy : heldBy, tenantId, -1);
           open.delete(stop);
           deps.onOpenStreams?.(open.size);
           if (hijacked && !res.writableEnded && !res.destroyed) res.end();

@@ -129,11 +129,6 @@ export class StatusStreamHub {
   }
 
   /** Whether the job's open stream has already brought COMPLETED (its upstream close still to come). */
-  /** Whether a stream of this job (and `logs` flag) is open or opening: joining it opens nothing upstream. */
-  isOpen(requestId: string, logs: boolean): boolean {
-    return this.channels.has(channelKey(requestId, logs));
-  }
-
   hasCompleted(requestId: string, logs: boolean): boolean {
     return this.channels.get(channelKey(requestId, logs))?.latestStatus?.status === 'COMPLETED';
   }
