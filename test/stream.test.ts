@@ -1,4 +1,5 @@
 import { createFalClient } from '@fal-ai/client';
+import fc from 'fast-check';
 import { request as httpRequest } from 'node:http';
 import { Agent, request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -292,6 +293,57 @@ describe('SSE rewriter', () => {
       out += r.flush();
       expect(out, `chunks of ${chunking}`).toBe('data: A\ndata: B\n\ndata: C\n\ndata: D\n\n');
     }
+  });
+
+  it('passes an event ended by a lone CR at once, and takes an LF first in the next chunk for the rest of a CRLF', () => {
+    const r = new SseRewriter((data) => data);
+    expect(r.push(bytes('data: a\r\r'))).toBe('data: a\n\n');
+    expect(r.push(bytes('\ndata: b\n\n'))).toBe('data: b\n\n');
+    expect(r.push(bytes('data: c\n\r'))).toBe('data: c\n\n');
+    expect(r.push(bytes('\n'))).toBe('');
+    expect(r.push(bytes('data: d\n\n'))).toBe('data: d\n\n');
+  });
+
+  it('passes a last event cut short of its blank line, terminated', () => {
+    const r = new SseRewriter((data) => data, Number.POSITIVE_INFINITY, true);
+    expect(r.push(bytes('data: {"status":"COMPLETED"}\r'))).toBe('');
+    expect(r.flush()).toBe('data: {"status":"COMPLETED"}\n\n');
+  });
+
+  it('reads events as the format defines them, whatever the line ends and chunk boundaries (property)', () => {
+    /** The format's own reading: lines end at CRLF, LF or CR; a blank line ends an event. */
+    const reference = (text: string) => {
+      const events: Array<{ data: string[]; other: string[] }> = [];
+      let current = { data: [] as string[], other: [] as string[] };
+      for (const line of text.split(/\r\n|\r|\n/).slice(0, -1)) {
+        if (line === '') {
+          if (current.data.length + current.other.length > 0) events.push(current);
+          current = { data: [], other: [] };
+        } else if (line.startsWith('data:')) current.data.push(line.slice(5).replace(/^ /, ''));
+        else current.other.push(line);
+      }
+      return events;
+    };
+    const lineEnd = fc.constantFrom('\n', '\r', '\r\n');
+    const field = fc.oneof(
+      fc.string({ unit: fc.constantFrom('a', 'b', ' ', ':', '{', '"', 'é'), maxLength: 6 }).map((s) => `data: ${s}`),
+      fc.constantFrom(': keep-alive', 'event: x', 'id: 7'),
+    );
+    const event = fc.tuple(fc.array(fc.tuple(field, lineEnd), { minLength: 1, maxLength: 4 }), lineEnd).map(([lines, end]) => lines.map(([l, e]) => l + e).join('') + end);
+    fc.assert(
+      fc.property(fc.array(event, { minLength: 1, maxLength: 6 }), fc.array(fc.integer({ min: 1, max: 7 }), { minLength: 1, maxLength: 50 }), (events, cuts) => {
+        // Ended by a blank line whatever the last line end was (a CR before it makes a CRLF).
+        const text = `${events.join('')}\n\n`;
+        const encoded = bytes(text);
+        const r = new SseRewriter((data) => data);
+        let out = '';
+        for (let i = 0, k = 0; i < encoded.length; i += cuts[k++ % cuts.length]!) out += r.push(encoded.slice(i, i + cuts[k % cuts.length]!));
+        out += r.flush();
+        expect(out).not.toContain('\r');
+        expect(reference(out)).toEqual(reference(text));
+      }),
+      { numRuns: 2_000 },
+    );
   });
 
   it('keeps only data (and a plain keep-alive for comments) when asked to, dropping events the rewrite refuses', () => {

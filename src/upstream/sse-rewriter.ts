@@ -14,6 +14,8 @@ const EVENT_END = new RegExp(`(?:${LINE_END.source})(?:${LINE_END.source})`);
 export class SseRewriter {
   private pending = '';
   private readonly decoder = new TextDecoder();
+  /** An event ended at a CR last in its chunk: an LF first in the next one is the rest of that CRLF. */
+  private skipLf = false;
 
   constructor(
     private readonly rewrite: (data: string) => string | undefined,
@@ -25,33 +27,42 @@ export class SseRewriter {
 
   /** Feeds bytes; returns the complete events they finish, rewritten. */
   push(chunk: Uint8Array): string {
-    this.pending += this.decoder.decode(chunk, { stream: true });
-    let out = '';
-    for (let end = this.eventEnd(); end !== -1; end = this.eventEnd()) {
-      const event = this.pending.slice(0, end.index);
-      this.pending = this.pending.slice(end.index + end.length);
-      const kept = this.transform(event);
-      // Written with LF line ends, whatever the upstream used.
-      if (kept !== undefined) out += `${kept}\n\n`;
-    }
+    const out = this.take(this.decoder.decode(chunk, { stream: true }));
     if (this.pending.length > this.maxEventBytes) throw new Error(`upstream event larger than ${this.maxEventBytes} bytes`);
     return out;
   }
 
-  /** Whatever is left when the stream ends (an unterminated last event). */
+  /**
+   * The events still to come when the stream ends. An unterminated last event is passed on
+   * terminated, as the status it holds is taken for one (a COMPLETED cut short of its blank line).
+   */
   flush(): string {
-    const rest = this.pending + this.decoder.decode();
+    let out = this.take(this.decoder.decode());
+    const rest = this.pending;
     this.pending = '';
-    return rest === '' ? '' : (this.transform(rest) ?? '');
+    const kept = rest === '' ? undefined : this.transform(rest);
+    if (kept !== undefined) out += `${kept}\n\n`;
+    return out;
   }
 
-  private eventEnd(): { index: number; length: number } | -1 {
-    const match = EVENT_END.exec(this.pending);
-    if (!match) return -1;
-    const end = match.index + match[0].length;
-    // A CR last in what has arrived may be the first half of a CRLF still on its way.
-    if (end === this.pending.length && this.pending.endsWith('\r')) return -1;
-    return { index: match.index, length: match[0].length };
+  /** Adds decoded text; returns the events it completes, each written with LF line ends. */
+  private take(text: string): string {
+    if (this.skipLf && text !== '') {
+      if (text.startsWith('\n')) text = text.slice(1);
+      this.skipLf = false;
+    }
+    this.pending += text;
+    let out = '';
+    for (let match = EVENT_END.exec(this.pending); match; match = EVENT_END.exec(this.pending)) {
+      const event = this.pending.slice(0, match.index);
+      const end = match.index + match[0].length;
+      // Ended at a CR with nothing after it yet: that CR may be the first half of a CRLF.
+      if (end === this.pending.length && this.pending.endsWith('\r')) this.skipLf = true;
+      this.pending = this.pending.slice(end);
+      const kept = this.transform(event);
+      if (kept !== undefined) out += `${kept}\n\n`;
+    }
+    return out;
   }
 
   /** The event rewritten, or undefined to leave it out. */
