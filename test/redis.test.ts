@@ -31,7 +31,7 @@ jobStoreContract(
 );
 
 describe.skipIf(!redisAvailable)(`jobs recorded by an earlier version${skipReason}`, () => {
-  it('still belong to their tenant, and only to it: a plain job:<id> string is read when no jobs:<id> hash exists', async () => {
+  it('still belong to their tenant, and only to it: job:<id> (a plain string, or a hash) is read when no jobs:<id> hash exists', async () => {
     const prefix = uniquePrefix();
     const redis = createRedis({ url: REDIS_URL, keyPrefix: prefix, commandTimeoutMs: 500 }, silent as never);
     await waitForRedis(redis, 2_000);
@@ -45,6 +45,12 @@ describe.skipIf(!redisAvailable)(`jobs recorded by an earlier version${skipReaso
       // Nor can another tenant's record take it over.
       await expect(store.record('legacy-1', 'team-b', 1)).rejects.toBeInstanceOf(OwnedByAnotherTenant);
       expect(await store.ownerOf('legacy-1')).toBe('team-a');
+      // Later earlier versions wrote a hash there: read too, and held as well.
+      await redis.hset('job:legacy-3', 't', 'team-a', 'at', Date.now(), 'n', 1);
+      expect(await store.ownerOf('legacy-3')).toBe('team-a');
+      await expect(store.record('legacy-3', 'team-b', 1)).rejects.toBeInstanceOf(OwnedByAnotherTenant);
+      await store.record('legacy-3', 'team-a', 1);
+      expect(await store.ownerOf('legacy-3')).toBe('team-a');
     } finally {
       const keys = await redis.keys(`${prefix}*`);
       if (keys.length) await redis.del(...keys.map((k) => k.slice(prefix.length)));

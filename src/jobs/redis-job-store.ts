@@ -38,7 +38,11 @@ const SCHEDULE = 'jobs-unchecked';
  * what has expired.
  */
 const RECORD_SCRIPT = `local owner = redis.call('HGET', KEYS[1], 't')
-if not owner then owner = redis.call('GET', KEYS[3]) end
+if not owner then
+  local kind = redis.call('TYPE', KEYS[3]).ok
+  if kind == 'string' then owner = redis.call('GET', KEYS[3])
+  elseif kind == 'hash' then owner = redis.call('HGET', KEYS[3], 't') end
+end
 if owner and owner ~= ARGV[1] then return 0 end
 redis.call('HSET', KEYS[1], unpack(ARGV, 5))
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
@@ -58,7 +62,10 @@ return 0`;
 
 const FIELDS = { tenant: 't', at: 'at', images: 'n', charged: 'q', chargedAt: 'qa', cancelled: 'c', settled: 's' } as const;
 
-/** Jobs are hashes under `jobs:`; `job:` held a plain tenant id in earlier versions and is still read. */
+/**
+ * Jobs are hashes under `jobs:`. Earlier versions kept them under `job:`, first as a plain tenant
+ * id, then as a hash like today's: both are still read.
+ */
 const KEY = (requestId: string) => `jobs:${requestId}`;
 const LEGACY_KEY = (requestId: string) => `job:${requestId}`;
 
@@ -92,8 +99,15 @@ export class RedisJobStore implements JobStore {
   async ownerOf(requestId: string): Promise<string | undefined> {
     const owner = await this.redis.hget(KEY(requestId), FIELDS.tenant);
     if (owner !== null) return owner;
-    // A job recorded by an earlier version (a plain string): still its owner's until it expires.
-    return (await this.redis.get(LEGACY_KEY(requestId))) ?? undefined;
+    // A job recorded by an earlier version: still its owner's until it expires.
+    const legacy = LEGACY_KEY(requestId);
+    try {
+      return (await this.redis.get(legacy)) ?? undefined;
+    } catch (err) {
+      // Not a string: the hash an earlier version wrote there.
+      if (!String((err as Error).message).startsWith('WRONGTYPE')) throw err;
+      return (await this.redis.hget(legacy, FIELDS.tenant)) ?? undefined;
+    }
   }
 
   async job(requestId: string): Promise<JobRecord | undefined> {
