@@ -94,7 +94,9 @@ async function tenantOfToken(token: string, tokens: TokenIssuer, registry: () =>
   // A tenant whose keys were all removed is disabled: its tokens stop working too.
   if (tenant.keyDigests.length === 0) return 'revoked';
   const { keyBinding } = verified!;
-  // A token from before tokens named their key (an hour at most after an upgrade) cannot be tied to one.
+  // A token from before tokens named their key cannot be tied to one. Such tokens were minted
+  // for an hour at most, so this branch matters only for an hour after the upgrade that brought
+  // the binding, and can go in the release after it.
   if (keyBinding === undefined) return tenant;
   return tenant.keyDigests.some((digest) => tokens.bindingOf(digest) === keyBinding) ? tenant : 'revoked';
 }
