@@ -395,13 +395,16 @@ export const unknownKey = fc.oneof(
   { arbitrary: fc.string(), weight: 1 },
 );
 
+/**
+ * A constant object or array copied for each use: the mutations add keys to nested objects, and
+ * one shared instance would carry them into later runs (or into itself: a cycle).
+ */
+const fresh = (value: Json): Json => structuredClone(value);
+
 /** Values meant to pollute a prototype if a parser or merge were naive. */
-export const pollutant = fc.constantFrom<Json>(
-  { polluted: 'yes' },
-  { prototype: { polluted: 'yes' } },
-  { __proto__polluted: 1 },
-  { toString: 'polluted' },
-);
+export const pollutant = fc
+  .constantFrom<Json>({ polluted: 'yes' }, { prototype: { polluted: 'yes' } }, { __proto__polluted: 1 }, { toString: 'polluted' })
+  .map(fresh);
 
 export const jsonValue = fc.jsonValue() as fc.Arbitrary<Json>;
 
@@ -409,7 +412,7 @@ export const anyValue: fc.Arbitrary<Json> = fc.oneof(
   { arbitrary: jsonValue, weight: 4 },
   { arbitrary: pollutant, weight: 1 },
   { arbitrary: trickyString as fc.Arbitrary<Json>, weight: 1 },
-  { arbitrary: fc.constantFrom<Json>(null, true, false, 0, -1, '', [], {}, [null], { path: null }), weight: 2 },
+  { arbitrary: fc.constantFrom<Json>(null, true, false, 0, -1, '', [], {}, [null], { path: null }).map(fresh), weight: 2 },
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -471,7 +474,10 @@ export const op: fc.Arbitrary<Op> = fc.oneof(
 
 const isObject = (v: unknown): v is Body => v !== null && typeof v === 'object' && !Array.isArray(v);
 
-/** A deep copy with `ops` applied; own properties are defined, never assigned. */
+/**
+ * A deep copy with `ops` applied; own properties are defined, never assigned. Values are copied
+ * in too: fast-check reuses generated values while shrinking, and a later op would edit them.
+ */
 export function applyOps(base: Body, ops: readonly Op[]): Body {
   const body = structuredClone(base);
   const imageSize = (): Body => {
@@ -490,17 +496,17 @@ export function applyOps(base: Body, ops: readonly Op[]): Body {
         delete body[o.field];
         break;
       case 'set':
-        defineOwn(body, o.field, o.value);
+        defineOwn(body, o.field, structuredClone(o.value));
         break;
       case 'add':
-        defineOwn(body, o.key, o.value);
+        defineOwn(body, o.key, structuredClone(o.value));
         break;
       case 'addNested':
-        defineOwn(o.where === 'image_size' ? imageSize() : lora(), o.key, o.value);
+        defineOwn(o.where === 'image_size' ? imageSize() : lora(), o.key, structuredClone(o.value));
         break;
       case 'setNested': {
         const [where, name] = o.where.split('.') as ['image_size' | 'lora', string];
-        defineOwn(where === 'image_size' ? imageSize() : lora(), name, o.value);
+        defineOwn(where === 'image_size' ? imageSize() : lora(), name, structuredClone(o.value));
         break;
       }
     }
