@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { OwnedByAnotherTenant } from '../src/jobs/job-store.js';
 import { RedisJobStore } from '../src/jobs/redis-job-store.js';
 import { createRedis, redisProblems, waitForRedis } from '../src/redis.js';
-import { json, SEED_REQUEST, startStack, upstreamCalls, type Stack } from './helpers.js';
+import { json, SEED_REQUEST, startStack, upstreamCalls, waitForCompletion, type Stack } from './helpers.js';
 import { jobStoreContract } from './support/job-store-contract.js';
 import { Redis } from 'ioredis';
 import { freePort, inspect, PrivateRedis, REDIS_URL, redisAvailable, skipReason, uniquePrefix } from './support/redis.js';
@@ -288,6 +288,57 @@ describe.skipIf(!redisAvailable)(`two replicas sharing one Redis${skipReason}`, 
   it('reports Redis in readiness', async () => {
     const ready = await fetch(`${other.url}/readyz`);
     expect(ready.status).toBe(200);
+  });
+});
+
+describe.skipIf(!redisAvailable)(`the gateway's Redis scripts${skipReason}`, () => {
+  it('are sent in full once per connection, then by their SHA1 alone (EVALSHA), and survive SCRIPT FLUSH', async () => {
+    const redis = new PrivateRedis(await freePort());
+    await redis.start();
+    const observer = new Redis(redis.url);
+    const stack = await startStack({
+      env: { REDIS_URL: redis.url, STALE_JOB_CHECK_MS: '50' },
+      tenants: [{ id: 'team-a', quota: { imagesPerDay: 1_000 }, maxConcurrentJobs: 50 }],
+    });
+    const calls = async (command: 'eval' | 'evalsha') => {
+      const line = String(await observer.info('commandstats'))
+        .split('\r\n')
+        .find((l) => l.startsWith(`cmdstat_${command}:`));
+      return Number(/calls=(\d+)/.exec(line ?? '')?.[1] ?? 0);
+    };
+    // Every script path a job takes: rate limit, quota, concurrency slot, ownership record,
+    // status and result reads, settlement, a cancel, an Idempotency-Key replay.
+    const jobCycle = async (round: number) => {
+      const headers = { ...json, ...stack.bearer('team-a'), 'idempotency-key': `scripts-${round}` };
+      const send = () => fetch(`${stack.url}/v1/image-to-image`, { method: 'POST', headers, body: JSON.stringify(SEED_REQUEST) });
+      const job = (await (await send()).json()) as { request_id: string; status_url: string; response_url: string };
+      expect((await send()).headers.get('idempotent-replayed')).toBe('true');
+      await waitForCompletion(job.status_url, stack.bearer('team-a'));
+      expect((await fetch(job.response_url, { headers: stack.bearer('team-a') })).status).toBe(200);
+      const other = (await (await fetch(`${stack.url}/v1/image-to-image`, { method: 'POST', headers: { ...json, ...stack.bearer('team-a') }, body: JSON.stringify(SEED_REQUEST) })).json()) as { request_id: string };
+      const cancel = await fetch(`${stack.url}/v1/requests/${other.request_id}/cancel`, { method: 'PUT', headers: stack.bearer('team-a') });
+      expect([202, 400]).toContain(cancel.status);
+    };
+    try {
+      await jobCycle(0);
+      const [evalBefore, shaBefore] = [await calls('eval'), await calls('evalsha')];
+      expect(evalBefore).toBeGreaterThan(0);
+      for (let round = 1; round <= 4; round++) await jobCycle(round);
+      // Four more cycles: not one script text more, every script call by its SHA1.
+      expect(await calls('eval')).toBe(evalBefore);
+      expect((await calls('evalsha')) - shaBefore).toBeGreaterThanOrEqual(4 * 5);
+      // A Redis that forgot its scripts (restarted, or flushed): each is sent in full again, once.
+      await observer.script('FLUSH');
+      await jobCycle(5);
+      const evalAfterFlush = await calls('eval');
+      expect(evalAfterFlush).toBeGreaterThan(evalBefore);
+      await jobCycle(6);
+      expect(await calls('eval')).toBe(evalAfterFlush);
+    } finally {
+      await stack.close();
+      await observer.quit();
+      await redis.stop();
+    }
   });
 });
 

@@ -60,6 +60,21 @@ if ok and type(record) == 'table' and record.state == 'pending' and record.attem
 end
 return 0`;
 
+/** The scripts above as commands on the connection: ioredis sends each by its SHA1 (EVALSHA), and its text only when Redis does not know it yet (NOSCRIPT). */
+interface JobScripts {
+  gatewayJobRecord(key: string, schedule: string, legacyKey: string, ...args: Array<string | number>): Promise<number>;
+  gatewayJobMark(key: string, schedule: string, field: string, requestId: string): Promise<number>;
+  gatewayJobsDue(schedule: string, checkedBefore: number, now: number, limit: number, prefix: string): Promise<string[]>;
+  gatewayReleaseClaim(key: string, attempt: string): Promise<number>;
+}
+
+const SCRIPTS = {
+  gatewayJobRecord: { numberOfKeys: 3, lua: RECORD_SCRIPT },
+  gatewayJobMark: { numberOfKeys: 2, lua: MARK_SCRIPT },
+  gatewayJobsDue: { numberOfKeys: 1, lua: DUE_SCRIPT },
+  gatewayReleaseClaim: { numberOfKeys: 1, lua: RELEASE_CLAIM_SCRIPT },
+} as const;
+
 const FIELDS = { tenant: 't', at: 'at', images: 'n', charged: 'q', chargedAt: 'qa', cancelled: 'c', settled: 's' } as const;
 
 /**
@@ -76,10 +91,15 @@ const LEGACY_KEY = (requestId: string) => `job:${requestId}`;
 export class RedisJobStore implements JobStore {
   readonly kind = 'redis' as const;
 
+  private readonly scripts: JobScripts;
+
   constructor(
     private readonly redis: Redis,
     private readonly ttlMs: number,
-  ) {}
+  ) {
+    for (const [name, definition] of Object.entries(SCRIPTS)) redis.defineCommand(name, definition);
+    this.scripts = redis as unknown as JobScripts;
+  }
 
   available(): boolean {
     return this.redis.status === 'ready';
@@ -92,7 +112,7 @@ export class RedisJobStore implements JobStore {
     const fields: Array<string | number> = [FIELDS.tenant, tenantId, FIELDS.at, now, FIELDS.images, images, FIELDS.charged, charged.join(',')];
     if (keptChargedAt !== undefined) fields.push(FIELDS.chargedAt, keptChargedAt);
     // Scored by submit or last check: anything older than the TTL is a job that has expired.
-    const written = await this.redis.eval(RECORD_SCRIPT, 3, key, SCHEDULE, LEGACY_KEY(requestId), tenantId, this.ttlMs, now, requestId, ...fields);
+    const written = await this.scripts.gatewayJobRecord(key, SCHEDULE, LEGACY_KEY(requestId), tenantId, this.ttlMs, now, requestId, ...fields);
     if (written === 0) throw new OwnedByAnotherTenant(requestId);
   }
 
@@ -134,13 +154,13 @@ export class RedisJobStore implements JobStore {
   }
 
   async mark(requestId: string, mark: JobMark): Promise<boolean> {
-    const result = await this.redis.eval(MARK_SCRIPT, 2, KEY(requestId), SCHEDULE, FIELDS[mark], requestId);
+    const result = await this.scripts.gatewayJobMark(KEY(requestId), SCHEDULE, FIELDS[mark], requestId);
     return result === 1;
   }
 
   async dueForCheck(now: number, intervalMs: number, limit: number): Promise<string[]> {
     const prefix = `${this.redis.options.keyPrefix ?? ''}${KEY('')}`;
-    return (await this.redis.eval(DUE_SCRIPT, 1, SCHEDULE, now - intervalMs, now, limit, prefix)) as string[];
+    return await this.scripts.gatewayJobsDue(SCHEDULE, now - intervalMs, now, limit, prefix);
   }
 
   async claimIdempotencyKey(key: string, fingerprint: string, ttlMs: number, attempt: string): Promise<IdempotencyRecord | undefined> {
@@ -160,7 +180,7 @@ export class RedisJobStore implements JobStore {
   }
 
   async releaseIdempotencyKey(key: string, attempt: string): Promise<void> {
-    await this.redis.eval(RELEASE_CLAIM_SCRIPT, 1, `idem:${key}`, attempt);
+    await this.scripts.gatewayReleaseClaim(`idem:${key}`, attempt);
   }
 
   async ready(): Promise<boolean> {
