@@ -156,11 +156,18 @@ function clientErrorAnswer(metrics: GatewayMetrics) {
     // Unless an answer is already under way on it (a reused connection may have sent others before).
     const current = (socket as Duplex & { _httpMessage?: { headersSent?: boolean } | null })._httpMessage;
     if (socket.writable && !current?.headersSent) {
-      socket.write(`HTTP/1.1 ${status} ${reason}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
+      // The headers every answer of the gateway carries: its id (logged with it), the error type
+      // as fal's infrastructure errors give it, and the same hardening as any API answer.
+      const id = randomUUID();
+      socket.write(
+        `HTTP/1.1 ${status} ${reason}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\n` +
+          `X-Fal-Error-Type: ${type}\r\nX-Request-Id: ${id}\r\nX-Content-Type-Options: nosniff\r\n` +
+          `Content-Security-Policy: default-src 'none'; frame-ancestors 'none'\r\nReferrer-Policy: no-referrer\r\nConnection: close\r\n\r\n${body}`,
+      );
       if (current) markAnsweredOnSocket(current, status);
       else {
         metrics.httpRequest(UNMATCHED_ROUTE, 'unknown', status, undefined, 0);
-        this.log.info({ statusCode: status, errorType: type }, 'request');
+        this.log.info({ reqId: id, statusCode: status, errorType: type }, 'request');
       }
     }
     socket.destroy(err);

@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { z } from 'zod';
 import { buildApp } from './app.js';
 import { newKey } from './cli/key.js';
 import { parseConfig } from './config.js';
@@ -19,14 +20,46 @@ const demoKey = env.DEMO_KEY ?? newKey();
  * ports of Vite, Next.js and Create React App by default, or DEMO_ALLOWED_ORIGINS (comma-separated).
  */
 const DEFAULT_DEV_ORIGINS = ['http://localhost:5173', 'http://127.0.0.1:5173', 'http://localhost:3001', 'http://localhost:8080'];
-const allowedOrigins = env.DEMO_ALLOWED_ORIGINS
-  ? env.DEMO_ALLOWED_ORIGINS.split(',').map((origin) => origin.trim()).filter((origin) => origin !== '')
-  : DEFAULT_DEV_ORIGINS;
+
+/** An origin as a browser sends it; `http://localhost:5173/` (a URL's trailing slash) is taken as its origin. */
+const demoOrigin = z.string().transform((value, ctx) => {
+  try {
+    const url = new URL(value);
+    const bare = url.username === '' && url.password === '' && url.pathname === '/' && url.search === '' && url.hash === '';
+    if ((url.protocol === 'http:' || url.protocol === 'https:') && bare) return url.origin;
+  } catch {
+    // Reported below.
+  }
+  ctx.addIssue({ code: 'custom', message: `"${value}" is not an origin such as http://localhost:5173 (scheme, host and port)` });
+  return z.NEVER;
+});
+const milliseconds = (fallback: number) =>
+  z
+    .string()
+    .regex(/^\d+$/, 'must be a whole number of milliseconds, such as 1500')
+    .transform(Number)
+    .default(fallback);
+const DemoEnv = z.object({
+  DEMO_QUEUE_MS: milliseconds(1_500),
+  DEMO_RUN_MS: milliseconds(3_000),
+  DEMO_ALLOWED_ORIGINS: z
+    .string()
+    .transform((list) => list.split(',').map((origin) => origin.trim()).filter((origin) => origin !== ''))
+    .pipe(z.array(demoOrigin))
+    .optional(),
+});
+const demoEnv = DemoEnv.safeParse(env);
+if (!demoEnv.success) {
+  const lines = demoEnv.error.issues.map((issue) => `  ${issue.path[0] === undefined ? '' : `${String(issue.path[0])}: `}${issue.message}`);
+  process.stderr.write(`demo: cannot start:\n${lines.join('\n')}\n`);
+  process.exit(1);
+}
+const allowedOrigins = demoEnv.data.DEMO_ALLOWED_ORIGINS?.length ? demoEnv.data.DEMO_ALLOWED_ORIGINS : DEFAULT_DEV_ORIGINS;
 
 const sim = await startSimulator({
   token: upstreamToken,
-  queueMs: Number(env.DEMO_QUEUE_MS ?? 1_500),
-  runMs: Number(env.DEMO_RUN_MS ?? 3_000),
+  queueMs: demoEnv.data.DEMO_QUEUE_MS,
+  runMs: demoEnv.data.DEMO_RUN_MS,
 });
 const config = parseConfig({
   PORT: env.PORT ?? '3000',

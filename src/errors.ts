@@ -14,6 +14,7 @@ export const errors = {
     401,
     'A valid API key is required: send "Authorization: Bearer <key>", "Authorization: Key <key>" or "x-api-key: <key>"',
   ),
+  MalformedAuthorization: define('UNAUTHORIZED', 401, 'The Authorization header must read "Bearer <key>" or "Key <key>": %s'),
   TokenExpired: define('UNAUTHORIZED', 401, 'The browser token has expired: get a new one (POST /v1/tokens) and retry'),
   TokenRevoked: define('UNAUTHORIZED', 401, 'The key that issued this browser token has been revoked: get a new one (POST /v1/tokens) and retry'),
   MetricsUnauthorized: define('UNAUTHORIZED', 401, 'GET /metrics requires "Authorization: Bearer <METRICS_TOKEN>"'),
@@ -30,7 +31,7 @@ export const errors = {
   QuotaExceeded: define(
     'QUOTA_EXCEEDED',
     429,
-    'Image quota exhausted: %s images per %s, and this submit would go over it. It resets at %s (see Retry-After).',
+    'Image quota: %s It resets at %s (see Retry-After).',
   ),
   ConcurrencyExceeded: define(
     'CONCURRENCY_EXCEEDED',

@@ -43,10 +43,40 @@ describe('authentication and tenant isolation', () => {
       expect(res.headers.get('www-authenticate')).toContain('Bearer');
       const payload = (await res.json()) as { detail: string; error_type: string };
       expect(payload.error_type).toBe('unauthorized');
-      expect(payload.detail).toContain('Authorization: Bearer <key>');
+      expect(payload.detail).toContain('Bearer <key>');
     }
     await stack.app.whenIdle();
     expect(upstreamCalls(stack).length).toBe(before);
+  });
+
+  it('says what is wrong with an Authorization header that holds no key, without repeating the key', async () => {
+    const key = stack.keys['team-a']!;
+    const cases: Array<[string, RegExp]> = [
+      // Swagger UI's bearer field given "Bearer <key>": it adds its own scheme.
+      [`Bearer Bearer ${key}`, /names the scheme twice \(Bearer Bearer <key>\).*enter the key alone/],
+      // Swagger UI's fal field (or a hand-written header) given the key alone.
+      [key, /holds no scheme before the key/],
+      [`Key`, /names the scheme Key but holds no key/],
+      ['Basic dXNlcjpwYXNz', /its scheme is Basic/],
+      [`Key ${key} ${key}`, /more than one value after the scheme/],
+      [`Secret${key} ${key}`, /no scheme this gateway knows/],
+    ];
+    for (const [authorization, problem] of cases) {
+      const res = await fetch(`${stack.url}/v1/requests/${jobOfA.request_id}/status`, { headers: { authorization } });
+      expect(res.status, authorization).toBe(401);
+      const body = (await res.json()) as { detail: string; error_type: string };
+      expect(body.error_type).toBe('unauthorized');
+      expect(body.detail, authorization).toMatch(/^The Authorization header must read "Bearer <key>" or "Key <key>": /);
+      expect(body.detail, authorization).toMatch(problem);
+      expect(body.detail).not.toContain(key);
+      expect(body.detail).not.toContain('dXNlcjpwYXNz');
+    }
+    // A well-formed header with a key no tenant holds keeps the general answer.
+    const unknown = await fetch(`${stack.url}/v1/requests/${jobOfA.request_id}/status`, { headers: { authorization: 'Bearer fgw_unknown' } });
+    expect(((await unknown.json()) as { detail: string }).detail).toMatch(/^A valid API key is required/);
+    // And a usable x-api-key beside a malformed Authorization header is enough.
+    const beside = await fetch(`${stack.url}/v1/requests/${jobOfA.request_id}/status`, { headers: { authorization: key, 'x-api-key': key } });
+    expect([200, 202]).toContain(beside.status);
   });
 
   it('authenticates before checking the body: garbage without a key is 401, not 400', async () => {

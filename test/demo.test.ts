@@ -14,7 +14,7 @@ describe('npm run demo', () => {
   beforeAll(async () => {
     demo = spawn(process.execPath, ['--import', 'tsx', 'src/demo.ts'], {
       cwd: new URL('..', import.meta.url),
-      env: { PATH: process.env.PATH, PORT: '0', DEMO_KEY: key, DEMO_QUEUE_MS: '50', DEMO_RUN_MS: '100', DEMO_ALLOWED_ORIGINS: 'http://localhost:5173, http://dev.example:8080' },
+      env: { PATH: process.env.PATH, PORT: '0', DEMO_KEY: key, DEMO_QUEUE_MS: '50', DEMO_RUN_MS: '100', DEMO_ALLOWED_ORIGINS: 'http://localhost:5173/, http://dev.example:8080' },
     });
     demo.stdout!.on('data', (d) => (output.stdout += d));
     demo.stderr!.on('data', (d) => (output.stderr += d));
@@ -34,7 +34,7 @@ describe('npm run demo', () => {
     demo?.kill('SIGKILL');
   });
 
-  it('prints the demo key and the origins its pages may call it from', () => {
+  it('prints the demo key and the origins its pages may call it from (a trailing slash taken as the origin)', () => {
     expect(output.stdout).toContain(`Demo tenant key:  ${key}`);
     expect(output.stdout).toContain('Pages allowed:    http://localhost:5173, http://dev.example:8080');
   });
@@ -61,6 +61,7 @@ describe('npm run demo', () => {
     const allowed = await preflight('http://dev.example:8080');
     expect(allowed.status).toBe(204);
     expect(allowed.headers.get('access-control-allow-origin')).toBe('http://dev.example:8080');
+    expect((await preflight('http://localhost:5173')).status).toBe(204);
     expect((await preflight('https://elsewhere.example')).status).toBe(403);
   });
 
@@ -69,4 +70,23 @@ describe('npm run demo', () => {
     expect(await exited).toBe(0);
     expect(output.stderr).toBe('');
   });
+});
+
+describe('npm run demo with settings it cannot use', () => {
+  it('refuses to start, naming each one and what it takes', async () => {
+    const demo = spawn(process.execPath, ['--import', 'tsx', 'src/demo.ts'], {
+      cwd: new URL('..', import.meta.url),
+      env: { PATH: process.env.PATH, PORT: '0', DEMO_QUEUE_MS: '2s', DEMO_RUN_MS: '-5', DEMO_ALLOWED_ORIGINS: 'http://localhost:5173, localhost:3001' },
+    });
+    let stdout = '';
+    let stderr = '';
+    demo.stdout.on('data', (d) => (stdout += d));
+    demo.stderr.on('data', (d) => (stderr += d));
+    const code = await new Promise<number | null>((resolve) => demo.on('exit', resolve));
+    expect(code).toBe(1);
+    expect(stdout).toBe('');
+    expect(stderr).toContain('DEMO_QUEUE_MS: must be a whole number of milliseconds');
+    expect(stderr).toContain('DEMO_RUN_MS: must be a whole number of milliseconds');
+    expect(stderr).toContain('DEMO_ALLOWED_ORIGINS: "localhost:3001" is not an origin such as http://localhost:5173');
+  }, 30_000);
 });

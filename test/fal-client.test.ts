@@ -99,6 +99,17 @@ describe('@fal-ai/client through the gateway', () => {
     expect(upstreamCalls(stack).length).toBe(before);
   });
 
+  it('serves a proxyUrl written with a trailing slash the same (the router takes every route either way)', async () => {
+    const fal = createFalClient({ proxyUrl: { url: `${stack.url}/api/fal/proxy/`, when: 'always' }, credentials: stack.keys['team-a'] });
+    const result = await fal.subscribe(MODEL_ID, { input: SEED_REQUEST, pollInterval: 40 });
+    expect((result.data as { prompt: string }).prompt).toBe(SEED_REQUEST.prompt);
+    const status = await fal.queue.status(MODEL_ID, { requestId: result.requestId });
+    expect(status.status).toBe('COMPLETED');
+    // Still only the proxy path itself: a longer path is no proxy call.
+    const longer = await fetch(`${stack.url}/api/fal/proxy/x`, { headers: { ...stack.bearer('team-a'), 'x-fal-target-url': `https://queue.fal.run/fal-ai/flux-lora/requests/${result.requestId}/status` } });
+    expect(longer.status).toBe(404);
+  });
+
   it('survives malformed escapes in the target from an anonymous caller (once a crash)', async () => {
     for (const target of ['https://queue.fal.run/fal-ai/flux-lora/requests/%ZZ', 'https://queue.fal.run/%E0%A4%A/x']) {
       const res = await fetch(`${stack.url}/api/fal/proxy`, { headers: { 'x-fal-target-url': target } });

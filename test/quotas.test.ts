@@ -70,8 +70,10 @@ describe('image quota', () => {
     expect(over.status).toBe(429);
     const body = (await over.json()) as { error_type: string; detail: string };
     expect(body.error_type).toBe('quota_exceeded');
-    expect(body.detail).toContain('4 images per UTC day');
-    expect(body.detail).toContain(new Date(nextUtcMidnight()).toISOString());
+    // What is left, and what would pass now: 3 of 4 used, 2 asked for.
+    expect(body.detail).toBe(
+      `Image quota: this submit asks for 2 images and 1 is left (4 images per UTC day): ask for 1 or fewer now, or wait. It resets at ${new Date(nextUtcMidnight()).toISOString()} (see Retry-After).`,
+    );
     const retryAfter = Number(over.headers.get('retry-after'));
     expect(retryAfter).toBeGreaterThan(0);
     expect(retryAfter).toBeLessThanOrEqual(86_400);
@@ -90,7 +92,9 @@ describe('image quota', () => {
     const { body: mine } = await usage(stack, stack.bearer('team-a'));
     expect(mine.tenants[0]!.quota!.day).toMatchObject({ limit: 4, used: 0, remaining: 4 });
     expect((await post(stack, 'team-a', 4)).status).toBe(200);
-    expect((await post(stack, 'team-a', 1)).status).toBe(429);
+    const spent = await post(stack, 'team-a', 1);
+    expect(spent.status).toBe(429);
+    expect(((await spent.json()) as { detail: string }).detail).toMatch(/^Image quota: all 4 images per UTC day are used\. It resets at /);
   });
 
   it('keeps the images of a job that finished with its output although it was cancelled', async () => {

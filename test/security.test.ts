@@ -231,6 +231,7 @@ describe('secrets never leave the gateway', () => {
       clearInterval(drip);
       expect(answer).toMatch(/^HTTP\/1\.1 408/);
       expect(answer.slice(answer.indexOf('\r\n\r\n') + 4)).toBe('{"detail":"The request was not received in time (REQUEST_TIMEOUT_MS)","error_type":"request_timeout"}');
+      expect(answer.toLowerCase()).toContain('\r\nx-fal-error-type: request_timeout\r\n');
       expect(Date.now() - started).toBeLessThan(5_000);
       // Logged and counted as the 408 it was, not as a client that left (499).
       await expect.poll(() => lines.filter((l) => l.msg === 'request').length).toBe(1);
@@ -261,6 +262,12 @@ describe('secrets never leave the gateway', () => {
     const big = await raw(`GET /healthz HTTP/1.1\r\nHost: gw\r\nX-Big: ${'a'.repeat(20_000)}\r\n\r\n`);
     expect(big).toMatch(/^HTTP\/1\.1 431/);
     expect(big).toContain('{"detail":"The request headers are too large","error_type":"headers_too_large"}');
+    // With the headers every answer of the gateway carries.
+    const head = big.slice(0, big.indexOf('\r\n\r\n')).toLowerCase();
+    expect(head).toContain('\r\nx-fal-error-type: headers_too_large');
+    expect(head).toMatch(/\r\nx-request-id: [0-9a-f-]{36}/);
+    expect(head).toContain('\r\nx-content-type-options: nosniff');
+    expect(head).toContain("\r\ncontent-security-policy: default-src 'none'; frame-ancestors 'none'");
     // Also on a connection that has already served a request.
     const reused = await new Promise<string>((resolve) => {
       const socket = connect(Number(new URL(url).port), '127.0.0.1');
@@ -279,6 +286,7 @@ describe('secrets never leave the gateway', () => {
     const garbage = await raw('NOT HTTP AT ALL\r\n\r\n');
     expect(garbage).toMatch(/^HTTP\/1\.1 400/);
     expect(garbage).toContain('"error_type":"bad_request"');
+    expect(garbage.toLowerCase()).toContain('\r\nx-fal-error-type: bad_request\r\n');
   });
 
   it('keeps the connection of callers whose requests were read whole', async () => {

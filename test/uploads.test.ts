@@ -373,8 +373,21 @@ describe('multipart submit: rejected, nothing sent upstream', () => {
     expect(answer.upstream).toEqual([]);
   });
 
-  it('a body with no parts of the declared boundary: read as an empty form, so 422', async () => {
-    const answer = await post(stack, 'prompt=a+lion', { headers: { ...stack.bearer('team-a'), 'content-type': 'multipart/form-data; boundary=xyz' } });
+  it('a body that never names the declared boundary (JSON under a form type, say): 400 that says so', async () => {
+    for (const [type, body] of [
+      ['multipart/form-data; boundary=xyz', '{"prompt":"a lion"}'],
+      ['multipart/form-data; boundary="xyz"', 'prompt=a+lion'],
+    ] as const) {
+      const answer = await post(stack, body, { headers: { ...stack.bearer('team-a'), 'content-type': type } });
+      expect(answer.status, JSON.stringify(answer.body)).toBe(400);
+      expect(answer.body.error_type).toBe('bad_request');
+      expect(answer.body.detail).toMatch(/^The multipart body holds no part: nothing in it is delimited by its boundary \("xyz"\)\. Send JSON as application\/json/);
+      expect(answer.upstream).toEqual([]);
+    }
+  });
+
+  it('a form of the declared boundary with no parts: an empty form, so 422 naming the fields it needs', async () => {
+    const answer = await post(stack, '--xyz--\r\n', { headers: { ...stack.bearer('team-a'), 'content-type': 'multipart/form-data; boundary=xyz' } });
     expectRejected(answer, { loc: ['body', 'prompt'], type: 'missing' }, { loc: ['body', 'image_url'], type: 'missing' });
   });
 

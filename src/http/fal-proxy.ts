@@ -39,7 +39,10 @@ export function gatewayPathFor(method: string | undefined, target: string): stri
 export function proxyRewrite(proxyPath: string | undefined) {
   return (req: IncomingMessage): string => {
     const url = req.url ?? '/';
-    if (!proxyPath || url.split('?')[0] !== proxyPath) return url;
+    if (!proxyPath) return url;
+    const path = url.split('?')[0]!;
+    // With or without a trailing slash, as the router takes every route (ignoreTrailingSlash).
+    if (path !== proxyPath && path !== `${proxyPath}/`) return url;
     try {
       const target = req.headers[TARGET_HEADER];
       return (typeof target === 'string' && gatewayPathFor(req.method, target)) || url;

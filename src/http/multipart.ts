@@ -21,12 +21,15 @@ export interface MultipartOptions {
  * preamble before the first part, an epilogue after the last), so the whole body is bounded
  * here: past `limit`, reading stops and `exceeded` rejects.
  */
-function boundBody(raw: FastifyRequest['raw'], limit: number): { exceeded: Promise<never>; stop: () => void } {
+function boundBody(raw: FastifyRequest['raw'], limit: number): { exceeded: Promise<never>; stop: () => void; head: () => Buffer } {
   let received = 0;
+  // The body's first bytes, to tell a form without parts from a body that is not this form at all.
+  const head: Buffer[] = [];
   let fail: (err: Error) => void = () => {};
   const exceeded = new Promise<never>((_resolve, reject) => (fail = reject));
   exceeded.catch(() => undefined);
   const onData = (chunk: Buffer) => {
+    if (received < HEAD_BYTES) head.push(chunk);
     received += chunk.length;
     if (received <= limit) return;
     raw.off('data', onData);
@@ -35,7 +38,15 @@ function boundBody(raw: FastifyRequest['raw'], limit: number): { exceeded: Promi
     fail(new errors.PayloadTooLarge(limit));
   };
   raw.on('data', onData);
-  return { exceeded, stop: () => raw.off('data', onData) };
+  return { exceeded, stop: () => raw.off('data', onData), head: () => Buffer.concat(head).subarray(0, HEAD_BYTES) };
+}
+
+const HEAD_BYTES = 4096;
+
+/** The boundary a multipart Content-Type declares (quoted or not), or undefined. */
+function boundaryOf(contentType: string | undefined): string | undefined {
+  const match = /;\s*boundary=(?:"([^"]{1,70})"|([^\s;]{1,70}))/i.exec(contentType ?? '');
+  return match?.[1] ?? match?.[2];
 }
 
 /** The submit routes: the gateway's own path and fal's. Nothing else takes a form. */
@@ -210,6 +221,7 @@ async function readForm(request: FastifyRequest, { maxFileBytes, maxBodyBytes }:
   const fields = new Map<string, unknown[]>();
   const problems: FalValidationEntry[] = [];
   let image: Buffer | undefined;
+  let partsSeen = 0;
   const parts = request.parts()[Symbol.asyncIterator]();
   // The first step pipes the request into the parser; the bound counts from there on.
   let first: ReturnType<typeof parts.next> | undefined = parts.next();
@@ -219,6 +231,7 @@ async function readForm(request: FastifyRequest, { maxFileBytes, maxBodyBytes }:
       const step = await Promise.race([first ?? parts.next(), bound.exceeded]);
       first = undefined;
       if (step.done) break;
+      partsSeen++;
       const part = step.value;
       if (part.type === 'file') {
         // Read even a misnamed file, so the request is consumed and the answer lists every problem.
@@ -247,6 +260,15 @@ async function readForm(request: FastifyRequest, { maxFileBytes, maxBodyBytes }:
   }
   // The parser takes a connection closed mid-body for the end of the form: never submit what is left of it.
   if (!request.raw.complete) throw new errors.BadRequest('The multipart body ended before it was complete');
+  // A body that never names its boundary holds no part at all: not an empty form to report as
+  // missing every field, but another format under a multipart type (JSON, say), or a boundary
+  // changed on the way.
+  const boundary = boundaryOf(request.headers['content-type']);
+  if (partsSeen === 0 && boundary !== undefined && bound.head().length > 0 && !bound.head().includes(`--${boundary}`)) {
+    throw new errors.BadRequest(
+      `The multipart body holds no part: nothing in it is delimited by its boundary ("${boundary}"). Send JSON as application/json, or a form whose parts use the boundary its Content-Type declares`,
+    );
+  }
 
   if (fields.has(IMAGE_PART)) {
     problems.push(problem([IMAGE_PART], `${IMAGE_PART} must be a file part (${ACCEPTED}); send an image URL as image_url instead`));

@@ -40,7 +40,7 @@ export async function registerOpenApi(app: FastifyInstance, version: string): Pr
             type: 'apiKey',
             in: 'header',
             name: 'Authorization',
-            description: 'fal\'s convention: enter `Key <your key>`.',
+            description: 'fal\'s convention: enter `Key <your key>`, with the word Key. Authorize one scheme only: this one and bearerAuth both write the Authorization header.',
           },
         },
       },

@@ -117,8 +117,15 @@ export async function admit(
       const { exceeded } = reservation;
       metrics?.rejected(tenant.id, `quota_${exceeded.window}`);
       reportPolicy(request, quotaField(exceeded, now));
+      // What could still pass now: the least any capped window has left.
+      const left = Math.min(...reservation.windows.map((w) => Math.max(0, w.limit - w.used)));
+      const per = `${exceeded.limit} images per ${exceeded.window === 'day' ? 'UTC day' : 'UTC month'}`;
+      const why =
+        left === 0
+          ? `all ${per} are used.`
+          : `this submit asks for ${images} images and ${left} ${left === 1 ? 'is' : 'are'} left (${per}): ask for ${left} or fewer now, or wait.`;
       throw Object.assign(
-        new errors.QuotaExceeded(exceeded.limit, exceeded.window === 'day' ? 'UTC day' : 'UTC month', new Date(exceeded.resetsAt).toISOString()),
+        new errors.QuotaExceeded(why, new Date(exceeded.resetsAt).toISOString()),
         { headers: { 'retry-after': String(Math.max(1, Math.ceil((exceeded.resetsAt - now) / 1000))) } },
       );
     }

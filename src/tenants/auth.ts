@@ -35,6 +35,28 @@ export function presentedKey(headers: FastifyRequest['headers']): string | undef
   return undefined;
 }
 
+const KEY_SCHEME = /^(?:bearer|key)$/i;
+/** Schemes a caller may have meant for another service: named back to them (nothing else is). */
+const OTHER_SCHEME = /^(?:basic|digest|token|negotiate|apikey|api-key)$/i;
+
+/**
+ * Why an Authorization header yields no key, for the 401: a tool that adds the scheme itself
+ * (Swagger UI, a client's "bearer" option) given "Bearer <key>" sends it twice; one given the
+ * key alone where the scheme is the caller's to write sends none. Never repeats what the header
+ * holds beyond a known scheme's name: the rest may be a secret.
+ */
+export function authorizationProblem(value: string): string {
+  const words = value.trim().split(/[ \t]+/).filter((w) => w !== '');
+  const [first = '', second = ''] = words;
+  if (words.length === 0) return 'it is empty';
+  if (words.length === 1) return KEY_SCHEME.test(first) ? `it names the scheme ${first} but holds no key` : 'it holds no scheme before the key';
+  if (KEY_SCHEME.test(first) && KEY_SCHEME.test(second)) {
+    return `it names the scheme twice (${first} ${second} <key>): where a tool adds the scheme itself, as Swagger UI does, enter the key alone`;
+  }
+  if (KEY_SCHEME.test(first)) return 'it holds more than one value after the scheme';
+  return OTHER_SCHEME.test(first) ? `its scheme is ${first}` : 'it holds no scheme this gateway knows before the key';
+}
+
 /**
  * Adds fields to every later log line of this request. The request's pino logger is already a
  * child made for this request alone, so the fields are set on it (cheaper than another child);
@@ -74,12 +96,19 @@ function accept(request: FastifyRequest, reply: FastifyReply, tenant: Tenant | u
   if (!tenant || tenant === 'expired' || tenant === 'revoked') {
     reply.header('www-authenticate', 'Bearer realm="fal-gateway"');
     corsForRefusal(request, reply, options.registry());
-    throw tenant === 'expired' ? new errors.TokenExpired() : tenant === 'revoked' ? new errors.TokenRevoked() : new errors.Unauthorized();
+    throw tenant === 'expired' ? new errors.TokenExpired() : tenant === 'revoked' ? new errors.TokenRevoked() : unauthorized(request);
   }
   checkOrigin(request, reply, tenant, options.publicBaseUrl, options.registry());
   request.tenant = tenant;
   request.credential = credential;
   addLogBindings(request, credential === 'token' ? { tenant: tenant.id, credential } : { tenant: tenant.id });
+}
+
+/** The 401 for a caller with no usable credential: says what is wrong with an Authorization header that holds no key. */
+function unauthorized(request: FastifyRequest): Error {
+  const authorization = request.headers.authorization;
+  if (typeof authorization === 'string' && presentedKey(request.headers) === undefined) return new errors.MalformedAuthorization(authorizationProblem(authorization));
+  return new errors.Unauthorized();
 }
 
 /**
