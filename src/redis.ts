@@ -27,7 +27,20 @@ export function createRedis(options: RedisOptions, log: FastifyBaseLogger): Redi
     enableOfflineQueue: false,
     maxRetriesPerRequest: 0,
     retryStrategy: (attempt) => Math.min(50 * 2 ** Math.min(attempt, 6), 2_000),
+    // A write refused as READONLY: the address now leads to a replica (a primary demoted by a
+    // failover). Reconnecting reaches whatever the address leads to now, the new primary behind
+    // a failover endpoint. At most every few seconds: a REDIS_URL that names a replica for good
+    // would otherwise reconnect on every write.
+    reconnectOnError: (err) => {
+      if (!READ_ONLY.test(err.message)) return false;
+      const now = Date.now();
+      if (now - lastReadOnlyReconnect < READ_ONLY_RECONNECT_MS) return false;
+      lastReadOnlyReconnect = now;
+      log.warn({ redis: redactUrl(options.url) }, 'redis refused a write (READONLY: a replica, not the primary); reconnecting to reach the primary');
+      return 1;
+    },
   });
+  let lastReadOnlyReconnect = 0;
   let healthy = false;
   let lastAuthError: string | undefined;
   let lastConnectionError: string | undefined;
@@ -80,6 +93,27 @@ export function createRedis(options: RedisOptions, log: FastifyBaseLogger): Redi
   return redis;
 }
 
+/** Redis refusing a write because it is a replica. */
+const READ_ONLY = /^READONLY\b/;
+/** The least time between two reconnections caused by READONLY answers (ms). */
+const READ_ONLY_RECONNECT_MS = 5_000;
+
+/**
+ * Whether this Redis answers and takes writes: a primary. A replica (a primary demoted by a
+ * failover, or a REDIS_URL naming one) answers PING and reads, then refuses every write.
+ */
+export async function redisWritable(redis: Redis): Promise<boolean> {
+  let role: unknown;
+  try {
+    role = await redis.call('ROLE');
+  } catch (err) {
+    // ROLE renamed or disabled (some managed Redis): that it answers must do.
+    if (!/unknown command/i.test((err as Error).message)) throw err;
+    return (await redis.ping()) === 'PONG';
+  }
+  return Array.isArray(role) && role[0] === 'master';
+}
+
 /** Clients closed for good: a Redis the gateway must not use (a wrong database, too old a version). */
 const abandoned = new WeakSet<Redis>();
 
@@ -103,6 +137,11 @@ export function redisProblems(info: string): { fatal?: string; warning?: string 
   const major = Number(version?.split('.')[0]);
   if (version !== undefined && Number.isFinite(major) && major < MIN_REDIS_MAJOR) {
     return { fatal: `Redis ${version} is older than ${MIN_REDIS_MAJOR}, which the gateway needs (SET ... NX GET): not using it (the gateway stays not ready); upgrade Redis` };
+  }
+  if (infoField(info, 'role') === 'slave') {
+    return {
+      warning: 'REDIS_URL leads to a read-only replica, which refuses every write: not ready (submits refused) until it leads to the primary; point REDIS_URL at the primary or a failover endpoint',
+    };
   }
   const policy = infoField(info, 'maxmemory_policy');
   const maxmemory = Number(infoField(info, 'maxmemory') ?? '0');

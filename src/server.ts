@@ -83,7 +83,7 @@ async function main(): Promise<void> {
   // "Ready" only when /readyz would say so: with Redis still unreachable, the gateway listens
   // but refuses submits, and the line says that instead ("redis connected" follows when it is).
   if (await app.storeReady()) app.log.info(started, 'fal gateway ready');
-  else app.log.warn(started, 'fal gateway listening, not ready: its store (Redis) does not answer yet; /readyz answers 503 until it does');
+  else app.log.warn(started, 'fal gateway listening, not ready: its store (Redis) does not answer yet, or is a read-only replica; /readyz answers 503 until it answers as the primary');
   app.log.info(
     { file: config.TENANTS_FILE, watch: config.TENANTS_WATCH },
     config.TENANTS_WATCH ? 'tenants file reloads when it changes and on SIGHUP' : 'tenants file reloads on SIGHUP',

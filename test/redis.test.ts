@@ -397,6 +397,43 @@ describe.skipIf(!redisAvailable)(`a Redis that may evict keys when full${skipRea
   });
 });
 
+describe.skipIf(!redisAvailable)(`a Redis that becomes a read-only replica (a primary demoted by a failover)${skipReason}`, () => {
+  it('makes the gateway not ready and refuses submits, reconnects once to look for the primary, and serves again once it is one', async () => {
+    const redis = new PrivateRedis(await freePort());
+    await redis.start();
+    const observer = new Redis(redis.url);
+    const stack = await startStack({ env: { REDIS_URL: redis.url, REDIS_COMMAND_TIMEOUT_MS: '500' } });
+    const submit = () => fetch(`${stack.url}/v1/image-to-image`, { method: 'POST', headers: { ...json, ...stack.bearer('team-a') }, body: JSON.stringify(SEED_REQUEST) });
+    const readiness = async () => (await fetch(`${stack.url}/readyz`)).status;
+    const logged = (text: string) => stack.logs.filter((l) => l.includes(text)).length;
+    try {
+      expect(await readiness()).toBe(200);
+      expect((await submit()).status).toBe(200);
+      // A replica of a primary that is not there: it keeps its data, answers PING and reads, refuses writes.
+      await observer.replicaof('127.0.0.1', await freePort());
+      expect(await readiness()).toBe(503);
+      const refused = await submit();
+      expect(refused.status).toBe(503);
+      expect(((await refused.json()) as { error_type: string }).error_type).toBe('store_unavailable');
+      await expect.poll(() => logged('READONLY: a replica, not the primary'), { timeout: 3_000 }).toBe(1);
+      // The gateway reconnected (where a failover endpoint would lead it to the new primary) and,
+      // finding a replica again, says so.
+      await expect.poll(() => logged('redis connected'), { timeout: 3_000 }).toBe(2);
+      await expect.poll(() => logged('REDIS_URL leads to a read-only replica'), { timeout: 3_000 }).toBe(1);
+      // More refused writes within a few seconds: no reconnection each time.
+      for (let i = 0; i < 5; i++) expect((await submit()).status).toBe(503);
+      expect(logged('READONLY: a replica, not the primary')).toBe(1);
+      await observer.replicaof('NO', 'ONE');
+      await expect.poll(readiness, { timeout: 3_000 }).toBe(200);
+      expect((await submit()).status).toBe(200);
+    } finally {
+      await stack.close();
+      observer.disconnect();
+      await redis.stop();
+    }
+  });
+});
+
 describe('what the gateway makes of a Redis server, from INFO', () => {
   const info = (fields: Record<string, string>) => `# Server\r\n${Object.entries(fields).map(([k, v]) => `${k}:${v}`).join('\r\n')}\r\n`;
   it('refuses a Redis older than 7 (no SET ... NX GET)', () => {
@@ -408,6 +445,10 @@ describe('what the gateway makes of a Redis server, from INFO', () => {
     expect(redisProblems(info({ redis_version: '7.2.4', maxmemory: '1073741824', maxmemory_policy: 'volatile-ttl' })).warning).toMatch(/maxmemory-policy volatile-ttl/);
     expect(redisProblems(info({ redis_version: '7.2.4', maxmemory: '0', maxmemory_policy: 'allkeys-lru' }))).toEqual({});
     expect(redisProblems(info({ redis_version: '7.2.4', maxmemory: '1073741824', maxmemory_policy: 'noeviction' }))).toEqual({});
+  });
+  it('warns of a replica, which refuses every write', () => {
+    expect(redisProblems(info({ redis_version: '7.2.4', role: 'slave' })).warning).toMatch(/read-only replica/);
+    expect(redisProblems(info({ redis_version: '7.2.4', role: 'master' }))).toEqual({});
   });
 });
 

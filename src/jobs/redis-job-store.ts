@@ -1,4 +1,5 @@
 import type { Redis } from 'ioredis';
+import { redisWritable } from '../redis.js';
 import { chargedAtToKeep, OwnedByAnotherTenant, type ChargedWindow, type IdempotencyRecord, type JobMark, type JobRecord, type JobStore } from './job-store.js';
 
 /**
@@ -186,7 +187,7 @@ export class RedisJobStore implements JobStore {
   async ready(): Promise<boolean> {
     if (!this.available()) return false;
     try {
-      return (await this.redis.ping()) === 'PONG';
+      return await redisWritable(this.redis);
     } catch {
       return false;
     }
