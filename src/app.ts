@@ -167,7 +167,7 @@ function clientErrorAnswer(metrics: GatewayMetrics) {
       if (current) markAnsweredOnSocket(current, status);
       else {
         metrics.httpRequest(UNMATCHED_ROUTE, 'unknown', status, undefined, 0);
-        this.log.info({ reqId: id, statusCode: status, errorType: type }, 'request');
+        this.log.info({ reqId: id, ip: (socket as Duplex & { remoteAddress?: string }).remoteAddress, statusCode: status, errorType: type }, 'request');
       }
     }
     socket.destroy(err);
@@ -435,6 +435,9 @@ export async function buildApp(options: AppOptions): Promise<GatewayApp> {
   const sockets = new Set<Duplex>();
   app.server.on('connection', (socket: Duplex) => {
     sockets.add(socket);
+    // Read once now, the socket keeps it: the log line of a request whose connection is already
+    // gone (a client that left, a 408) still names the caller's address.
+    void (socket as Duplex & { remoteAddress?: string }).remoteAddress;
     socket.once('close', () => sockets.delete(socket));
   });
   const withoutRequest = (socket: Duplex) => !(socket as Duplex & { _httpMessage?: unknown })._httpMessage;

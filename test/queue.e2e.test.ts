@@ -161,6 +161,12 @@ describe('queue flow end to end', () => {
     expect(id).toMatch(/^[0-9a-f-]{36}$/);
     const line = stack.logs.map((l) => JSON.parse(l) as Record<string, unknown>).find((l) => l.reqId === id && l.msg === 'request');
     expect(line?.clientRequestId).toBe('trace-123');
+    // The caller's address (the connection's here: no proxy is trusted), so floods of refused
+    // calls can be traced to where they come from.
+    expect(line?.ip).toBe('127.0.0.1');
+    const forged = await fetch(`${stack.url}/healthz`, { headers: { 'x-forwarded-for': '203.0.113.9' } });
+    const forgedLine = stack.logs.map((l) => JSON.parse(l) as Record<string, unknown>).find((l) => l.reqId === forged.headers.get('x-request-id') && l.msg === 'request');
+    expect(forgedLine?.ip).toBe('127.0.0.1');
     const unauthenticated = await fetch(`${stack.url}/v1/requests/nope/status`, { headers: { 'x-request-id': 'someone-elses-id' } });
     expect(unauthenticated.status).toBe(401);
     expect(unauthenticated.headers.get('x-request-id')).toMatch(/^[0-9a-f-]{36}$/);

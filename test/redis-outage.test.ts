@@ -190,3 +190,41 @@ describe.skipIf(!redisAvailable)(`a concurrency slot taken while Redis is frozen
     expect((await submit()).status).toBe(429);
   });
 });
+
+describe.skipIf(!redisAvailable)(`the log while Redis is down${skipReason}`, () => {
+  it('says so once per kind of refusal, at warn and without a stack, not once per request; each request keeps its own line', async () => {
+    const redis = new PrivateRedis(await freePort());
+    await redis.start();
+    const stack = await startStack({ env: { REDIS_URL: redis.url, REDIS_COMMAND_TIMEOUT_MS: '100' } });
+    try {
+      const submitted = await fetch(`${stack.url}/v1/image-to-image`, { method: 'POST', headers: { ...json, ...stack.bearer('team-a') }, body: JSON.stringify(SEED_REQUEST) });
+      const { request_id: id } = (await submitted.json()) as { request_id: string };
+      await redis.stop();
+      const deadline = Date.now() + 5_000;
+      while ((await fetch(`${stack.url}/readyz`)).status !== 503) {
+        if (Date.now() > deadline) throw new Error('the gateway did not notice that Redis went away');
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      const from = stack.logs.length;
+      for (let i = 0; i < 20; i++) {
+        const read = await fetch(`${stack.url}/v1/requests/${id}/status`, { headers: stack.bearer('team-a') });
+        expect(read.status).toBe(503);
+        await read.arrayBuffer();
+      }
+      const parsed = () => stack.logs.slice(from).map((l) => JSON.parse(l) as { msg: string; statusCode?: number });
+      await expect.poll(() => parsed().filter((l) => l.msg === 'request').length).toBe(20);
+      const lines = stack.logs.slice(from).map((l) => JSON.parse(l) as { level: number; msg: string; statusCode?: number; err?: unknown; suppressed?: number });
+      expect(lines.filter((l) => l.msg === 'request' && l.statusCode === 503)).toHaveLength(20);
+      const others = lines.filter((l) => l.msg !== 'request');
+      // One line for the rate limit that could not be counted, one for the refusals it led to.
+      expect(others.map((l) => l.msg)).toEqual([
+        'rate-limit store unavailable (logged at most every 10 s)',
+        'The job store is unavailable; try again shortly (refusals like this are logged at most every 10 s)',
+      ]);
+      expect(others.every((l) => l.level === 40 && !JSON.stringify(l).includes('"stack"'))).toBe(true);
+    } finally {
+      await stack.close();
+      await redis.stop();
+    }
+  });
+});

@@ -236,16 +236,16 @@ describe('secrets never leave the gateway', () => {
       // Logged and counted as the 408 it was, not as a client that left (499).
       await expect.poll(() => lines.filter((l) => l.msg === 'request').length).toBe(1);
       const [line] = lines.filter((l) => l.msg === 'request');
-      expect(line).toMatchObject({ method: 'POST', url: '/v1/image-to-image', statusCode: 408, tenant: 'team-a' });
+      expect(line).toMatchObject({ method: 'POST', url: '/v1/image-to-image', ip: '127.0.0.1', statusCode: 408, tenant: 'team-a' });
       expect(line).not.toHaveProperty('aborted');
       // Refusals before any request exists get a line and a count of their own.
       const raw = (bytes: string) => rawExchange(slowUrl, bytes);
       expect(await raw(`GET /healthz HTTP/1.1\r\nHost: gw\r\nX-Big: ${'a'.repeat(20_000)}\r\n\r\n`)).toMatch(/^HTTP\/1\.1 431/);
       expect(await raw('NOT HTTP AT ALL\r\n\r\n')).toMatch(/^HTTP\/1\.1 400/);
-      expect(lines.filter((l) => l.msg === 'request').map((l) => [l.statusCode, l.errorType])).toEqual([
-        [408, undefined],
-        [431, 'headers_too_large'],
-        [400, 'bad_request'],
+      expect(lines.filter((l) => l.msg === 'request').map((l) => [l.statusCode, l.errorType, l.ip])).toEqual([
+        [408, undefined, '127.0.0.1'],
+        [431, 'headers_too_large', '127.0.0.1'],
+        [400, 'bad_request', '127.0.0.1'],
       ]);
       const metrics = await (await fetch(`${slowUrl}/metrics`)).text();
       expect(metrics).toMatch(/http_requests_total\{[^}]*route="\/v1\/image-to-image"[^}]*status="408"[^}]*\} 1/);

@@ -2,6 +2,7 @@ import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from
 import { errors, errorTypeOf, RequestValidationError } from '../errors.js';
 import type { ErrorEnvelope } from '../schemas/error.js';
 import { SUBMIT_URLS } from './multipart.js';
+import { LogSampler, OUTAGE_LOG_INTERVAL_MS } from '../log-sampler.js';
 
 /** Fastify's own request errors, translated into the gateway's. */
 function fromFastify(err: FastifyError, bodyLimit: number, contentType: unknown, route: string | undefined): Error | undefined {
@@ -38,6 +39,25 @@ function sendEnvelope(reply: FastifyReply, status: number, err: { message: strin
 }
 
 /**
+ * Refusals that report a lasting state (the store down, the upstream's circuit open), not a fault
+ * of this request: that state is logged when it changes ("redis unavailable", "upstream circuit
+ * open"), and every request refused meanwhile has its request line with its status. Logged at
+ * warn, without a stack, at most once per interval for each kind, with the cause and how many
+ * were left out.
+ */
+const OUTAGE_CODES: ReadonlySet<string> = new Set(['FGW_STORE_UNAVAILABLE', 'FGW_RATE_LIMIT_UNAVAILABLE', 'FGW_UPSTREAM_CIRCUIT_OPEN', 'FGW_UPSTREAM_UNAVAILABLE']);
+
+function logOutage(request: FastifyRequest, err: FastifyError, lines: LogSampler): void {
+  const line = lines.take(err.code);
+  if (!line.log) return;
+  const cause = err.cause instanceof Error ? err.cause.message : undefined;
+  request.log.warn(
+    { errorType: errorTypeOf(err.code), ...(cause !== undefined ? { cause } : {}), ...(line.suppressed > 0 ? { suppressed: line.suppressed } : {}) },
+    `${err.message} (refusals like this are logged at most every ${OUTAGE_LOG_INTERVAL_MS / 1000} s)`,
+  );
+}
+
+/**
  * One envelope everywhere, in fal's dialect: {"detail": ..., "error_type": ...}. 5xx bodies
  * carry the gateway's own message only; internals go to the log under the request id.
  */
@@ -47,6 +67,7 @@ export function registerErrorHandling(
   /** Makes a refusal readable by a browser origin some tenant allows (see corsForRefusal). */
   corsForRefusal: (request: FastifyRequest, reply: FastifyReply) => void = () => {},
 ): void {
+  const outageLines = new LogSampler(OUTAGE_LOG_INTERVAL_MS);
   app.setErrorHandler((raw: FastifyError, request, reply) => {
     if (raw instanceof RequestValidationError) {
       request.log.info({ problems: raw.detail.length }, 'request rejected by validation');
@@ -64,7 +85,8 @@ export function registerErrorHandling(
     const headers = (err as { headers?: Record<string, string> }).headers;
     if (headers) reply.headers(headers);
     // 501 is the gateway's configuration (a feature turned off), not a failure: the request line says it.
-    if (status >= 500 && status !== 501) request.log.error({ err: err.cause ?? err, errorType: errorTypeOf(err.code) }, err.message);
+    if (OUTAGE_CODES.has(err.code)) logOutage(request, err, outageLines);
+    else if (status >= 500 && status !== 501) request.log.error({ err: err.cause ?? err, errorType: errorTypeOf(err.code) }, err.message);
     // A hint on when to come back from a 503 that gave none (fal's clients retry 503s).
     if (status === 503 && !reply.hasHeader('retry-after')) reply.header('retry-after', UNAVAILABLE_RETRY_AFTER_SECONDS);
     return sendEnvelope(reply, status, err);

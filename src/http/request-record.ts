@@ -35,6 +35,8 @@ export function loggedUrl(url: string): string {
 interface RequestLine {
   method: string;
   url: string;
+  /** The caller's address: the connection's, or the one a trusted proxy names (TRUST_PROXY). */
+  ip: string | undefined;
   statusCode: number;
   ms: number;
   /** The upstream job a submit queued. */
@@ -100,7 +102,7 @@ function recordRequest(request: FastifyRequest, reply: FastifyReply, metrics: Ga
   if (!options.uncounted.has(route)) {
     metrics.httpRequest(route, request.method, statusCode, request.tenant?.id, reply.elapsedTime / 1000);
   }
-  const line: RequestLine = { method: request.method, url: loggedUrl(request.url), statusCode, ms: Math.round(reply.elapsedTime) };
+  const line: RequestLine = { method: request.method, url: loggedUrl(request.url), ip: request.ip, statusCode, ms: Math.round(reply.elapsedTime) };
   if (request.jobId !== undefined) line.requestId = request.jobId;
   const clientRequestId = request.headers['x-request-id'];
   if (typeof clientRequestId === 'string' && CLIENT_REQUEST_ID.test(clientRequestId)) line.clientRequestId = clientRequestId;

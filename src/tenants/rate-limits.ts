@@ -5,6 +5,7 @@ import { errors } from '../errors.js';
 import { tenantOf } from './auth.js';
 import { reportPolicy } from './ratelimit-fields.js';
 import type { Tenant } from './tenants-file.js';
+import { LogSampler, OUTAGE_LOG_INTERVAL_MS } from '../log-sampler.js';
 
 export type PolicyName = 'submit' | 'read';
 export type StoreErrorPolicy = 'open' | 'closed';
@@ -58,6 +59,7 @@ export function createPolicyLimiter(app: FastifyInstance, policy: PolicyName, on
       ...(Number.isFinite(reset) ? { resetSeconds: reset } : {}),
     });
   };
+  const storeErrorLines = new LogSampler(OUTAGE_LOG_INTERVAL_MS);
   return async function rateLimit(this: FastifyInstance, request, reply) {
     try {
       await limiter.call(this, request, reply);
@@ -70,7 +72,14 @@ export function createPolicyLimiter(app: FastifyInstance, policy: PolicyName, on
       }
       app.metrics.storeError('rate_limit', 'incr');
       request.rateLimitStoreFailed = true;
-      request.log.warn({ err: (err as Error).message, policy, onStoreError }, 'rate-limit store unavailable');
+      // Once per interval, not per request: while the store is down, every request fails here.
+      const line = storeErrorLines.take(policy);
+      if (line.log) {
+        request.log.warn(
+          { err: (err as Error).message, policy, onStoreError, ...(line.suppressed > 0 ? { suppressed: line.suppressed } : {}) },
+          `rate-limit store unavailable (logged at most every ${OUTAGE_LOG_INTERVAL_MS / 1000} s)`,
+        );
+      }
       if (onStoreError === 'closed') throw new errors.RateLimitUnavailable({ cause: err });
     }
   };
