@@ -241,9 +241,11 @@ export async function buildApp(options: AppOptions): Promise<GatewayApp> {
   });
 
   let registry = options.tenants instanceof TenantRegistry ? options.tenants : new TenantRegistry(options.tenants);
+  metrics.tenants(registry.tenants.length);
   app.decorate('tenants', () => registry);
   app.decorate('replaceTenants', (next: readonly Tenant[] | TenantRegistry) => {
     registry = next instanceof TenantRegistry ? next : new TenantRegistry(next);
+    metrics.tenants(registry.tenants.length);
   });
   const tokens = config.TOKEN_SECRET ? new TokenIssuer(config.TOKEN_SECRET, Date.now, config.PUBLIC_BASE_URL ?? 'fal-gateway') : undefined;
   const ownDispatcher = options.dispatcher

@@ -78,6 +78,8 @@ export class GatewayMetrics {
   private readonly jobRunning: Histogram<'tenant'>;
   private readonly storeErrors: Counter<'store' | 'operation'>;
   private readonly circuit: Gauge;
+  private readonly tenantsReloads: Counter<'outcome'>;
+  private readonly tenantsInForce: Gauge;
   private readonly concurrent: Gauge<'tenant'>;
   /** Where the in-flight gauge is read from at each scrape (the shared store). */
   private concurrencyReader?: ConcurrencyReader;
@@ -170,6 +172,19 @@ export class GatewayMetrics {
     this.circuit = new Gauge({
       name: name('circuit_state'),
       help: 'Upstream circuit breaker state: 0 closed, 1 half_open, 2 open.',
+      registers,
+    });
+    this.tenantsReloads = new Counter({
+      name: name('tenants_reloads_total'),
+      help: 'Reloads of the tenants file: applied, or rejected (the previous tenants stay in force).',
+      labelNames: ['outcome'] as const,
+      registers,
+    });
+    // Both series from the start, at 0: the first rejected reload is then an increase an alert sees.
+    for (const outcome of ['applied', 'rejected'] as const) this.tenantsReloads.inc({ outcome }, 0);
+    this.tenantsInForce = new Gauge({
+      name: name('tenants'),
+      help: 'Tenants in force (from the tenants file as last applied).',
       registers,
     });
     this.cacheLookups = new CounterFamily({
@@ -284,6 +299,16 @@ export class GatewayMetrics {
 
   storeError(store: MetricsStore, operation: string): void {
     this.storeErrors.inc({ store, operation });
+  }
+
+  /** A tenants file reload: applied, or rejected. */
+  tenantsReload(outcome: 'applied' | 'rejected'): void {
+    this.tenantsReloads.inc({ outcome });
+  }
+
+  /** How many tenants are in force (at start, and after each reload). */
+  tenants(count: number): void {
+    this.tenantsInForce.set(count);
   }
 
   circuitState(state: CircuitStateName): void {

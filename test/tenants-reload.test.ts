@@ -271,6 +271,22 @@ describe('reloading the tenants file', () => {
     expect(await gw.reloader.reload()).toMatchObject({ ok: true, applied: true });
     expect((await submit(gw.url, a2)).status).toBe(200);
     expect(gw.logs.filter((l) => l.includes('"level":50'))).toHaveLength(3);
+    // Counted, so an alert can catch a broken push without reading the logs.
+    const metrics = await (await fetch(`${gw.url}/metrics`)).text();
+    expect(metrics).toContain('fal_gateway_tenants_reloads_total{outcome="rejected"} 3');
+    expect(metrics).toContain('fal_gateway_tenants_reloads_total{outcome="applied"} 1');
+    expect(metrics).toMatch(/^fal_gateway_tenants 1$/m);
+  });
+
+  it('applies a valid file with no tenant, warning as at start that every call will be 401', async () => {
+    const a = newKey();
+    const gw = await startGateway([{ id: 'team-a', keys: [a] }, { id: 'team-b', keys: [newKey()] }]);
+    expect(await (await fetch(`${gw.url}/metrics`)).text()).toMatch(/^fal_gateway_tenants 2$/m);
+    await writeFile(gw.file, tenantsJson([]));
+    expect(await gw.reloader.reload()).toMatchObject({ ok: true, applied: true, tenants: [] });
+    expect(gw.lines('the tenants file lists no tenant: every call will be 401')).toEqual([expect.objectContaining({ level: 40, file: gw.file, trigger: 'manual' })]);
+    expect((await submit(gw.url, a)).status).toBe(401);
+    expect(await (await fetch(`${gw.url}/metrics`)).text()).toMatch(/^fal_gateway_tenants 0$/m);
   });
 
   it('applies content identical to what is in force only once, noting the skip at debug level', async () => {

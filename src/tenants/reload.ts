@@ -45,6 +45,8 @@ export interface TenantsReloaderOptions {
   debounceMs?: number;
   /** Digest of the content already in force (from readTenantsSnapshot), so an unchanged file is not applied again. */
   appliedDigest?: string;
+  /** Counts reloads applied and rejected. */
+  metrics?: { tenantsReload(outcome: 'applied' | 'rejected'): void };
 }
 
 export interface TenantsSnapshot {
@@ -166,6 +168,7 @@ export class TenantsReloader {
       read = await readSnapshot(file);
     }
     if (!read.ok) {
+      this.options.metrics?.tenantsReload('rejected');
       log.error({ file, trigger, problems: read.problems }, 'tenants file rejected; keeping the previous tenants');
       return { ok: false, problems: read.problems };
     }
@@ -177,7 +180,10 @@ export class TenantsReloader {
     const diff = diffTenants(target.tenants().tenants, next.tenants);
     target.replaceTenants(next);
     this.appliedDigest = read.digest;
+    this.options.metrics?.tenantsReload('applied');
     log.info({ file, trigger, tenants: next.tenants.length, ...diff }, 'tenants file reloaded');
+    // Valid, and the same warning as at start: every call is now refused.
+    if (next.tenants.length === 0) log.warn({ file, trigger }, 'the tenants file lists no tenant: every call will be 401');
     return { ok: true, applied: true, tenants: next.tenants };
   }
 }
@@ -190,7 +196,7 @@ export function attachTenantsReloader(
   app: GatewayApp,
   options: Omit<TenantsReloaderOptions, 'target' | 'log'>,
 ): TenantsReloader {
-  const reloader = new TenantsReloader({ ...options, target: app, log: app.log }).start();
+  const reloader = new TenantsReloader({ ...options, target: app, log: app.log, metrics: app.metrics }).start();
   app.addHook('onClose', () => reloader.close());
   return reloader;
 }
