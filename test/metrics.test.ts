@@ -1,3 +1,4 @@
+import { manualClock } from '../src/simulator/index.js';
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MemoryJobStore } from '../src/jobs/memory-job-store.js';
@@ -287,6 +288,32 @@ describe('GET /metrics access', () => {
       expect(((await res.json()) as { error_type: string }).error_type).toBe('route_not_found');
     } finally {
       await other.close();
+    }
+  });
+});
+
+describe('job times in GET /metrics', () => {
+  it("takes a job's running time from fal's inference_time, also for a job only read once it had ended", async () => {
+    const clock = manualClock(Date.now());
+    // No status cache: the read that settles the job must not be served the IN_QUEUE just read.
+    const stack = await startStack({ sim: { now: clock.now, queueMs: 1_000, runMs: 7_000 }, env: { STATUS_CACHE_MS: '0' } });
+    try {
+      const auth = stack.bearer('team-a');
+      const accepted = await fetch(`${stack.url}/v1/image-to-image`, { method: 'POST', headers: { ...json, ...auth }, body: JSON.stringify(SEED_REQUEST) });
+      const job = (await accepted.json()) as { status_url: string; response_url: string };
+      expect(((await (await fetch(job.status_url, { headers: auth })).json()) as { status: string }).status).toBe('IN_QUEUE');
+      // Never seen running: the next read is of the result, after the job has ended.
+      clock.advance(8_000);
+      expect((await fetch(job.response_url, { headers: auth })).status).toBe(200);
+      await stack.app.whenIdle();
+      const text = await (await fetch(`${stack.url}/metrics`)).text();
+      expect(text).toContain('fal_gateway_jobs_finished_total{tenant="team-a",outcome="completed"} 1');
+      expect(text).toContain('fal_gateway_job_running_seconds_count{tenant="team-a"} 1');
+      expect(text).toContain('fal_gateway_job_running_seconds_sum{tenant="team-a"} 7');
+      // When it started is not known here: no queued time rather than a wrong one.
+      expect(text).not.toContain('fal_gateway_job_queued_seconds_count{tenant="team-a"}');
+    } finally {
+      await stack.close();
     }
   });
 });

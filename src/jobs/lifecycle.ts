@@ -182,11 +182,14 @@ export class JobLifecycle {
     ]);
     if (this.options.metrics) {
       this.options.metrics.jobState(job.tenantId, 'COMPLETED');
+      // Running: fal's own measure when it gives one, whoever saw the job end and however seldom
+      // it was polled; else the time since this process saw it start. Queued: only known when
+      // this process saw it start (a job read only once it had ended has no queued time).
       this.options.metrics.jobFinished(
         job.tenantId,
         outcome,
         started !== undefined ? (started - job.submittedAt) / 1000 : undefined,
-        started !== undefined ? (now - started) / 1000 : undefined,
+        inference > 0 ? inference : started !== undefined ? (now - started) / 1000 : undefined,
       );
     }
     if (this.options.warmResults && outcome !== 'cancelled') this.prefetch(requestId);
