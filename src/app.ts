@@ -135,6 +135,9 @@ function jsonProblem(text: string): Error {
   return new errors.BadRequest('The request body may not hold "__proto__" or "constructor" keys');
 }
 
+/** Each request's id by its Node request, for an answer written on the raw connection (a 408) to name it. */
+const requestIds = new WeakMap<IncomingMessage, string>();
+
 /**
  * Node's HTTP errors on a connection (a request not received within REQUEST_TIMEOUT_MS, headers
  * too large, bytes that are not HTTP), answered in the gateway's envelope on a connection that
@@ -154,11 +157,12 @@ function clientErrorAnswer(metrics: GatewayMetrics) {
           : [400, 'Bad Request', 'The request is not valid HTTP', 'bad_request'];
     const body = JSON.stringify({ detail, error_type: type });
     // Unless an answer is already under way on it (a reused connection may have sent others before).
-    const current = (socket as Duplex & { _httpMessage?: { headersSent?: boolean } | null })._httpMessage;
+    const current = (socket as Duplex & { _httpMessage?: { headersSent?: boolean; req?: IncomingMessage } | null })._httpMessage;
     if (socket.writable && !current?.headersSent) {
-      // The headers every answer of the gateway carries: its id (logged with it), the error type
-      // as fal's infrastructure errors give it, and the same hardening as any API answer.
-      const id = randomUUID();
+      // The headers every answer of the gateway carries: its id (the request's own when one is
+      // under way, logged on its line; else a new one, logged here), the error type as fal's
+      // infrastructure errors give it, and the same hardening as any API answer.
+      const id = (current?.req && requestIds.get(current.req)) ?? randomUUID();
       socket.write(
         `HTTP/1.1 ${status} ${reason}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\n` +
           `X-Fal-Error-Type: ${type}\r\nX-Request-Id: ${id}\r\nX-Content-Type-Options: nosniff\r\n` +
@@ -218,7 +222,11 @@ export async function buildApp(options: AppOptions): Promise<GatewayApp> {
     logController: new LogController({ disableRequestLogging: true, requestIdLogLabel: 'reqId' }),
     // Always the gateway's own id: a caller must not choose the id its log lines are filed under.
     // A caller's own x-request-id is logged beside it (clientRequestId) for correlation.
-    genReqId: () => randomUUID(),
+    genReqId: (req) => {
+      const id = randomUUID();
+      requestIds.set(req, id);
+      return id;
+    },
     // Requests already on an open connection are still served while closing (no reset, no
     // bare 503); Fastify closes each connection after its response.
     return503OnClosing: false,

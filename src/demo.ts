@@ -38,6 +38,8 @@ const milliseconds = (fallback: number) =>
     .string()
     .regex(/^\d+$/, 'must be a whole number of milliseconds, such as 1500')
     .transform(Number)
+    // A longer timer fires at once (Node's timers hold 32 bits): 24 days is plenty for a demo.
+    .refine((ms) => ms <= 2_147_483_647, 'must be at most 2147483647 (about 24 days)')
     .default(fallback);
 const DemoEnv = z.object({
   DEMO_QUEUE_MS: milliseconds(1_500),

@@ -31,7 +31,7 @@ export const errors = {
   QuotaExceeded: define(
     'QUOTA_EXCEEDED',
     429,
-    'Image quota: %s It resets at %s (see Retry-After).',
+    'Image quota: %s %s (see Retry-After).',
   ),
   ConcurrencyExceeded: define(
     'CONCURRENCY_EXCEEDED',

@@ -8,6 +8,21 @@
 /** How often a line about a lasting outage may repeat (ms). */
 export const OUTAGE_LOG_INTERVAL_MS = 10_000;
 
+/**
+ * Whether a store error is its connection failing (Redis down, frozen, unreachable, a replica),
+ * a state that lasts, rather than a fault of the command (a script error, a wrong key type).
+ */
+export function isConnectionFailure(err: unknown): boolean {
+  const message = err instanceof Error ? err.message : String(err);
+  return CONNECTION_FAILURE.test(message);
+}
+
+const CONNECTION_FAILURE =
+  /Connection is closed|Command timed out|enableOfflineQueue|Stream isn't writeable|max retries|ECONNREFUSED|ECONNRESET|ETIMEDOUT|EHOSTUNREACH|ENETUNREACH|ENOTFOUND|EAI_AGAIN|EPIPE|^READONLY|^LOADING|^MASTERDOWN|^CLUSTERDOWN|^TRYAGAIN/i;
+
+/** Kinds remembered at most; past it the memory starts afresh (kinds are few: this bounds odd causes). */
+const MAX_KINDS = 256;
+
 export class LogSampler {
   private readonly last = new Map<string, { at: number; suppressed: number }>();
 
@@ -28,6 +43,7 @@ export class LogSampler {
       return { log: false };
     }
     const suppressed = entry?.suppressed ?? 0;
+    if (!entry && this.last.size >= MAX_KINDS) this.last.clear();
     this.last.set(kind, { at: now, suppressed: 0 });
     return { log: true, suppressed };
   }

@@ -103,16 +103,24 @@ const READ_ONLY_RECONNECT_MS = 5_000;
  * failover, or a REDIS_URL naming one) answers PING and reads, then refuses every write.
  */
 export async function redisWritable(redis: Redis): Promise<boolean> {
-  let role: unknown;
-  try {
-    role = await redis.call('ROLE');
-  } catch (err) {
-    // ROLE renamed or disabled (some managed Redis): that it answers must do.
-    if (!/unknown command/i.test((err as Error).message)) throw err;
-    return (await redis.ping()) === 'PONG';
+  if (!roleRefused.has(redis)) {
+    try {
+      const role = await redis.call('ROLE');
+      return Array.isArray(role) && role[0] === 'master';
+    } catch (err) {
+      if (!ROLE_REFUSED.test((err as Error).message)) throw err;
+      // ROLE renamed or disabled (some managed Redis), or not granted to this user (it is in the
+      // @admin and @dangerous ACL categories): that it answers must do (logged at connection).
+      roleRefused.add(redis);
+    }
   }
-  return Array.isArray(role) && role[0] === 'master';
+  return (await redis.ping()) === 'PONG';
 }
+
+/** Redis refusing ROLE itself: unknown (renamed, disabled) or not permitted to this user. */
+const ROLE_REFUSED = /unknown command|NOPERM|no permissions/i;
+/** Clients whose Redis refuses them ROLE: readiness checks that Redis answers, not its role. */
+const roleRefused = new WeakSet<Redis>();
 
 /** Clients closed for good: a Redis the gateway must not use (a wrong database, too old a version). */
 const abandoned = new WeakSet<Redis>();
@@ -155,6 +163,17 @@ export function redisProblems(info: string): { fatal?: string; warning?: string 
 
 /** Asked once per connection: a Redis the gateway cannot use is closed; one that may evict its state is warned about. */
 async function checkServer(redis: Redis, url: string, log: FastifyBaseLogger): Promise<void> {
+  try {
+    await redisWritable(redis);
+  } catch {
+    // Not answering: the readiness check says so.
+  }
+  if (roleRefused.has(redis)) {
+    log.warn(
+      { redis: redactUrl(url) },
+      'Redis refuses ROLE to this connection (not granted to its user, or disabled): readiness checks that Redis answers, and cannot tell a read-only replica from the primary; grant +role to the user to let it',
+    );
+  }
   let info: string;
   try {
     info = await redis.info();

@@ -72,7 +72,7 @@ describe('image quota', () => {
     expect(body.error_type).toBe('quota_exceeded');
     // What is left, and what would pass now: 3 of 4 used, 2 asked for.
     expect(body.detail).toBe(
-      `Image quota: this submit asks for 2 images and 1 is left (4 images per UTC day): ask for 1 or fewer now, or wait. It resets at ${new Date(nextUtcMidnight()).toISOString()} (see Retry-After).`,
+      `Image quota: this submit asks for 2 images and 1 can be had now (1 of 4 per UTC day left). Ask for 1 or fewer, or submit again from ${new Date(nextUtcMidnight()).toISOString()} (see Retry-After).`,
     );
     const retryAfter = Number(over.headers.get('retry-after'));
     expect(retryAfter).toBeGreaterThan(0);
@@ -94,7 +94,29 @@ describe('image quota', () => {
     expect((await post(stack, 'team-a', 4)).status).toBe(200);
     const spent = await post(stack, 'team-a', 1);
     expect(spent.status).toBe(429);
-    expect(((await spent.json()) as { detail: string }).detail).toMatch(/^Image quota: all 4 images per UTC day are used\. It resets at /);
+    expect(((await spent.json()) as { detail: string }).detail).toMatch(/^Image quota: this submit asks for 1 image and none can be had now \(0 of 4 per UTC day left\)\. Submit again from /);
+  });
+
+  it('says what each window has left, and from when this very submit fits, when a day and a month are both capped', async () => {
+    const both = await startStack({ tenants: [{ id: 'team-a', quota: { imagesPerDay: 10, imagesPerMonth: 12 } }], sim: { queueMs: 600_000 } });
+    try {
+      const now = new Date();
+      const nextMonth = new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth() + 1, 1)).toISOString();
+      const detail = async (images: number) => ((await (await post(both, 'team-a', images)).json()) as { detail: string }).detail;
+      expect((await post(both, 'team-a', 4)).status).toBe(200);
+      expect((await post(both, 'team-a', 4)).status).toBe(200);
+      // 2 left today, 4 this month: 2 can pass now, and 4 would fit from midnight.
+      expect(await detail(4)).toBe(
+        `Image quota: this submit asks for 4 images and 2 can be had now (2 of 10 per UTC day and 4 of 12 per UTC month left). Ask for 2 or fewer, or submit again from ${new Date(nextUtcMidnight()).toISOString()} (see Retry-After).`,
+      );
+      expect((await post(both, 'team-a', 2)).status).toBe(200);
+      // Today's spent and the month has 2 left: none now, and 4 only from next month.
+      expect(await detail(4)).toBe(
+        `Image quota: this submit asks for 4 images and none can be had now (0 of 10 per UTC day and 2 of 12 per UTC month left). Submit again from ${nextMonth} (see Retry-After).`,
+      );
+    } finally {
+      await both.close();
+    }
   });
 
   it('keeps the images of a job that finished with its output although it was cancelled', async () => {

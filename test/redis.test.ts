@@ -434,6 +434,27 @@ describe.skipIf(!redisAvailable)(`a Redis that becomes a read-only replica (a pr
   });
 });
 
+describe.skipIf(!redisAvailable)(`a Redis user not granted ROLE (least privilege: +@all -@dangerous)${skipReason}`, () => {
+  it('is ready and serves; the log says its role cannot be checked', async () => {
+    const redis = new PrivateRedis(await freePort());
+    await redis.start();
+    const observer = new Redis(redis.url);
+    await observer.call('ACL', 'SETUSER', 'gateway', 'on', '>gateway-password-7f1c', '~*', '&*', '+@all', '-@dangerous');
+    const stack = await startStack({ env: { REDIS_URL: `redis://gateway:gateway-password-7f1c@127.0.0.1:${redis.port}/0` } });
+    try {
+      await expect.poll(async () => (await fetch(`${stack.url}/readyz`)).status, { timeout: 3_000 }).toBe(200);
+      const submitted = await fetch(`${stack.url}/v1/image-to-image`, { method: 'POST', headers: { ...json, ...stack.bearer('team-a') }, body: JSON.stringify(SEED_REQUEST) });
+      expect(submitted.status).toBe(200);
+      await expect.poll(() => stack.logs.filter((l) => l.includes('Redis refuses ROLE to this connection')).length, { timeout: 3_000 }).toBe(1);
+      expect(stack.logs.join('\n')).not.toContain('gateway-password-7f1c');
+    } finally {
+      await stack.close();
+      observer.disconnect();
+      await redis.stop();
+    }
+  });
+});
+
 describe('what the gateway makes of a Redis server, from INFO', () => {
   const info = (fields: Record<string, string>) => `# Server\r\n${Object.entries(fields).map(([k, v]) => `${k}:${v}`).join('\r\n')}\r\n`;
   it('refuses a Redis older than 7 (no SET ... NX GET)', () => {

@@ -237,6 +237,8 @@ describe('secrets never leave the gateway', () => {
       await expect.poll(() => lines.filter((l) => l.msg === 'request').length).toBe(1);
       const [line] = lines.filter((l) => l.msg === 'request');
       expect(line).toMatchObject({ method: 'POST', url: '/v1/image-to-image', ip: '127.0.0.1', statusCode: 408, tenant: 'team-a' });
+      // The answer names the request its line is filed under.
+      expect(answer.toLowerCase()).toContain(`\r\nx-request-id: ${String(line!.reqId)}\r\n`);
       expect(line).not.toHaveProperty('aborted');
       // Refusals before any request exists get a line and a count of their own.
       const raw = (bytes: string) => rawExchange(slowUrl, bytes);

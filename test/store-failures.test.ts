@@ -12,6 +12,8 @@ class BreakableStore implements JobStore {
   readonly kind = 'memory' as const;
   private readonly inner = new MemoryJobStore({ ttlMs: 60_000, maxEntries: 1_000 });
   broken = { record: false, ownerOf: false, ready: false };
+  /** What a broken ownerOf says: a fault of the store by default, or its connection failing. */
+  ownerOfError = 'store down';
   /** Record writes still to fail, one by one (a write timing out once). */
   recordFailures = 0;
   available() {
@@ -35,7 +37,7 @@ class BreakableStore implements JobStore {
     return this.inner.dueForCheck(...args);
   }
   async ownerOf(id: string) {
-    if (this.broken.ownerOf) throw new Error('store down');
+    if (this.broken.ownerOf) throw new Error(this.ownerOfError);
     return this.inner.ownerOf(id);
   }
   async ready() {
@@ -107,6 +109,30 @@ describe('when the job store fails', () => {
     expect(upstreamCalls(stack).length).toBe(before);
     store.broken.ownerOf = false;
     expect((await fetch(status_url, { headers: stack.bearer('team-a') })).status).toBeLessThan(300);
+  });
+
+  it('logs a store fault at error with its stack each time, and a lost connection once per 10 s at warn', async () => {
+    const ok = await fetch(`${stack.url}/v1/image-to-image`, { method: 'POST', headers: { ...json, ...stack.bearer('team-a') }, body: JSON.stringify(SEED_REQUEST) });
+    const { status_url } = (await ok.json()) as { status_url: string };
+    const refusals = async (count: number) => {
+      const from = stack.logs.length;
+      for (let i = 0; i < count; i++) expect((await fetch(status_url, { headers: stack.bearer('team-a') })).status).toBe(503);
+      await stack.app.whenIdle();
+      return stack.logs.slice(from).map((l) => JSON.parse(l) as { level: number; msg: string; err?: { stack?: string }; cause?: string }).filter((l) => l.msg !== 'request');
+    };
+    store.broken.ownerOf = true;
+    try {
+      const faults = await refusals(3);
+      expect(faults).toHaveLength(3);
+      expect(faults.every((l) => l.level === 50 && l.err?.stack?.includes('store down'))).toBe(true);
+      store.ownerOfError = 'Connection is closed.';
+      const outage = await refusals(3);
+      expect(outage).toEqual([expect.objectContaining({ level: 40, cause: 'Connection is closed.' })]);
+      expect(JSON.stringify(outage)).not.toContain('"stack"');
+    } finally {
+      store.broken.ownerOf = false;
+      store.ownerOfError = 'store down';
+    }
   });
 
   it('reports not ready while the store is down and while draining', async () => {

@@ -2,7 +2,7 @@ import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from
 import { errors, errorTypeOf, RequestValidationError } from '../errors.js';
 import type { ErrorEnvelope } from '../schemas/error.js';
 import { SUBMIT_URLS } from './multipart.js';
-import { LogSampler, OUTAGE_LOG_INTERVAL_MS } from '../log-sampler.js';
+import { isConnectionFailure, LogSampler, OUTAGE_LOG_INTERVAL_MS } from '../log-sampler.js';
 
 /** Fastify's own request errors, translated into the gateway's. */
 function fromFastify(err: FastifyError, bodyLimit: number, contentType: unknown, route: string | undefined): Error | undefined {
@@ -42,15 +42,25 @@ function sendEnvelope(reply: FastifyReply, status: number, err: { message: strin
  * Refusals that report a lasting state (the store down, the upstream's circuit open), not a fault
  * of this request: that state is logged when it changes ("redis unavailable", "upstream circuit
  * open"), and every request refused meanwhile has its request line with its status. Logged at
- * warn, without a stack, at most once per interval for each kind, with the cause and how many
- * were left out.
+ * warn, without a stack, at most once per interval for each kind and cause, with how many were
+ * left out. A store refusal caused by anything but the connection (a script error, a wrong key
+ * type, a bug) is a fault: logged at error with its stack, each time.
  */
 const OUTAGE_CODES: ReadonlySet<string> = new Set(['FGW_STORE_UNAVAILABLE', 'FGW_RATE_LIMIT_UNAVAILABLE', 'FGW_UPSTREAM_CIRCUIT_OPEN', 'FGW_UPSTREAM_UNAVAILABLE']);
+/** Refusals whose every cause is the upstream's availability (its connection, its circuit, a full pool). */
+const UPSTREAM_OUTAGE_CODES: ReadonlySet<string> = new Set(['FGW_UPSTREAM_CIRCUIT_OPEN', 'FGW_UPSTREAM_UNAVAILABLE']);
+
+/** Whether a refusal is an outage's (sampled at warn) rather than a fault (each at error). */
+function isOutage(err: FastifyError): boolean {
+  if (!OUTAGE_CODES.has(err.code)) return false;
+  if (UPSTREAM_OUTAGE_CODES.has(err.code) || err.cause === undefined) return true;
+  return isConnectionFailure(err.cause);
+}
 
 function logOutage(request: FastifyRequest, err: FastifyError, lines: LogSampler): void {
-  const line = lines.take(err.code);
+  const cause = err.cause instanceof Error ? err.cause.message.slice(0, 200) : undefined;
+  const line = lines.take(`${err.code}\u0000${cause ?? ''}`);
   if (!line.log) return;
-  const cause = err.cause instanceof Error ? err.cause.message : undefined;
   request.log.warn(
     { errorType: errorTypeOf(err.code), ...(cause !== undefined ? { cause } : {}), ...(line.suppressed > 0 ? { suppressed: line.suppressed } : {}) },
     `${err.message} (refusals like this are logged at most every ${OUTAGE_LOG_INTERVAL_MS / 1000} s)`,
@@ -85,7 +95,7 @@ export function registerErrorHandling(
     const headers = (err as { headers?: Record<string, string> }).headers;
     if (headers) reply.headers(headers);
     // 501 is the gateway's configuration (a feature turned off), not a failure: the request line says it.
-    if (OUTAGE_CODES.has(err.code)) logOutage(request, err, outageLines);
+    if (isOutage(err)) logOutage(request, err, outageLines);
     else if (status >= 500 && status !== 501) request.log.error({ err: err.cause ?? err, errorType: errorTypeOf(err.code) }, err.message);
     // A hint on when to come back from a 503 that gave none (fal's clients retry 503s).
     if (status === 503 && !reply.hasHeader('retry-after')) reply.header('retry-after', UNAVAILABLE_RETRY_AFTER_SECONDS);

@@ -117,13 +117,16 @@ export async function admit(
       const { exceeded } = reservation;
       metrics?.rejected(tenant.id, `quota_${exceeded.window}`);
       reportPolicy(request, quotaField(exceeded, now));
-      // What could still pass now: the least any capped window has left.
-      const left = Math.min(...reservation.windows.map((w) => Math.max(0, w.limit - w.used)));
-      const per = `${exceeded.limit} images per ${exceeded.window === 'day' ? 'UTC day' : 'UTC month'}`;
+      // What could pass now (the least any capped window has left), each window's count, and
+      // when this very submit fits (the window it overruns resets).
+      const leftOf = (w: (typeof reservation.windows)[number]) => Math.max(0, w.limit - w.used);
+      const left = Math.min(...reservation.windows.map(leftOf));
+      const counts = reservation.windows.map((w) => `${leftOf(w)} of ${w.limit} per UTC ${w.window}`).join(' and ');
+      const asked = `${images} image${images === 1 ? '' : 's'}`;
       const why =
         left === 0
-          ? `all ${per} are used.`
-          : `this submit asks for ${images} images and ${left} ${left === 1 ? 'is' : 'are'} left (${per}): ask for ${left} or fewer now, or wait.`;
+          ? `this submit asks for ${asked} and none can be had now (${counts} left). Submit again from`
+          : `this submit asks for ${asked} and ${left} can be had now (${counts} left). Ask for ${left} or fewer, or submit again from`;
       throw Object.assign(
         new errors.QuotaExceeded(why, new Date(exceeded.resetsAt).toISOString()),
         { headers: { 'retry-after': String(Math.max(1, Math.ceil((exceeded.resetsAt - now) / 1000))) } },

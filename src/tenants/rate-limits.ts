@@ -5,7 +5,7 @@ import { errors } from '../errors.js';
 import { tenantOf } from './auth.js';
 import { reportPolicy } from './ratelimit-fields.js';
 import type { Tenant } from './tenants-file.js';
-import { LogSampler, OUTAGE_LOG_INTERVAL_MS } from '../log-sampler.js';
+import { isConnectionFailure, LogSampler, OUTAGE_LOG_INTERVAL_MS } from '../log-sampler.js';
 
 export type PolicyName = 'submit' | 'read';
 export type StoreErrorPolicy = 'open' | 'closed';
@@ -72,8 +72,9 @@ export function createPolicyLimiter(app: FastifyInstance, policy: PolicyName, on
       }
       app.metrics.storeError('rate_limit', 'incr');
       request.rateLimitStoreFailed = true;
-      // Once per interval, not per request: while the store is down, every request fails here.
-      const line = storeErrorLines.take(policy);
+      // Once per interval, not per request, while the store's connection is down (every request
+      // fails here then); any other failure (a script error, say) each time.
+      const line = isConnectionFailure(err) ? storeErrorLines.take(policy) : { log: true as const, suppressed: 0 };
       if (line.log) {
         request.log.warn(
           { err: (err as Error).message, policy, onStoreError, ...(line.suppressed > 0 ? { suppressed: line.suppressed } : {}) },
