@@ -202,7 +202,10 @@ export class GatewayMetrics {
       try {
         counts = await read();
       } catch {
-        // The store cannot answer: the last counts stay, and the failure is counted.
+        // The store cannot answer: no count is reported rather than the last one, which may be
+        // long wrong by the time the store is back (a gap on the chart, not a flat line), and the
+        // failure is counted.
+        gauge.reset();
         this.storeError('accounting', 'slots_in_use');
         return;
       }
