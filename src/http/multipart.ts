@@ -29,7 +29,8 @@ function boundBody(raw: FastifyRequest['raw'], limit: number): { exceeded: Promi
   const exceeded = new Promise<never>((_resolve, reject) => (fail = reject));
   exceeded.catch(() => undefined);
   const onData = (chunk: Buffer) => {
-    if (received < HEAD_BYTES) head.push(chunk);
+    // A copy of just those bytes: the chunk itself (up to 64 KiB of an upload) is not kept.
+    if (received < HEAD_BYTES) head.push(Buffer.from(chunk.subarray(0, HEAD_BYTES - received)));
     received += chunk.length;
     if (received <= limit) return;
     raw.off('data', onData);
@@ -38,7 +39,7 @@ function boundBody(raw: FastifyRequest['raw'], limit: number): { exceeded: Promi
     fail(new errors.PayloadTooLarge(limit));
   };
   raw.on('data', onData);
-  return { exceeded, stop: () => raw.off('data', onData), head: () => Buffer.concat(head).subarray(0, HEAD_BYTES) };
+  return { exceeded, stop: () => raw.off('data', onData), head: () => Buffer.concat(head) };
 }
 
 const HEAD_BYTES = 4096;
