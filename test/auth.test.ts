@@ -87,15 +87,19 @@ describe('authentication and tenant isolation', () => {
   it("hides another tenant's job: status, result and cancel are 404 without an upstream call", async () => {
     await stack.app.whenIdle();
     const before = upstreamCalls(stack).length;
+    const notFound = { detail: 'Request not found', error_type: 'request_not_found' };
     for (const [method, url] of [
       ['GET', jobOfA.status_url],
       ['GET', jobOfA.response_url],
       ['PUT', jobOfA.cancel_url],
       ['GET', `${stack.url}/fal-ai/flux-lora/requests/${jobOfA.request_id}`],
+      ['PUT', `${stack.url}/fal-ai/flux-lora/requests/${jobOfA.request_id}/cancel`],
     ] as const) {
       const res = await fetch(url, { method, headers: stack.bearer('team-b') });
       expect(res.status, `${method} ${url}`).toBe(404);
-      expect(await res.json()).toEqual({ detail: 'Request not found', error_type: 'request_not_found' });
+      expect(res.headers.get('x-fal-error-type')).toBe('request_not_found');
+      // A cancel answers as fal does for a request it does not know ({"status": "NOT_FOUND"}), and with the envelope.
+      expect(await res.json()).toEqual(method === 'PUT' ? { status: 'NOT_FOUND', ...notFound } : notFound);
     }
     await stack.app.whenIdle();
     expect(upstreamCalls(stack).length).toBe(before);

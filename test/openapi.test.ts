@@ -296,10 +296,14 @@ describe('errors', () => {
         // A job fal no longer knows: fal's 404 body as it came, without error_type.
         const expected = (isResultRead(path, method) && code === '422') || code === '404' ? 'UpstreamError' : 'Error';
         const schema = response!.content?.['application/json']?.schema;
-        // A cancel fal no longer knows answers in the cancel dialect: {"status": "NOT_FOUND"}.
+        // A cancel answers in the cancel dialect: {"status": "NOT_FOUND"}, with the envelope when the gateway says it.
         if (method === 'put' && code === '404') {
-          expect(schema?.anyOf?.map((s) => s.$ref), where).toEqual(['#/components/schemas/UpstreamError', '#/components/schemas/CancelResponse']);
-          expect((response!.content!['application/json'] as { example?: unknown }).example, where).toEqual({ detail: 'Request not found', error_type: 'request_not_found' });
+          expect(schema?.anyOf?.map((s) => s.$ref), where).toEqual(['#/components/schemas/CancelNotFound', '#/components/schemas/CancelResponse']);
+          expect((response!.content!['application/json'] as { example?: unknown }).example, where).toEqual({
+            status: 'NOT_FOUND',
+            detail: 'Request not found',
+            error_type: 'request_not_found',
+          });
         } else {
           expect(schema?.$ref, where).toBe(`#/components/schemas/${expected}`);
         }

@@ -301,6 +301,7 @@ describe('results', () => {
     const noPrompt: Record<string, unknown> = { ...SEED_REQUEST, colour: 'red' };
     delete noPrompt.prompt;
     const missing = await submit(noPrompt);
+    const wrongTypes = await submit({ ...SEED_REQUEST, num_images: '2', seed: 1.5, strength: 'high', image_size: { width: 'wide', height: 512 } });
     clock.advance(QUEUE_MS + RUN_MS);
 
     const done = await status(tooStrong.request_id);
@@ -318,6 +319,18 @@ describe('results', () => {
       expect.objectContaining({ loc: ['body', 'prompt'], type: 'missing', msg: 'Field required' }),
       expect.objectContaining({ loc: ['body', 'colour'], type: 'extra_forbidden' }),
     ]);
+    // pydantic's codes: an integer field given a string is int_type (not float_type, as for a number field).
+    res = await result(wrongTypes.request_id);
+    expect(res.status).toBe(422);
+    expect(res.json.detail).toEqual(
+      expect.arrayContaining([
+        { loc: ['body', 'num_images'], type: 'int_type', msg: 'Input should be a valid integer', input: '2' },
+        { loc: ['body', 'seed'], type: 'int_from_float', msg: 'Input should be a valid integer, got a number with a fractional part', input: 1.5 },
+        { loc: ['body', 'strength'], type: 'float_type', msg: 'Input should be a valid number', input: 'high' },
+        { loc: ['body', 'image_size', 'width'], type: 'int_type', msg: 'Input should be a valid integer', input: 'wide' },
+      ]),
+    );
+    expect(res.json.detail).toHaveLength(4);
   });
 });
 

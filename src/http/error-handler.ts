@@ -32,8 +32,9 @@ export const UNAVAILABLE_RETRY_AFTER_SECONDS = '5';
  * A gateway error in fal's envelope, its category in `X-Fal-Error-Type` too, as fal's
  * infrastructure errors have it (unless fal's own header was relayed already).
  */
-function sendEnvelope(reply: FastifyReply, status: number, err: { message: string; code: string }): FastifyReply {
-  const body: ErrorEnvelope = { detail: err.message, error_type: errorTypeOf(err.code) };
+function sendEnvelope(reply: FastifyReply, status: number, err: { message: string; code: string; fields?: Record<string, unknown> }): FastifyReply {
+  // An error may carry fields of fal's own answer for its case (a cancel's {"status": "NOT_FOUND"}).
+  const body: ErrorEnvelope = { ...err.fields, detail: err.message, error_type: errorTypeOf(err.code) };
   if (!reply.hasHeader('x-fal-error-type')) reply.header('x-fal-error-type', body.error_type);
   return reply.code(status).send(body);
 }

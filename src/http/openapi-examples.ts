@@ -57,7 +57,7 @@ const OPERATION_EXAMPLES: Record<string, Record<string, unknown>> = {
     429: READ_LIMITED,
     500: { detail: 'CUDA out of memory', error_type: 'upstream_error' },
   },
-  cancel: { 400: { status: 'ALREADY_COMPLETED' }, 404: ERROR_EXAMPLES[404], 422: BAD_REQUEST_ID, 429: READ_LIMITED, 500: UPSTREAM_500 },
+  cancel: { 400: { status: 'ALREADY_COMPLETED' }, 404: { status: 'NOT_FOUND', detail: 'Request not found', error_type: 'request_not_found' }, 422: BAD_REQUEST_ID, 429: READ_LIMITED, 500: UPSTREAM_500 },
   streamStatus: {
     400: BAD_HOST,
     422: BAD_REQUEST_ID,

@@ -50,12 +50,19 @@ function schemaAt(root: SchemaNode, path: readonly PropertyKey[]): SchemaNode | 
   return unwrap(current);
 }
 
-function typeOf(issue: z.core.$ZodIssue, root: SchemaNode): string {
+/**
+ * What an invalid_type issue expected, with integers told apart: zod reports an integer field
+ * given a non-number as expecting a "number" (pydantic says int_type there, not float_type).
+ */
+export function expectedType(root: z.ZodType, expected: string, path: readonly PropertyKey[]): string {
+  return expected === 'number' && schemaAt(root as unknown as SchemaNode, path)?.format?.includes('int') ? 'int' : expected;
+}
+
+function typeOf(issue: z.core.$ZodIssue, root: z.ZodType): string {
   switch (issue.code) {
     case 'invalid_type': {
       if (issue.input === undefined) return 'missing';
-      // zod reports integer fields as expecting a "number" when given a non-number.
-      const expected = issue.expected === 'number' && schemaAt(root, issue.path)?.format?.includes('int') ? 'int' : issue.expected;
+      const expected = expectedType(root, issue.expected, issue.path);
       // pydantic's code for a number with a fractional part where an integer goes.
       if (expected === 'int' && typeof issue.input === 'number' && Number.isFinite(issue.input)) return 'int_from_float';
       return TYPE_BY_EXPECTED[expected] ?? `${expected}_type`;
@@ -94,7 +101,7 @@ export function toFalEntries(issues: readonly z.core.$ZodIssue[], location: stri
         continue;
       }
     }
-    const type = typeOf(issue, root as unknown as SchemaNode);
+    const type = typeOf(issue, root);
     const field = path.join('.') || location;
     // A query parameter given twice (`?logs=1&logs=0`) arrives as a list.
     const repeated = location === 'query' && issue.code === 'invalid_type' && issue.expected !== 'array' && Array.isArray(issue.input);

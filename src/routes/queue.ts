@@ -5,9 +5,10 @@ import { publicBaseUrl } from '../http/public-url.js';
 import { APP_ID, MODEL_ID } from '../model.js';
 import { ErrorEnvelope, UpstreamErrorBody } from '../schemas/error.js';
 import { ModelInput } from '../schemas/model-input.js';
-import { CancelResponse, ModelOutput, QueueStatus, SubmitResponse } from '../schemas/queue.js';
+import { CancelNotFound, CancelResponse, ModelOutput, QueueStatus, SubmitResponse } from '../schemas/queue.js';
 import { flagOn, RequestIdParams, StatusQuery, SubmitHeaders } from '../schemas/requests.js';
 import type { JobReads } from '../jobs/job-reads.js';
+import { errors } from '../errors.js';
 import { assertOwned as checkOwner } from './ownership.js';
 import { submit, type SubmitDeps } from './submit.js';
 import { rewriteQueueUrls } from '../upstream/queue-urls.js';
@@ -61,6 +62,15 @@ const ERROR_TEXT: Record<number, string> = {
   503: 'Upstream or job store unavailable',
   504: 'Upstream timeout',
 };
+
+/**
+ * fal answers a cancel of a request it does not know with {"status": "NOT_FOUND"}: the gateway's
+ * 404 for a job this tenant does not own carries that too, beside its own detail and error_type.
+ */
+function asCancelOutcome(err: unknown): never {
+  if (err instanceof errors.RequestNotFound) Object.assign(err, { fields: { status: 'NOT_FOUND' } });
+  throw err;
+}
 
 /** Each route is served twice: the gateway's own path and fal's queue path, so fal code only changes base URL and key. */
 const paths = {
@@ -218,8 +228,8 @@ export function queueRoutes(app: FastifyInstance, deps: QueueRouteDeps): void {
             202: CancelResponse.describe('Cancellation requested'),
             400: CancelResponse.describe('The job had already completed'),
             ...errorsFor(401, 403, 422, 429, 502, 503, 504),
-            404: z.union([UpstreamErrorBody, CancelResponse]).describe(
-              "No such request for this tenant (request_not_found); or one fal no longer knows, answered with fal's own body ({\"status\": \"NOT_FOUND\"})",
+            404: z.union([CancelNotFound, CancelResponse]).describe(
+              "No such request for this tenant ({\"status\": \"NOT_FOUND\", \"detail\", \"error_type\": \"request_not_found\"}); or one fal no longer knows, answered with fal's own body ({\"status\": \"NOT_FOUND\"})",
             ),
             500: UPSTREAM_5XX,
           },
@@ -227,7 +237,7 @@ export function queueRoutes(app: FastifyInstance, deps: QueueRouteDeps): void {
       },
       async (request, reply) => {
         const { request_id: requestId } = request.params;
-        await assertOwned(request, requestId);
+        await assertOwned(request, requestId).catch(asCancelOutcome);
         const upstream = await deps.upstream.cancel(requestId);
         if (upstream.statusCode === 202) {
           request.log.info({ requestId }, 'job cancelled');

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { ErrorEnvelope } from './error.js';
 
 /**
  * fal's queue shapes. The gateway relays upstream bodies untouched except for the three queue URL
@@ -116,6 +117,16 @@ export const CancelResponse = z
     status: z.enum(['CANCELLATION_REQUESTED', 'ALREADY_COMPLETED', 'NOT_FOUND']),
   })
   .meta({ id: 'CancelResponse', description: "The upstream's answer to a cancel.", examples: [{ status: 'CANCELLATION_REQUESTED' }] });
+
+/**
+ * A cancel of a job this tenant does not own (or that does not exist): the gateway's error
+ * envelope with fal's own answer to an unknown request, so code that reads either finds it.
+ */
+export const CancelNotFound = ErrorEnvelope.extend({ status: z.literal('NOT_FOUND') }).meta({
+  id: 'CancelNotFound',
+  description: "No such request for this tenant: fal's {\"status\": \"NOT_FOUND\"} and the gateway's {detail, error_type}.",
+  examples: [{ status: 'NOT_FOUND', detail: 'Request not found', error_type: 'request_not_found' }],
+});
 
 export type QueueStatus = z.infer<typeof QueueStatus>;
 export type SubmitResponse = z.infer<typeof SubmitResponse>;

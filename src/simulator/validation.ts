@@ -1,3 +1,4 @@
+import { expectedType } from '../http/validation.js';
 import { ModelInput } from '../schemas/model-input.js';
 
 /**
@@ -79,7 +80,8 @@ function translate(issue: Issue, prefix: Loc, root: unknown): ValidationDetail[]
     case 'invalid_type': {
       // pydantic reports an absent field as `missing`, with the enclosing object as input.
       if (!found) return [{ loc, msg: 'Field required', type: 'missing', input: parent }];
-      if (issue.expected === 'int' && typeof value === 'number' && Number.isFinite(value)) {
+      const expected = expectedType(ModelInput, issue.expected, path);
+      if (expected === 'int' && typeof value === 'number' && Number.isFinite(value)) {
         return [
           {
             loc,
@@ -89,7 +91,7 @@ function translate(issue: Issue, prefix: Loc, root: unknown): ValidationDetail[]
           },
         ];
       }
-      const [type, msg] = TYPE_ERRORS[issue.expected] ?? ['value_error', `Value error, ${issue.message}`];
+      const [type, msg] = TYPE_ERRORS[expected] ?? ['value_error', `Value error, ${issue.message}`];
       return [{ loc, msg, type, input }];
     }
     case 'too_big':
