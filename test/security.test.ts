@@ -40,10 +40,11 @@ describe('secrets never leave the gateway', () => {
     upstream = await startFaultyUpstream();
     upstream.setHandler((req, res) => {
       const echo = String(req.headers.authorization);
-      const headers = { 'content-type': 'application/json', 'x-fal-error-type': echo, 'x-fal-request-id': echo, 'retry-after': '1' };
+      // The content type too: it goes out with the body it describes, and into the log when it is not JSON.
+      const headers = { 'content-type': `application/json; echo="${echo}"`, 'x-fal-error-type': echo, 'x-fal-request-id': echo, 'retry-after': '1' };
       const id = /requests\/([^/?]+)/.exec(req.url ?? '')?.[1] ?? randomUUID();
       if (mode === 'hang') return;
-      if (mode === 'html') return void res.writeHead(404, { 'content-type': 'text/html' }).end(`<html>${echo}</html>`);
+      if (mode === 'html') return void res.writeHead(404, { 'content-type': `text/html; echo="${echo}"` }).end(`<html>${echo}</html>`);
       if (mode === 'auth') return void res.writeHead(401, headers).end(JSON.stringify({ detail: `Invalid ${echo}` }));
       if (mode === 'error') return void res.writeHead(503, headers).end(JSON.stringify({ detail: `runner saw ${echo}`, error_type: 'runner_scheduling_failure', echo }));
       // Also the token with its first character as a JSON escape: raw bytes differ, parsed text does not.

@@ -200,12 +200,11 @@ export class UpstreamClient {
     else this.options.breaker?.success();
     if (response.statusCode !== 200) {
       const body = this.scrub(await this.readBody(response));
-      const contentType = response.headers['content-type'];
       return {
         response: {
           statusCode: response.statusCode,
           headers: this.scrubHeaders(response.headers),
-          contentType: typeof contentType === 'string' ? contentType : undefined,
+          contentType: this.contentTypeOf(response.headers),
           body,
           redact: (text: string) => this.scrubText(text),
         },
@@ -328,11 +327,10 @@ export class UpstreamClient {
   }
 
   private answer({ statusCode, headers, body }: BufferedAnswer): UpstreamResponse {
-    const contentType = headers['content-type'];
     return {
       statusCode,
       headers: this.scrubHeaders(headers),
-      contentType: typeof contentType === 'string' ? contentType : undefined,
+      contentType: this.contentTypeOf(headers),
       body: this.scrub(body),
       redact: (text) => this.scrubText(text),
     };
@@ -366,6 +364,16 @@ export class UpstreamClient {
   private scrub(body: Buffer): Buffer {
     if (!body.includes(this.tokenBytes) && (this.escapedTokenBytes === undefined || !body.includes(this.escapedTokenBytes))) return body;
     return Buffer.from(this.scrubText(body.toString('utf8')));
+  }
+
+  /**
+   * The answer's content type, which is sent on with its body and may be logged: scrubbed like
+   * the body (an echoed token in a parameter is replaced, the type itself kept).
+   */
+  private contentTypeOf(headers: Dispatcher.ResponseData['headers']): string | undefined {
+    const contentType = headers['content-type'];
+    if (typeof contentType !== 'string') return undefined;
+    return contentType.includes(this.options.token) ? this.scrubText(contentType) : contentType;
   }
 
   private scrubHeaders(headers: Dispatcher.ResponseData['headers']): Dispatcher.ResponseData['headers'] {
