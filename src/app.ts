@@ -187,6 +187,9 @@ function trustProxyOption(value: Config['TRUST_PROXY']): boolean | string | ((ad
 /** How long, once closing, a connection whose request has begun to arrive has to complete it. */
 const PARTIAL_REQUEST_GRACE_MS = 1_000;
 
+/** The largest body of any request but a submit (a browser token's options, a cancel's nothing). */
+export const OTHER_BODY_LIMIT_BYTES = 16 * 1024;
+
 /** Whether the gateway listens on this machine's loopback only (127.0.0.0/8, ::1, localhost). */
 function isLoopbackHost(host: string): boolean {
   return host === 'localhost' || host === '::1' || host === '[::1]' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host);
@@ -207,7 +210,10 @@ export async function buildApp(options: AppOptions): Promise<GatewayApp> {
           },
         }),
     trustProxy: trustProxyOption(config.TRUST_PROXY),
-    bodyLimit: config.BODY_LIMIT_BYTES,
+    // Only the submit routes take a large body (their own bodyLimit): every other route, an
+    // unknown path and a preflight read at most this much before they answer, so a caller
+    // without a key cannot make the gateway read and parse megabytes to answer a 404.
+    bodyLimit: Math.min(config.BODY_LIMIT_BYTES, OTHER_BODY_LIMIT_BYTES),
     // A client that sends its request (headers and body) slower than this is cut off (408): it
     // cannot hold a connection open for ever by trickling bytes.
     requestTimeout: config.REQUEST_TIMEOUT_MS,
@@ -415,7 +421,7 @@ export async function buildApp(options: AppOptions): Promise<GatewayApp> {
   app.setValidatorCompiler(validatorCompiler);
   // Responses are documented by their schemas but never reshaped: upstream bodies pass as fal sent them.
   app.setSerializerCompiler(() => (data) => JSON.stringify(data));
-  registerErrorHandling(app, config.BODY_LIMIT_BYTES, (request, reply) => corsForRefusal(request, reply, registry));
+  registerErrorHandling(app, (request, reply) => corsForRefusal(request, reply, registry));
 
   decorateRateLimitFields(app);
   decorateRateLimitState(app);
@@ -496,6 +502,8 @@ export async function buildApp(options: AppOptions): Promise<GatewayApp> {
     tenantScope.route({
       method: ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE'],
       url: config.FAL_PROXY_PATH,
+      // Counted like any other call of the tenant's, though it is refused.
+      onRequest: readLimit,
       schema: { hide: true },
       handler: async () => {
         throw new errors.ProxyTargetNotAllowed(TARGET_HEADER);
@@ -525,6 +533,7 @@ export async function buildApp(options: AppOptions): Promise<GatewayApp> {
       inputPolicy: { maxDataUriBytes: config.IMAGE_DATA_URI_MAX_BYTES },
       idempotencyTtlMs: config.IDEMPOTENCY_TTL_SECONDS * 1000,
       idempotencyPendingMs: config.UPSTREAM_REQUEST_TIMEOUT_MS + 30_000,
+      submitBodyLimit: config.BODY_LIMIT_BYTES,
       accounting,
       lifecycle,
       reads,

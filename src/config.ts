@@ -198,7 +198,7 @@ const schema = z.object({
     .describe('How long an Idempotency-Key replays the first answer to a submit (seconds).'),
   BODY_LIMIT_BYTES: int(1024, 512 * 1024 * 1024)
     .default(10 * 1024 * 1024)
-    .describe('Largest request body accepted (bytes), sized for a data-URI image.'),
+    .describe('Largest submit body accepted (bytes), JSON or form, sized for a data-URI image; every other request takes at most 16 KiB.'),
   REQUEST_TIMEOUT_MS: int(1_000, 3_600_000)
     .default(120_000)
     .describe('Longest a client may take to send a whole request, headers and body (ms); a slower one is cut off with 408, so trickled bytes cannot hold a connection.'),
@@ -259,6 +259,16 @@ const schema = z.object({
       input: grace,
       path: ['SHUTDOWN_GRACE_MS'],
       message: `must be larger than SHUTDOWN_DRAIN_DELAY_MS (${drain}): the shutdown budget covers the drain delay and then the requests in flight`,
+    });
+  }
+  // A data URI travels in the submit body: a cap above the body limit could never be reached.
+  const { IMAGE_DATA_URI_MAX_BYTES: uri, BODY_LIMIT_BYTES: body } = ctx.value;
+  if (uri > body) {
+    ctx.issues.push({
+      code: 'custom',
+      input: uri,
+      path: ['IMAGE_DATA_URI_MAX_BYTES'],
+      message: `must be no larger than BODY_LIMIT_BYTES (${body}): the data URI is sent in the submit body, so a larger one is refused as payload_too_large; raise BODY_LIMIT_BYTES too`,
     });
   }
 });

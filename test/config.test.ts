@@ -125,6 +125,14 @@ describe('configuration', () => {
     expect(problemsOf({ SHUTDOWN_GRACE_MS: '2001' })).toEqual([]);
   });
 
+  it('refuses a data URI cap the body limit could never let through', () => {
+    expect(problemsOf({ IMAGE_DATA_URI_MAX_BYTES: '20000000' })).toEqual([
+      'IMAGE_DATA_URI_MAX_BYTES: must be no larger than BODY_LIMIT_BYTES (10485760): the data URI is sent in the submit body, so a larger one is refused as payload_too_large; raise BODY_LIMIT_BYTES too',
+    ]);
+    expect(problemsOf({ BODY_LIMIT_BYTES: '4096' })).toHaveLength(1);
+    expect(problemsOf({ IMAGE_DATA_URI_MAX_BYTES: '20000000', BODY_LIMIT_BYTES: '30000000' })).toEqual([]);
+  });
+
   it('takes a REDIS_URL database only as a number', () => {
     for (const url of ['redis://h:6379', 'redis://h:6379/', 'redis://h:6379/0', 'rediss://:pw@h:6380/15', 'redis://h:6379?db=2']) expect(problemsOf({ REDIS_URL: url }), url).toEqual([]);
     for (const url of ['redis://h:6379/db1', 'redis://h:6379/0/x', 'redis://h:6379/-1', 'redis://h:6379?db=x', 'redis://h:6379/0?db=']) {

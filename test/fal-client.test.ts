@@ -144,6 +144,8 @@ describe('@fal-ai/client through the gateway', () => {
       });
       expect(res.status, `${method} ${target}`).toBe(400);
       expect(((await res.json()) as { error_type: string }).error_type).toBe('proxy_target_not_allowed');
+      // Refused, yet counted against the tenant's read budget like any other call.
+      expect(res.headers.get('ratelimit-policy'), `${method} ${target}`).toMatch(/^"read";/);
     }
     await stack.app.whenIdle();
     expect(upstreamCalls(stack).length).toBe(before);

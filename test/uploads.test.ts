@@ -470,7 +470,7 @@ describe('the body limit on forms (BODY_LIMIT_BYTES)', () => {
   const LIMIT = 65_536;
 
   beforeAll(async () => {
-    limited = await startStack({ env: { BODY_LIMIT_BYTES: String(LIMIT) } });
+    limited = await startStack({ env: { BODY_LIMIT_BYTES: String(LIMIT), IMAGE_DATA_URI_MAX_BYTES: String(LIMIT) } });
   });
 
   afterAll(async () => {

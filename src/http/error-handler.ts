@@ -5,10 +5,14 @@ import { SUBMIT_URLS } from './multipart.js';
 import { isConnectionFailure, LogSampler, OUTAGE_LOG_INTERVAL_MS } from '../log-sampler.js';
 
 /** Fastify's own request errors, translated into the gateway's. */
-function fromFastify(err: FastifyError, bodyLimit: number, contentType: unknown, route: string | undefined): Error | undefined {
+function fromFastify(err: FastifyError, request: FastifyRequest): Error | undefined {
+  const contentType = request.headers['content-type'];
+  const route = request.routeOptions.url;
   switch (err.code) {
     case 'FST_ERR_CTP_BODY_TOO_LARGE':
-      return new errors.PayloadTooLarge(bodyLimit);
+      // No route takes this path: that is what the caller needs to hear, not the body's size.
+      if (request.is404) return new errors.RouteNotFound(request.method, request.url.split('?')[0]);
+      return new errors.PayloadTooLarge(request.routeOptions.bodyLimit);
     case 'FST_ERR_CTP_INVALID_MEDIA_TYPE': {
       const type = typeof contentType === 'string' ? contentType : '(none)';
       // The submit routes take a form too: their 415 says so.
@@ -74,7 +78,6 @@ function logOutage(request: FastifyRequest, err: FastifyError, lines: LogSampler
  */
 export function registerErrorHandling(
   app: FastifyInstance,
-  bodyLimit: number,
   /** Makes a refusal readable by a browser origin some tenant allows (see corsForRefusal). */
   corsForRefusal: (request: FastifyRequest, reply: FastifyReply) => void = () => {},
 ): void {
@@ -86,7 +89,7 @@ export function registerErrorHandling(
       return reply.code(422).send(body);
     }
     const own = typeof raw.code === 'string' && raw.code.startsWith('FGW_');
-    const err = (own ? raw : fromFastify(raw, bodyLimit, request.headers['content-type'], request.routeOptions.url)) as FastifyError | undefined;
+    const err = (own ? raw : fromFastify(raw, request)) as FastifyError | undefined;
     if (!err) {
       request.log.error({ err: raw }, 'unhandled error');
       return sendEnvelope(reply, 500, new errors.Internal());

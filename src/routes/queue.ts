@@ -21,6 +21,8 @@ const JSON_TYPE = 'application/json; charset=utf-8';
 export interface QueueRouteDeps extends SubmitDeps {
   limits: { submit: onRequestHookHandler; read: onRequestHookHandler };
   reads: JobReads;
+  /** BODY_LIMIT_BYTES: the submit routes alone take bodies that large (an image as a data URI, a form). */
+  submitBodyLimit: number;
 }
 
 /**
@@ -101,6 +103,7 @@ export function submitRoutes(app: FastifyInstance, deps: QueueRouteDeps): void {
       paths.submit[variant],
       {
         onRequest: deps.limits.submit,
+        bodyLimit: deps.submitBodyLimit,
         schema: {
           operationId: id('submit'),
           tags,
