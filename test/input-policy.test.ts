@@ -34,6 +34,14 @@ describe('input policy', () => {
     expect(over.reachedUpstream).toBe(false);
     expect(over.payload.detail![0]).toMatchObject({ loc: ['body', 'image_url'], type: 'string_too_long' });
     expect(over.payload.detail![0]!.msg).toMatch(/limit is 2050/);
+    // The scheme in any case is a data URI all the same (the schema takes it so): capped alike.
+    for (const scheme of ['DATA:', 'Data:']) {
+      const shouted = await submit('open', { ...SEED_REQUEST, image_url: scheme + dataUri(2054).slice(5) });
+      expect(shouted.status, scheme).toBe(422);
+      expect(shouted.reachedUpstream).toBe(false);
+      expect(shouted.payload.detail![0]).toMatchObject({ loc: ['body', 'image_url'], type: 'string_too_long' });
+    }
+    expect((await submit('open', { ...SEED_REQUEST, image_url: 'DATA:' + dataUri(2050).slice(5) })).status).toBe(200);
   });
 
   it.each(['owner/repo', 'owner/repo/weights.safetensors', 'https://huggingface.co/owner/repo/resolve/main/w.safetensors'])(

@@ -22,7 +22,8 @@ export function hostAllowed(host: string, patterns: readonly string[]): boolean 
 
 export function checkInputPolicy(input: ModelInput, tenant: Tenant, policy: InputPolicy): FalValidationEntry[] {
   const problems: FalValidationEntry[] = [];
-  if (input.image_url.startsWith('data:') && input.image_url.length > policy.maxDataUriBytes) {
+  // The scheme in any case, as the schema takes it (`DATA:image/png;...` is a data URI too).
+  if (input.image_url.length > policy.maxDataUriBytes && /^data:/i.test(input.image_url)) {
     problems.push({
       loc: ['body', 'image_url'],
       msg: `image_url data URI is ${input.image_url.length} bytes; the limit is ${policy.maxDataUriBytes}: send an http(s) URL for large images`,
