@@ -111,6 +111,11 @@ export const errors = {
     409,
     'A submit with this Idempotency-Key is still in progress; retry shortly to get its answer',
   ),
+  IdempotencyExpired: define(
+    'IDEMPOTENCY_KEY_EXPIRED',
+    409,
+    'The answer this Idempotency-Key held expired while the request was being received, so there is nothing to replay; send the submit again: it will be a new job, counted against the submit limit',
+  ),
   StoreUnavailable: define('STORE_UNAVAILABLE', 503, 'The job store is unavailable; try again shortly'),
   RateLimitUnavailable: define(
     'RATE_LIMIT_UNAVAILABLE',

@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { connect } from 'node:net';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { buildApp, type GatewayApp } from '../src/app.js';
 import { newKey } from '../src/cli/key.js';
@@ -274,5 +275,62 @@ describe('Idempotency-Key when the store cannot save the answer', () => {
     expect(retry.status).toBe(409);
     expect(posts(stack) - before).toBe(1);
     expect(stack.logs.some((line) => line.includes('could not save the answer for its Idempotency-Key'))).toBe(true);
+  });
+});
+
+describe('Idempotency-Key whose answer lapses while the body arrives', () => {
+  /** A store on a clock the test moves, telling when the rate-limit stage has looked a key up. */
+  class WatchedStore extends MemoryJobStore {
+    lookedUp: (() => void) | undefined;
+    override async idempotencyRecord(key: string) {
+      const record = await super.idempotencyRecord(key);
+      this.lookedUp?.();
+      return record;
+    }
+  }
+  let now = Date.UTC(2031, 0, 20, 12);
+  const store = new WatchedStore({ ttlMs: 3_600_000, maxEntries: 1_000, now: () => now });
+  let stack: Stack;
+  beforeAll(async () => {
+    stack = await startStack({ app: { jobs: store }, tenants: [{ id: 'team-a', submit: { max: 1, timeWindowMs: 3_600_000 } }] });
+  });
+  afterAll(() => stack.close());
+
+  it('refuses a request let through as a replay whose answer lapsed before its body arrived (409), queuing nothing', async () => {
+    const key = randomUUID();
+    const headers = { ...json, ...stack.bearer('team-a'), 'idempotency-key': key };
+    const body = JSON.stringify(SEED_REQUEST);
+    expect((await fetch(`${stack.url}/v1/image-to-image`, { method: 'POST', headers, body })).status).toBe(200);
+    const before = posts(stack);
+
+    // The same key again, its body held back: when it arrives, the key's answer has lapsed.
+    const lookedUp = new Promise<void>((resolve) => (store.lookedUp = resolve));
+    const socket = connect(Number(new URL(stack.url).port), '127.0.0.1');
+    const answered = new Promise<string>((resolve) => {
+      let text = '';
+      socket.on('data', (chunk: Buffer) => {
+        text += chunk.toString();
+        const head = text.indexOf('\r\n\r\n');
+        const length = Number(/content-length: (\d+)/i.exec(text)?.[1]);
+        if (head !== -1 && text.length - head - 4 >= length) resolve(text);
+      });
+    });
+    const head = Object.entries({ host: new URL(stack.url).host, ...headers, 'content-length': String(body.length) })
+      .map(([name, value]) => `${name}: ${value}\r\n`)
+      .join('');
+    socket.write(`POST /v1/image-to-image HTTP/1.1\r\n${head}\r\n`);
+    await lookedUp;
+    now += 86_400_000 + 1; // past IDEMPOTENCY_TTL_SECONDS
+    socket.write(body);
+    const answer = await answered;
+    socket.destroy();
+    // Nothing to replay, and no job queued on the read budget: sent again, it is a submit.
+    expect(answer.slice(9, 12)).toBe('409');
+    expect(JSON.parse(answer.slice(answer.indexOf('\r\n\r\n') + 4)).error_type).toBe('idempotency_key_expired');
+    expect(posts(stack)).toBe(before);
+    const again = await fetch(`${stack.url}/v1/image-to-image`, { method: 'POST', headers, body });
+    expect(again.status).toBe(429);
+    expect(((await again.json()) as { detail: string }).detail).toMatch(/^Rate limit exceeded for submit requests \(1 per 1 hour\)/);
+    expect(posts(stack)).toBe(before);
   });
 });

@@ -54,7 +54,7 @@ const ERROR_TEXT: Record<number, string> = {
   401: 'Missing or unknown API key, or an invalid or expired browser token',
   403: 'A browser origin this tenant does not allow (origin_not_allowed)',
   404: 'No such request for this tenant',
-  409: 'A submit with the same Idempotency-Key is still in flight (see Retry-After)',
+  409: 'A submit with the same Idempotency-Key is still in flight (idempotency_in_progress, see Retry-After), or its answer expired while this one arrived (idempotency_key_expired: send it again)',
   413: 'Body too large (payload_too_large), or an uploaded image over the limit (image_too_large)',
   415: 'Body is neither JSON nor a form, or is compressed',
   422: 'Validation failed: one entry per problem',

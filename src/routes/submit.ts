@@ -64,9 +64,19 @@ export function submitLimit(limit: onRequestHookHandler, replayLimit: onRequestH
     return jobs
       .idempotencyRecord(idempotencyClaim(tenant.id, idempotencyKey))
       .catch(() => undefined)
-      .then((held) => (held?.state === 'done' ? chargeReplay : charge).call(this, request, reply));
+      .then((held) => {
+        if (held?.state !== 'done') return charge.call(this, request, reply);
+        chargedAsReplay.add(request);
+        return chargeReplay.call(this, request, reply);
+      });
   };
 }
+
+/**
+ * Submits let through as replays. The answer may lapse before the body has arrived (a slow
+ * upload, or a trickled one): such a submit must not queue a job on the `read` budget (see submit()).
+ */
+const chargedAsReplay = new WeakSet<FastifyRequest>();
 
 /** A store write whose failure would cost a paid job: one more try after a first failure (a timeout, say). */
 const twice = <T>(write: () => Promise<T>): Promise<T> => write().catch(write);
@@ -114,6 +124,12 @@ export async function submit(deps: SubmitDeps, request: FastifyRequest, input: M
     deps.jobs.releaseIdempotencyKey(claim, attempt).catch(() => undefined);
     throw new errors.StoreUnavailable({ cause: err });
   });
+  // Let through as a replay, yet its key holds no answer now (it lapsed while the body arrived):
+  // it would queue a job its submit limit never counted. Refused; sent again, it is a submit.
+  if (!existing && chargedAsReplay.has(request)) {
+    await deps.jobs.releaseIdempotencyKey(claim, attempt).catch(() => undefined);
+    throw Object.assign(new errors.IdempotencyExpired(), { headers: { 'retry-after': '0' } });
+  }
   if (existing) {
     if (existing.fingerprint !== fingerprint) {
       throw new RequestValidationError([
