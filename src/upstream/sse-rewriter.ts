@@ -1,7 +1,9 @@
 /** A line end as server-sent events have it: CRLF, LF, or a CR alone. */
 const LINE_END = /\r\n|\r(?!\n)|\n/;
-/** Two line ends in a row: the end of an event. */
-const EVENT_END = new RegExp(`(?:${LINE_END.source})(?:${LINE_END.source})`);
+/** Two line ends in a row: the end of an event (searched from `lastIndex`). */
+const EVENT_END = new RegExp(`(?:${LINE_END.source})(?:${LINE_END.source})`, 'g');
+/** The longest event end (CRLF CRLF) less one: how far back a new chunk may complete one. */
+const EVENT_END_OVERLAP = 3;
 
 /**
  * Re-writes a server-sent-events stream event by event: each event's `data` (a fal status
@@ -12,7 +14,14 @@ const EVENT_END = new RegExp(`(?:${LINE_END.source})(?:${LINE_END.source})`);
  * end of the current event.
  */
 export class SseRewriter {
-  private pending = '';
+  /**
+   * The current event's text so far, in the pieces it came in (holding no event end): joined only
+   * once the event ends, so an event in many chunks costs one pass over it, not one per chunk.
+   */
+  private pieces: string[] = [];
+  private pendingLength = 0;
+  /** The last few characters of the pending text, where an event end may begin. */
+  private tail = '';
   private readonly decoder = new TextDecoder();
   /** An event ended at a CR last in its chunk: an LF first in the next one is the rest of that CRLF. */
   private skipLf = false;
@@ -28,7 +37,7 @@ export class SseRewriter {
   /** Feeds bytes; returns the complete events they finish, rewritten. */
   push(chunk: Uint8Array): string {
     const out = this.take(this.decoder.decode(chunk, { stream: true }));
-    if (this.pending.length > this.maxEventBytes) throw new Error(`upstream event larger than ${this.maxEventBytes} bytes`);
+    if (this.pendingLength > this.maxEventBytes) throw new Error(`upstream event larger than ${this.maxEventBytes} bytes`);
     return out;
   }
 
@@ -38,8 +47,10 @@ export class SseRewriter {
    */
   flush(): string {
     let out = this.take(this.decoder.decode());
-    const rest = this.pending;
-    this.pending = '';
+    const rest = this.pieces.join('');
+    this.pieces = [];
+    this.pendingLength = 0;
+    this.tail = '';
     const kept = rest === '' ? undefined : this.transform(rest);
     if (kept !== undefined) out += `${kept}\n\n`;
     return out;
@@ -51,16 +62,40 @@ export class SseRewriter {
       if (text.startsWith('\n')) text = text.slice(1);
       this.skipLf = false;
     }
-    this.pending += text;
+    if (text === '') return '';
+    // The pending text holds no event end: one can only end in the new text, beginning at most
+    // EVENT_END_OVERLAP characters before it.
+    const probe = this.tail + text;
+    EVENT_END.lastIndex = 0;
+    if (!EVENT_END.test(probe)) {
+      this.pieces.push(text);
+      this.pendingLength += text.length;
+      this.tail = probe.slice(-EVENT_END_OVERLAP);
+      return '';
+    }
+    let pending = this.pieces.join('') + text;
+    let from = Math.max(0, this.pendingLength - EVENT_END_OVERLAP);
+    this.pieces = [];
+    this.pendingLength = 0;
+    this.tail = '';
     let out = '';
-    for (let match = EVENT_END.exec(this.pending); match; match = EVENT_END.exec(this.pending)) {
-      const event = this.pending.slice(0, match.index);
+    for (;;) {
+      EVENT_END.lastIndex = from;
+      const match = EVENT_END.exec(pending);
+      if (!match) break;
+      const event = pending.slice(0, match.index);
       const end = match.index + match[0].length;
       // Ended at a CR with nothing after it yet: that CR may be the first half of a CRLF.
-      if (end === this.pending.length && this.pending.endsWith('\r')) this.skipLf = true;
-      this.pending = this.pending.slice(end);
+      if (end === pending.length && pending.endsWith('\r')) this.skipLf = true;
+      pending = pending.slice(end);
+      from = 0;
       const kept = this.transform(event);
       if (kept !== undefined) out += `${kept}\n\n`;
+    }
+    if (pending !== '') {
+      this.pieces.push(pending);
+      this.pendingLength = pending.length;
+      this.tail = pending.slice(-EVENT_END_OVERLAP);
     }
     return out;
   }
