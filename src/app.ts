@@ -518,6 +518,7 @@ export async function buildApp(options: AppOptions): Promise<GatewayApp> {
       security: SECURITY,
       maxEventBytes: config.UPSTREAM_MAX_RESPONSE_BYTES,
       streamsPerTenant: config.STREAMS_PER_TENANT,
+      clientStreamsPerTenant: config.CLIENT_STREAMS_PER_TENANT,
       pollStatus: (requestId, logs) => reads.status(requestId, logs),
       onOpenStreams: countStreams,
       onStatus: (requestId, status) => lifecycle.observe(requestId, status),

@@ -132,6 +132,9 @@ const schema = z.object({
   STREAMS_PER_TENANT: int(1, 100_000)
     .default(64)
     .describe("Upstream status streams one tenant may hold at once on each replica, so no tenant can hold every upstream stream connection; its streams past them are served by polling the status (shared and cached like any poll; together no faster than the tenant's read limit, each at least every 15 s)."),
+  CLIENT_STREAMS_PER_TENANT: int(1, 1_000_000)
+    .default(1_000)
+    .describe('Status streams one tenant may have open at once on each replica, upstream and polled together; one more is refused with 429 too_many_streams, so no tenant can hold every connection the process may open.'),
   UPSTREAM_MAX_RESPONSE_BYTES: int(1024, 1024 ** 3)
     .default(64 * 1024 * 1024)
     .describe('Largest upstream response body accepted (bytes); larger answers become 502.'),

@@ -33,6 +33,11 @@ export const errors = {
     429,
     'Image quota: %s %s (see Retry-After).',
   ),
+  TooManyStreams: define(
+    'TOO_MANY_STREAMS',
+    429,
+    'This tenant has %s status streams open on this replica, the most it may (CLIENT_STREAMS_PER_TENANT): close one, or poll status_url instead',
+  ),
   ConcurrencyExceeded: define(
     'CONCURRENCY_EXCEEDED',
     429,

@@ -270,7 +270,7 @@ export class GatewayMetrics {
     return series;
   }
 
-  /** Records a policy rejection; policy is 'submit' | 'read' | 'quota_day' | 'quota_month' | 'concurrency'. */
+  /** Records a policy rejection; policy is 'submit' | 'read' | 'quota_day' | 'quota_month' | 'concurrency' | 'streams'. */
   rejected(tenant: string, policy: string): void {
     this.rejections.inc({ tenant, policy });
   }

@@ -401,3 +401,49 @@ describe('StatusStreamHub against the simulated upstream', () => {
     expect(hub.size).toBe(0);
   });
 });
+
+describe('status streams a tenant may have open (CLIENT_STREAMS_PER_TENANT)', () => {
+  const clock = manualClock(Date.now());
+  let stack: Stack;
+  beforeAll(async () => {
+    // One upstream stream per tenant, two open streams in all: the second is polled, a third refused.
+    stack = await startStack({ env: { STREAMS_PER_TENANT: '1', CLIENT_STREAMS_PER_TENANT: '2' }, sim: { queueMs: 60_000, runMs: 1_000, now: clock.now, streamPollMs: 20 } });
+  });
+  afterAll(() => stack.close());
+
+  const submit = async (tenant: string) =>
+    ((await (await fetch(`${stack.url}/v1/image-to-image`, { method: 'POST', headers: { ...json, ...stack.bearer(tenant) }, body: JSON.stringify(SEED_REQUEST) })).json()) as { request_id: string })
+      .request_id;
+  const subscribe = (id: string, tenant: string) => Subscriber.open(`${stack.url}/v1/requests/${id}/status/stream`, stack.bearer(tenant));
+
+  it('refuses one stream more than the cap with 429 too_many_streams, per tenant, and takes one again once another closed', async () => {
+    const [a1, a2, b1] = [await submit('team-a'), await submit('team-a'), await submit('team-b')];
+    const first = await subscribe(a1, 'team-a');
+    const second = await subscribe(a2, 'team-a');
+    await first.readUntil((e) => e.status === 'IN_QUEUE');
+    await second.readUntil((e) => e.status === 'IN_QUEUE');
+
+    const refused = await request(`${stack.url}/v1/requests/${a1}/status/stream`, { headers: stack.bearer('team-a') });
+    expect(refused.statusCode).toBe(429);
+    expect(refused.headers['retry-after']).toBe('5');
+    expect(refused.headers['x-fal-error-type']).toBe('too_many_streams');
+    expect(((await refused.body.json()) as { detail: string }).detail).toMatch(/^This tenant has 2 status streams open on this replica/);
+    // Another tenant's streams are its own.
+    const other = await subscribe(b1, 'team-b');
+    expect((await other.readUntil((e) => e.status === 'IN_QUEUE')).request_id).toBe(b1);
+    // Polling is never refused for it.
+    expect((await fetch(`${stack.url}/v1/requests/${a1}/status`, { headers: stack.bearer('team-a') })).status).toBe(202);
+
+    first.leave();
+    const deadline = Date.now() + 3_000;
+    let again = await subscribe(a1, 'team-a');
+    while (again.statusCode === 429 && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 20));
+      again = await subscribe(a1, 'team-a');
+    }
+    expect((await again.readUntil((e) => e.status === 'IN_QUEUE')).request_id).toBe(a1);
+    const metrics = await (await fetch(`${stack.url}/metrics`)).text();
+    expect(metrics).toMatch(/fal_gateway_rejections_total\{tenant="team-a",policy="streams"\} [1-9]/);
+    for (const s of [second, other, again]) s.leave();
+  });
+});

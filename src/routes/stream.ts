@@ -31,6 +31,8 @@ const POLLED_STREAM_INTERVAL_MS = 500;
 const KEEP_ALIVE_MS = 15_000;
 /** Reads failing in a row (the upstream's own retries already spent) before a polled stream is cut off. */
 const POLLED_STREAM_MAX_FAILURES = 5;
+/** Retry-After on a stream refused past CLIENT_STREAMS_PER_TENANT (streams last as long as jobs do). */
+const STREAMS_RETRY_SECONDS = 5;
 /** As the hub's bound for a subscriber that stops reading. */
 const POLLED_STREAM_MAX_BUFFERED_BYTES = 1024 * 1024;
 
@@ -50,6 +52,8 @@ export interface StreamRouteDeps {
   keptCompleted?: (requestId: string, logs: boolean) => Promise<Record<string, unknown> | undefined>;
   /** Upstream status streams one tenant may hold at once (on this replica); its streams past them are polled. */
   streamsPerTenant: number;
+  /** Status streams one tenant may have open at once (on this replica), upstream and polled: one more is a 429. */
+  clientStreamsPerTenant: number;
   /** A status read as a poll makes it (shared, cached): what a polled stream is made of. */
   pollStatus: (requestId: string, logs: boolean) => Promise<UpstreamResponse>;
   /** Counts status streams opened upstream ('miss') and joined ('shared'). */
@@ -130,7 +134,7 @@ export function streamRoutes(app: FastifyInstance, deps: StreamRouteDeps): void 
             404: REQUEST_NOT_FOUND,
             500: UPSTREAM_5XX,
             422: ErrorEnvelope.describe('Malformed request id or query'),
-            429: ErrorEnvelope.describe('Rate limit exceeded (see Retry-After)'),
+            429: ErrorEnvelope.describe('Rate limit exceeded (rate_limited), or the tenant has CLIENT_STREAMS_PER_TENANT streams open on this replica (too_many_streams); see Retry-After'),
             502: ErrorEnvelope.describe('The upstream answered with something that is not a status stream'),
             503: ErrorEnvelope.describe('Upstream unavailable (circuit open, unreachable) or the job store is down (see Retry-After)'),
             504: ErrorEnvelope.describe('The upstream did not answer in time'),
@@ -188,6 +192,11 @@ export function streamRoutes(app: FastifyInstance, deps: StreamRouteDeps): void 
         };
         const tenant = tenantOf(request);
         const tenantId = tenant.id;
+        const opened = (heldBy.get(tenantId) ?? 0) + (polledBy.get(tenantId) ?? 0);
+        if (opened >= deps.clientStreamsPerTenant) {
+          app.metrics.rejected(tenantId, 'streams');
+          throw Object.assign(new errors.TooManyStreams(opened), { headers: { 'retry-after': String(STREAMS_RETRY_SECONDS) } });
+        }
         // Past its share of upstream streams, a tenant's stream is made from polled status reads
         // (shared and cached per job, as every poller's are): no upstream connection is taken, and
         // a client that opens its stream right after its submit is never turned away. (Joining a
