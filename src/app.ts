@@ -151,7 +151,8 @@ function clientErrorAnswer(metrics: GatewayMetrics) {
     if (err.code === 'ECONNRESET' || socket.destroyed) return;
     const [status, reason, detail, type] =
       err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
-        ? [408, 'Request Timeout', 'The request was not received in time (REQUEST_TIMEOUT_MS)', 'request_timeout']
+        // Not fal's request_timeout, which says a job did not start within X-Fal-Request-Timeout.
+        ? [408, 'Request Timeout', 'The request was not received in time (REQUEST_TIMEOUT_MS)', 'request_not_received']
         : err.code === 'HPE_HEADER_OVERFLOW'
           ? [431, 'Request Header Fields Too Large', 'The request headers are too large', 'headers_too_large']
           : [400, 'Bad Request', 'The request is not valid HTTP', 'bad_request'];

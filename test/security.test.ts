@@ -231,8 +231,8 @@ describe('secrets never leave the gateway', () => {
       await closed;
       clearInterval(drip);
       expect(answer).toMatch(/^HTTP\/1\.1 408/);
-      expect(answer.slice(answer.indexOf('\r\n\r\n') + 4)).toBe('{"detail":"The request was not received in time (REQUEST_TIMEOUT_MS)","error_type":"request_timeout"}');
-      expect(answer.toLowerCase()).toContain('\r\nx-fal-error-type: request_timeout\r\n');
+      expect(answer.slice(answer.indexOf('\r\n\r\n') + 4)).toBe('{"detail":"The request was not received in time (REQUEST_TIMEOUT_MS)","error_type":"request_not_received"}');
+      expect(answer.toLowerCase()).toContain('\r\nx-fal-error-type: request_not_received\r\n');
       expect(Date.now() - started).toBeLessThan(5_000);
       // Logged and counted as the 408 it was, not as a client that left (499).
       await expect.poll(() => lines.filter((l) => l.msg === 'request').length).toBe(1);
