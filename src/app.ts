@@ -23,7 +23,7 @@ import { RedisJobStore } from './jobs/redis-job-store.js';
 import { GatewayMetrics, UNMATCHED_ROUTE } from './metrics.js';
 import { closeRedis, createRedis, redactUrl, redisAbandoned, waitForRedis } from './redis.js';
 import { registerDocsUi, registerOpenApi } from './routes/docs.js';
-import { healthRoutes } from './routes/health.js';
+import { HEALTH_PATH, healthRoutes, READY_PATH } from './routes/health.js';
 import { METRICS_PATH, metricsRoutes } from './routes/metrics.js';
 import { queueRoutes, SECURITY, submitRoutes, type QueueRouteDeps } from './routes/queue.js';
 import { streamRoutes } from './routes/stream.js';
@@ -445,7 +445,7 @@ export async function buildApp(options: AppOptions): Promise<GatewayApp> {
     recordIfClientGone(request, reply);
     done(null, payload);
   });
-  registerRequestRecord(app, metrics, { uncounted: new Set([METRICS_PATH]) });
+  registerRequestRecord(app, metrics, { uncounted: new Set([METRICS_PATH]), quietWhenOk: new Set([METRICS_PATH, HEALTH_PATH, READY_PATH]) });
   // Closing waits for every connection with a request in flight, and Node counts a connection
   // that has not sent its first request yet (a browser's preconnect, a client's spare) as busy
   // until it times out. When the gateway closes, connections with no request in flight go at once.

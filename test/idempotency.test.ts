@@ -40,11 +40,12 @@ describe('Idempotency-Key on submit', () => {
     expect(again.headers.get('x-fal-request-id')).toBe(firstBody.request_id);
     expect(await again.json()).toEqual(firstBody);
     expect(posts(stack) - before).toBe(1);
-    // Both request lines name the job.
+    // Both request lines name the job; the second says it was replayed (no line of its own says so).
     const submitLines = stack.logs
       .map((line) => JSON.parse(line) as Record<string, unknown>)
       .filter((line) => line.msg === 'request' && line.method === 'POST' && line.requestId === firstBody.request_id);
-    expect(submitLines).toHaveLength(2);
+    expect(submitLines.map((line) => line.replayed)).toEqual([undefined, true]);
+    expect(stack.logs.filter((line) => line.includes(firstBody.request_id!))).toHaveLength(2);
     const status = await fetch(firstBody.status_url!, { headers: stack.bearer('team-a') });
     expect([200, 202]).toContain(status.status);
   });

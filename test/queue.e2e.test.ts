@@ -156,7 +156,7 @@ describe('queue flow end to end', () => {
   });
 
   it("returns its own x-request-id on every response, logging a caller's id beside it", async () => {
-    const traced = await fetch(`${stack.url}/healthz`, { headers: { 'x-request-id': 'trace-123' } });
+    const traced = await fetch(`${stack.url}/openapi.json`, { headers: { 'x-request-id': 'trace-123' } });
     const id = traced.headers.get('x-request-id');
     expect(id).toMatch(/^[0-9a-f-]{36}$/);
     const line = stack.logs.map((l) => JSON.parse(l) as Record<string, unknown>).find((l) => l.reqId === id && l.msg === 'request');
@@ -164,13 +164,55 @@ describe('queue flow end to end', () => {
     // The caller's address (the connection's here: no proxy is trusted), so floods of refused
     // calls can be traced to where they come from.
     expect(line?.ip).toBe('127.0.0.1');
-    const forged = await fetch(`${stack.url}/healthz`, { headers: { 'x-forwarded-for': '203.0.113.9' } });
+    const forged = await fetch(`${stack.url}/openapi.json`, { headers: { 'x-forwarded-for': '203.0.113.9' } });
     const forgedLine = stack.logs.map((l) => JSON.parse(l) as Record<string, unknown>).find((l) => l.reqId === forged.headers.get('x-request-id') && l.msg === 'request');
     expect(forgedLine?.ip).toBe('127.0.0.1');
     const unauthenticated = await fetch(`${stack.url}/v1/requests/nope/status`, { headers: { 'x-request-id': 'someone-elses-id' } });
     expect(unauthenticated.status).toBe(401);
     expect(unauthenticated.headers.get('x-request-id')).toMatch(/^[0-9a-f-]{36}$/);
     expect(unauthenticated.headers.get('x-content-type-options')).toBe('nosniff');
+  });
+
+  it('logs exactly one line per request, an error answer saying which error it was', async () => {
+    const lineOf = async (res: Response) => {
+      const id = res.headers.get('x-request-id');
+      await expect.poll(() => stack.logs.some((l) => l.includes(`"reqId":"${id}"`) && l.includes('"msg":"request"'))).toBe(true);
+      const mine = stack.logs.map((l) => JSON.parse(l) as Record<string, unknown>).filter((l) => l.reqId === id);
+      expect(mine, 'one line for the request').toHaveLength(1);
+      return mine[0]!;
+    };
+    const noKey = await fetch(`${stack.url}/v1/requests/nope/status`);
+    expect(await lineOf(noKey)).toMatchObject({ statusCode: 401, errorType: 'unauthorized', error: expect.stringMatching(/^A valid API key is required/) });
+    const badScheme = await fetch(`${stack.url}/v1/requests/nope/status`, { headers: { authorization: 'Basic abc' } });
+    expect(await lineOf(badScheme)).toMatchObject({ statusCode: 401, errorType: 'unauthorized', error: expect.stringMatching(/^The Authorization header must read/) });
+    const invalid = await fetch(`${stack.url}/v1/image-to-image`, { method: 'POST', headers: { ...json, ...stack.bearer('team-a') }, body: JSON.stringify({ ...SEED_REQUEST, strength: 9.87654 }) });
+    expect(invalid.status).toBe(422);
+    const invalidLine = await lineOf(invalid);
+    expect(invalidLine).toMatchObject({ statusCode: 422, errorType: 'validation_error', problems: 1, error: 'body.strength: less_than_equal' });
+    // The values sent stay out of the log.
+    expect(JSON.stringify(invalidLine)).not.toContain('9.87654');
+    const unknown = await fetch(`${stack.url}/v1/requests/00000000-0000-4000-8000-000000000000/cancel`, { method: 'PUT', headers: stack.bearer('team-a') });
+    expect(await lineOf(unknown)).toMatchObject({ statusCode: 404, errorType: 'request_not_found', error: 'Request not found' });
+    const ok = await fetch(`${stack.url}/openapi.json`);
+    const okLine = await lineOf(ok);
+    expect(okLine.errorType).toBeUndefined();
+    expect(okLine.error).toBeUndefined();
+  });
+
+  it('logs health probes and metrics scrapes that succeed at debug, not info', async () => {
+    const probes = await Promise.all(['/healthz', '/readyz', '/metrics'].map((path) => fetch(`${stack.url}${path}`)));
+    const ids = probes.map((res) => res.headers.get('x-request-id'));
+    expect(probes.map((res) => res.status)).toEqual([200, 200, 200]);
+    // A request after them has its line: theirs would be written by now.
+    const after = await fetch(`${stack.url}/openapi.json`);
+    await expect.poll(() => stack.logs.some((l) => l.includes(`"reqId":"${after.headers.get('x-request-id')}"`))).toBe(true);
+    for (const id of ids) expect(stack.logs.filter((l) => l.includes(`"reqId":"${id}"`))).toEqual([]);
+    // At debug they are there.
+    const replica = await stack.addReplica({ LOG_LEVEL: 'debug' });
+    const probe = await fetch(`${replica.url}/healthz`);
+    await expect.poll(() => replica.logs.some((l) => l.includes(`"reqId":"${probe.headers.get('x-request-id')}"`))).toBe(true);
+    const line = replica.logs.map((l) => JSON.parse(l) as Record<string, unknown>).find((l) => l.reqId === probe.headers.get('x-request-id'));
+    expect(line).toMatchObject({ level: 20, msg: 'request', url: '/healthz', statusCode: 200 });
   });
 
   it('answers a malformed URL in the error envelope with a request id', async () => {

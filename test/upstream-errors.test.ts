@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { ServerResponse } from 'node:http';
-import { createServer, type AddressInfo } from 'node:net';
+import { connect, createServer, type AddressInfo } from 'node:net';
 import { Agent } from 'undici';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { buildApp, type GatewayApp } from '../src/app.js';
@@ -187,7 +187,22 @@ describe('gateway in front of a misbehaving upstream', () => {
       const lines = gw.logs.slice(logsBefore);
       expect(lines.length).toBeGreaterThan(0);
       for (const line of lines) expect(line).not.toContain(UPSTREAM_TOKEN);
-      expect(lines.some((line) => (JSON.parse(line) as { upstreamStatus?: number }).upstreamStatus === code)).toBe(true);
+      type Line = { level: number; msg: string; errorType?: string; stack?: unknown; err?: unknown; statusCode?: number; error?: string };
+      const parsed = lines.map((line) => JSON.parse(line) as Line);
+      // The operator's line: at error, naming the upstream's answer, without a stack (no bug to find)...
+      const fault = parsed.filter((l) => l.level === 50);
+      expect(fault).toHaveLength(1);
+      expect(fault[0]!.msg).toMatch(new RegExp(`^The upstream rejected the gateway's own credentials \\(HTTP ${code}\\).*logged at most every 10 s`));
+      expect(fault[0]!.err).toBeUndefined();
+      // ...and the request's line says what it was answered.
+      expect(parsed.find((l) => l.msg === 'request')).toMatchObject({ statusCode: 502, errorType: 'upstream_auth_failed', error: expect.stringMatching(/UPSTREAM_TOKEN/) });
+      // A configuration fault fails every request alike: the next one adds its request line only.
+      const again = gw.logs.length;
+      expect((await submit(gw)).status).toBe(502);
+      await expect.poll(() => gw.logs.length).toBeGreaterThan(again);
+      const next = gw.logs.slice(again).map((line) => JSON.parse(line) as Line);
+      expect(next.filter((l) => l.level >= 50)).toEqual([]);
+      expect(next.filter((l) => l.msg === 'request')).toHaveLength(1);
     });
 
     it('upstream 401 on the status of an owned job → 502 upstream_auth_failed as well', async () => {
@@ -631,6 +646,28 @@ describe('gateway in front of a misbehaving upstream', () => {
       // The job was recorded as the tenant's, so its status can still be read through the gateway.
       faulty.setHandler(json(202, { status: 'IN_QUEUE', request_id: id, queue_position: 0 }));
       expect((await call(gw, 'GET', `/v1/requests/${id}/status`)).status).toBe(202);
+    });
+
+    it('one that hangs up while sending its body: one request line, 499 and aborted (not a 400 of its own), nothing sent upstream', async () => {
+      const before = faulty.requests.length;
+      const socket = connect(Number(new URL(gw.url).port), '127.0.0.1');
+      socket.on('error', () => undefined);
+      // The gateway invites the body (100 Continue) once it has the request's head and its key.
+      const invited = new Promise<void>((resolve) => socket.once('data', () => resolve()));
+      socket.write(
+        `POST /v1/image-to-image HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer ${gw.key}\r\nContent-Type: application/json\r\n` +
+          `X-Request-Id: client-left-2\r\nExpect: 100-continue\r\nContent-Length: 1000\r\n\r\n`,
+      );
+      const lineOf = () =>
+        gw.logs.map((line) => JSON.parse(line) as Record<string, unknown>).filter((line) => line.clientRequestId === 'client-left-2');
+      await invited;
+      socket.write('{"prompt":');
+      await new Promise((r) => setTimeout(r, 50));
+      socket.destroy();
+      await expect.poll(() => lineOf().length, { timeout: FAST_MS }).toBe(1);
+      await new Promise((r) => setTimeout(r, 100));
+      expect(lineOf()).toEqual([expect.objectContaining({ method: 'POST', statusCode: 499, aborted: true, tenant: 'team-a', msg: 'request' })]);
+      expect(faulty.requests.length).toBe(before);
     });
   });
 

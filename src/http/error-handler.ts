@@ -2,6 +2,7 @@ import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from
 import { errors, errorTypeOf, RequestValidationError } from '../errors.js';
 import type { ErrorEnvelope } from '../schemas/error.js';
 import { SUBMIT_URLS } from './multipart.js';
+import { addToRequestLine, CLIENT_CLOSED_REQUEST } from './request-record.js';
 import { isConnectionFailure, LogSampler, OUTAGE_LOG_INTERVAL_MS } from '../log-sampler.js';
 
 /** Fastify's own request errors, translated into the gateway's. */
@@ -40,6 +41,8 @@ function sendEnvelope(reply: FastifyReply, status: number, err: { message: strin
   // An error may carry fields of fal's own answer for its case (a cancel's {"status": "NOT_FOUND"}).
   const body: ErrorEnvelope = { ...err.fields, detail: err.message, error_type: errorTypeOf(err.code) };
   if (!reply.hasHeader('x-fal-error-type')) reply.header('x-fal-error-type', body.error_type);
+  // The message on the request's line: which credential failed, which store is down, what to fix.
+  addToRequestLine(reply.request, { error: err.message });
   return reply.code(status).send(body);
 }
 
@@ -55,6 +58,13 @@ const OUTAGE_CODES: ReadonlySet<string> = new Set(['FGW_STORE_UNAVAILABLE', 'FGW
 /** Refusals whose every cause is the upstream's availability (its connection, its circuit, a full pool). */
 const UPSTREAM_OUTAGE_CODES: ReadonlySet<string> = new Set(['FGW_UPSTREAM_CIRCUIT_OPEN', 'FGW_UPSTREAM_UNAVAILABLE']);
 
+/**
+ * The gateway's own configuration failing (the upstream refusing its token, not serving the model
+ * at UPSTREAM_BASE_URL): every request fails alike until the operator acts. Logged at error,
+ * without a stack (no bug to find), at most once per interval, as outages are.
+ */
+const CONFIGURATION_FAULT_CODES: ReadonlySet<string> = new Set(['FGW_UPSTREAM_AUTH_FAILED', 'FGW_UPSTREAM_MISCONFIGURED']);
+
 /** Whether a refusal is an outage's (sampled at warn) rather than a fault (each at error). */
 function isOutage(err: FastifyError): boolean {
   if (!OUTAGE_CODES.has(err.code)) return false;
@@ -62,11 +72,12 @@ function isOutage(err: FastifyError): boolean {
   return isConnectionFailure(err.cause);
 }
 
-function logOutage(request: FastifyRequest, err: FastifyError, lines: LogSampler): void {
+function logOutage(request: FastifyRequest, err: FastifyError, lines: LogSampler, level: 'warn' | 'error' = 'warn'): void {
   const cause = err.cause instanceof Error ? err.cause.message.slice(0, 200) : undefined;
-  const line = lines.take(`${err.code}\u0000${cause ?? ''}`);
+  // Per kind, message (which may name an upstream status) and cause.
+  const line = lines.take(`${err.code}\u0000${err.message}\u0000${cause ?? ''}`);
   if (!line.log) return;
-  request.log.warn(
+  request.log[level](
     { errorType: errorTypeOf(err.code), ...(cause !== undefined ? { cause } : {}), ...(line.suppressed > 0 ? { suppressed: line.suppressed } : {}) },
     `${err.message} (refusals like this are logged at most every ${OUTAGE_LOG_INTERVAL_MS / 1000} s)`,
   );
@@ -83,8 +94,15 @@ export function registerErrorHandling(
 ): void {
   const outageLines = new LogSampler(OUTAGE_LOG_INTERVAL_MS);
   app.setErrorHandler((raw: FastifyError, request, reply) => {
+    // The client hung up while its body was arriving: nobody is left to answer. Recorded as such
+    // (499, aborted), not as a bad request of its own.
+    if ((raw.code === 'ECONNRESET' || raw.message === 'aborted') && request.raw.socket?.destroyed) {
+      request.server.recordRequest(request, reply, CLIENT_CLOSED_REQUEST, true);
+      return reply.code(CLIENT_CLOSED_REQUEST).send({ detail: 'The client closed the connection', error_type: 'client_closed_request' });
+    }
     if (raw instanceof RequestValidationError) {
-      request.log.info({ problems: raw.detail.length }, 'request rejected by validation');
+      // On the request's own line: how many problems, and of which kinds (the values stay out).
+      addToRequestLine(request, { errorType: 'validation_error', problems: raw.detail.length, error: raw.detail.slice(0, 5).map((d) => `${d.loc.join('.')}: ${d.type}`).join('; ') });
       const body: ErrorEnvelope = { detail: raw.detail, error_type: 'validation_error' };
       return reply.code(422).send(body);
     }
@@ -100,6 +118,7 @@ export function registerErrorHandling(
     if (headers) reply.headers(headers);
     // 501 is the gateway's configuration (a feature turned off), not a failure: the request line says it.
     if (isOutage(err)) logOutage(request, err, outageLines);
+    else if (CONFIGURATION_FAULT_CODES.has(err.code)) logOutage(request, err, outageLines, 'error');
     else if (status >= 500 && status !== 501) request.log.error({ err: err.cause ?? err, errorType: errorTypeOf(err.code) }, err.message);
     // A hint on when to come back from a 503 that gave none (fal's clients retry 503s).
     if (status === 503 && !reply.hasHeader('retry-after')) reply.header('retry-after', UNAVAILABLE_RETRY_AFTER_SECONDS);

@@ -45,11 +45,30 @@ interface RequestLine {
   clientRequestId?: string;
   /** The client left before the answer was complete. */
   aborted?: true;
+  /** An error answer's category (its error_type, as in X-Fal-Error-Type). */
+  errorType?: string;
+  /** A gateway error's own message (a 401 says which credential failed, a 503 which store). */
+  error?: string;
+}
+
+/** What a request's handling adds to its line (an answer replayed, a token's lifetime...). */
+const lineFields = new WeakMap<FastifyRequest, Record<string, unknown>>();
+
+/** Adds fields to the request's one log line, instead of a line of their own. */
+export function addToRequestLine(request: FastifyRequest, fields: Record<string, unknown>): void {
+  const held = lineFields.get(request);
+  if (held) Object.assign(held, fields);
+  else lineFields.set(request, { ...fields });
 }
 
 export interface RecordOptions {
   /** Route patterns whose requests are logged but not counted (the metrics scrape). */
   uncounted: ReadonlySet<string>;
+  /**
+   * Route patterns whose successful requests are logged at debug, not info: health probes and
+   * metrics scrapes, which arrive every few seconds from the platform and say nothing about traffic.
+   */
+  quietWhenOk: ReadonlySet<string>;
 }
 
 /**
@@ -107,5 +126,11 @@ function recordRequest(request: FastifyRequest, reply: FastifyReply, metrics: Ga
   const clientRequestId = request.headers['x-request-id'];
   if (typeof clientRequestId === 'string' && CLIENT_REQUEST_ID.test(clientRequestId)) line.clientRequestId = clientRequestId;
   if (aborted) line.aborted = true;
-  request.log.info(line, 'request');
+  if (statusCode >= 400) {
+    const errorType = reply.getHeader('x-fal-error-type');
+    if (typeof errorType === 'string') line.errorType = errorType;
+  }
+  const fields = lineFields.get(request);
+  const quiet = statusCode < 400 && options.quietWhenOk.has(route);
+  request.log[quiet ? 'debug' : 'info'](fields === undefined ? line : { ...fields, ...line }, 'request');
 }

@@ -3,6 +3,9 @@ import type { ZodTypeProvider } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import type { JobStore } from '../jobs/job-store.js';
 
+export const HEALTH_PATH = '/healthz';
+export const READY_PATH = '/readyz';
+
 const Health = z.object({ status: z.literal('ok') });
 const Readiness = z.object({
   status: z.enum(['ready', 'not_ready']),
@@ -16,12 +19,12 @@ const Readiness = z.object({
 export function healthRoutes(app: FastifyInstance, deps: { jobs: JobStore; isShuttingDown: () => boolean }): void {
   const api = app.withTypeProvider<ZodTypeProvider>();
   api.get(
-    '/healthz',
+    HEALTH_PATH,
     { schema: { tags: ['Operations'], summary: 'Liveness', response: { 200: Health } } },
     async () => ({ status: 'ok' as const }),
   );
   api.get(
-    '/readyz',
+    READY_PATH,
     {
       schema: {
         tags: ['Operations'],

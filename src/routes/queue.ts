@@ -243,7 +243,8 @@ export function queueRoutes(app: FastifyInstance, deps: QueueRouteDeps): void {
         await assertOwned(request, requestId).catch(asCancelOutcome);
         const upstream = await deps.upstream.cancel(requestId);
         if (upstream.statusCode === 202) {
-          request.log.info({ requestId }, 'job cancelled');
+          // On the request's line: the job it cancelled.
+          request.jobId = requestId;
           await deps.lifecycle
             .cancelled(requestId)
             .catch((err: unknown) => request.log.error({ err: (err as Error).message, requestId }, 'a cancelled job\'s images could not be given back'));

@@ -2,6 +2,7 @@ import { createHash, randomUUID } from 'node:crypto';
 import type { FastifyInstance, FastifyReply, FastifyRequest, onRequestHookHandler } from 'fastify';
 import { errors, errorTypeOf, RequestValidationError } from '../errors.js';
 import { publicBaseUrl } from '../http/public-url.js';
+import { addToRequestLine } from '../http/request-record.js';
 import type { AccountingStore } from '../accounting/accounting-store.js';
 import type { JobLifecycle } from '../jobs/lifecycle.js';
 import type { JobStore } from '../jobs/job-store.js';
@@ -149,7 +150,7 @@ export async function submit(deps: SubmitDeps, request: FastifyRequest, input: M
       request.jobId = body.request_id;
       reply.header('x-fal-request-id', body.request_id);
     }
-    request.log.info({ requestId: body.request_id }, 'idempotent submit replayed');
+    addToRequestLine(request, { replayed: true });
     return reply.code(existing.statusCode).header('idempotent-replayed', 'true').type('application/json; charset=utf-8').send(deps.upstream.scrubText(JSON.stringify(body)));
   }
 
@@ -211,7 +212,7 @@ async function queue(deps: SubmitDeps, request: FastifyRequest, input: ModelInpu
   }
   if (upstream.statusCode === 404 || upstream.statusCode === 405) {
     await admission.notQueued();
-    request.log.error({ upstreamStatus: upstream.statusCode }, 'upstream does not serve the model path');
+    // Logged by the error handler (at most every few seconds: it fails every submit alike).
     throw new errors.UpstreamMisconfigured(upstream.statusCode);
   }
   const answer = upstream;

@@ -2,6 +2,7 @@ import type { FastifyInstance, onRequestHookHandler } from 'fastify';
 import type { ZodTypeProvider } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import { errors } from '../errors.js';
+import { addToRequestLine } from '../http/request-record.js';
 import { ErrorEnvelope } from '../schemas/error.js';
 import { presentedKey, tenantOf } from '../tenants/auth.js';
 import { digestKey } from '../tenants/registry.js';
@@ -60,7 +61,7 @@ export function tokenRoutes(app: FastifyInstance, deps: { tokens: TokenIssuer | 
       const ttl = request.body?.ttl_seconds ?? DEFAULT_TOKEN_TTL_SECONDS;
       // Minted with a key (checked above): the token names it, so revoking the key ends the token.
       const { token, expiresAt } = await deps.tokens.issue(tenantOf(request).id, digestKey(presentedKey(request.headers)!), ttl);
-      request.log.info({ ttl }, 'browser token issued');
+      addToRequestLine(request, { tokenTtlSeconds: ttl });
       return { token, token_type: 'Bearer' as const, expires_in: ttl, expires_at: expiresAt.toISOString() };
     },
   );

@@ -61,10 +61,8 @@ export function relay(
   rewrite?: (body: Record<string, unknown>) => void,
 ): FastifyReply {
   const { statusCode } = response;
-  if (statusCode === 401 || statusCode === 403) {
-    reply.log.error({ upstreamStatus: statusCode }, 'upstream rejected the gateway credentials');
-    throw new errors.UpstreamAuthFailed(statusCode);
-  }
+  // Logged by the error handler (at most every few seconds: it fails every request alike).
+  if (statusCode === 401 || statusCode === 403) throw new errors.UpstreamAuthFailed(statusCode);
   if (statusCode < 200 || (statusCode >= 300 && statusCode < 400)) {
     reply.log.error({ upstreamStatus: statusCode }, 'unexpected upstream status');
     throw new errors.UpstreamBadResponse();
