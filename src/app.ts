@@ -149,6 +149,12 @@ function clientErrorAnswer(metrics: GatewayMetrics) {
   // Fastify calls it with itself as `this`.
   return function answerClientError(this: FastifyInstance, err: Error & { code?: string }, socket: Duplex): void {
     if (err.code === 'ECONNRESET' || socket.destroyed) return;
+    // The client closed its end in the middle of a request: it left, and reads no answer. Its
+    // request (if one was under way) is recorded as a client that left (499), not answered 400.
+    if (err.code === 'HPE_INVALID_EOF_STATE') {
+      socket.destroy();
+      return;
+    }
     const [status, reason, detail, type] =
       err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
         // Not fal's request_timeout, which says a job did not start within X-Fal-Request-Timeout.

@@ -123,5 +123,35 @@ describe('Dockerfile', async () => {
       one.server.kill('SIGTERM');
     }
     expect(await one.exited).toBe(0);
+
+    // Outside the image, the same install runs `npm start`. A supervisor signals npm's own pid:
+    // the server must get the SIGTERM and shut down, not be left running without its parent.
+    const npmEnv = { ...env, PORT: String(await freePort()) };
+    const viaNpm = spawn('npm', ['start'], { cwd: dir, env: npmEnv, detached: true });
+    let npmOutput = '';
+    viaNpm.stdout.on('data', (d) => (npmOutput += d));
+    viaNpm.stderr.on('data', (d) => (npmOutput += d));
+    const npmExited = new Promise<void>((resolve) => viaNpm.on('exit', () => resolve()));
+    const answers = () => fetch(`http://127.0.0.1:${npmEnv.PORT}/healthz`).then((r) => r.ok, () => false);
+    try {
+      await expect.poll(answers, { timeout: 15_000, interval: 100 }).toBe(true);
+      viaNpm.kill('SIGTERM');
+      await expect.poll(() => npmOutput.includes('shutting down'), { timeout: 10_000 }).toBe(true);
+      await expect.poll(answers, { timeout: 15_000, interval: 100 }).toBe(false);
+      await npmExited;
+    } finally {
+      // Whatever happened, nothing of it outlives the test.
+      try {
+        process.kill(-viaNpm.pid!, 'SIGKILL');
+      } catch {
+        // already gone
+      }
+    }
+    // The key tool, built, on the production install (tsx is not there).
+    const { stdout } = await run('node', ['dist/cli/key.js', 'team-a'], { cwd: dir, env });
+    expect(stdout).toMatch(/^New key for tenant "team-a"/);
+    expect(stdout).toMatch(/"[0-9a-f]{64}"/);
+    const usage = await run('node', ['dist/cli/key.js'], { cwd: dir, env }).catch((err: { stderr: string; code: number }) => err);
+    expect(usage).toMatchObject({ code: 2, stderr: expect.stringMatching(/^usage: node dist\/cli\/key\.js <tenant-id>/) });
   }, 240_000);
 });

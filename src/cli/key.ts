@@ -36,7 +36,9 @@ const isMain = process.argv[1] !== undefined && withoutExtension(resolve(process
 if (isMain) {
   const tenantId = process.argv[2];
   if (!tenantId || !/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/.test(tenantId)) {
-    process.stderr.write('usage: npm run key -- <tenant-id>   (letters, digits, ".", "_", "-"; up to 64)\n');
+    // Named as it was run: `npm run key` needs the development install, the built file does not.
+    const usage = import.meta.url.endsWith('.js') ? 'node dist/cli/key.js <tenant-id>' : 'npm run key -- <tenant-id>';
+    process.stderr.write(`usage: ${usage}   (letters, digits, ".", "_", "-"; up to 64)\n`);
     process.exit(2);
   }
   process.stdout.write(keyInstructions(tenantId, newKey()));

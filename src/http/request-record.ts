@@ -108,7 +108,14 @@ export function markAnsweredOnSocket(response: object, statusCode: number): void
 
 /** For an onSend hook: an answer about to be sent on a connection already closed. */
 export function recordIfClientGone(request: FastifyRequest, reply: FastifyReply): void {
-  if (!reply.raw.destroyed) return;
+  if (reply.raw.destroyed) recordConnectionGone(request, reply);
+}
+
+/**
+ * A request whose connection closed before it was answered: the client left (499, aborted), or
+ * the gateway answered on the connection itself and closed it (a 408), with that status.
+ */
+export function recordConnectionGone(request: FastifyRequest, reply: FastifyReply): void {
   const answered = answeredOnSocket.get(reply.raw);
   request.server.recordRequest(request, reply, answered ?? CLIENT_CLOSED_REQUEST, answered === undefined);
 }
