@@ -18,8 +18,13 @@ const int = (min: number, max: number) => {
     .pipe(z.number().int({ error }).min(min, { error }).max(max, { error }));
 };
 
+/** Paths (and the trees under them) the gateway's own routes take: the fal proxy path cannot be one. */
+const GATEWAY_PATHS = ['/v1', '/fal-ai', '/healthz', '/readyz', '/metrics', '/docs', '/openapi.json', '/playground'];
+
 const boolean = z
-  .enum(['true', 'false', '1', '0', 'yes', 'no'], { error: 'must be true or false' })
+  .string()
+  .transform((v) => v.trim().toLowerCase())
+  .pipe(z.enum(['true', 'false', '1', '0', 'yes', 'no'], { error: 'must be true or false (1 or 0, yes or no also do)' }))
   .transform((v) => v === 'true' || v === '1' || v === 'yes');
 
 /** One entry of a trusted-proxy list, as Fastify takes it: an address, a CIDR (or IPv4 netmask), or a named range. */
@@ -141,6 +146,9 @@ const schema = z.object({
   FAL_PROXY_PATH: z
     .string()
     .regex(/^(\/[A-Za-z0-9._-]+)+$/, { error: 'must be a path such as /api/fal/proxy' })
+    .refine((path) => !GATEWAY_PATHS.some((own) => path === own || path.startsWith(`${own}/`)), {
+      error: `must not be a path the gateway serves itself (${GATEWAY_PATHS.join(', ')}); the default is /api/fal/proxy`,
+    })
     .default('/api/fal/proxy')
     .describe("Path of fal's proxy protocol for @fal-ai/client (proxyUrl): targets in x-fal-target-url are served by the gateway's own routes."),
   PUBLIC_BASE_URL: httpUrl
@@ -191,7 +199,7 @@ const schema = z.object({
     .enum(['open', 'closed'], { error: 'must be open or closed' })
     .default('open')
     .describe(
-      'When the rate-limit store (Redis) cannot answer: open lets requests through, closed answers 503 rate_limit_unavailable.',
+      'When the rate-limit store (Redis) cannot answer: open lets requests through uncounted, closed answers 503 rate_limit_unavailable. Either way, with the job store on the same Redis, what needs it (a submit, and status, result and cancel, which check whose job it is) is 503 store_unavailable while it is down.',
     ),
   IMAGE_DATA_URI_MAX_BYTES: int(1024, 512 * 1024 * 1024)
     .default(8 * 1024 * 1024)

@@ -66,8 +66,21 @@ describe('configuration', () => {
         'PORT: must be an integer from 0 to 65535',
         'UPSTREAM_BASE_URL: must be an http(s) URL',
         'UPSTREAM_AUTH_SCHEME: must be Key (fal) or Bearer (resellers)',
-        'DOCS_ENABLED: must be true or false',
+        'DOCS_ENABLED: must be true or false (1 or 0, yes or no also do)',
       ]);
+    }
+  });
+
+  it("refuses a fal proxy path the gateway's own routes take", () => {
+    for (const path of ['/healthz', '/v1/proxy', '/fal-ai/flux-lora/image-to-image', '/docs/proxy', '/metrics']) {
+      expect(problemsOf({ FAL_PROXY_PATH: path }), path).toEqual([expect.stringMatching(/^FAL_PROXY_PATH: must not be a path the gateway serves itself \(\/v1, \/fal-ai, /)]);
+    }
+    for (const path of ['/api/fal/proxy', '/fal/proxy', '/v1proxy', '/healthz2']) expect(problemsOf({ FAL_PROXY_PATH: path }), path).toEqual([]);
+  });
+
+  it('reads a switch whatever its case, as its message says', () => {
+    for (const [value, expected] of [['TRUE', true], ['False', false], ['1', true], ['no', false], [' yes ', true]] as const) {
+      expect(parseConfig({ ...required, DOCS_ENABLED: value }).DOCS_ENABLED, value).toBe(expected);
     }
   });
 

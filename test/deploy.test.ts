@@ -9,7 +9,7 @@ const read = (path: string) => readFileSync(new URL(`../deploy/${path}`, import.
 
 describe('deploy/docker-compose.yml', () => {
   const compose = parse(read('docker-compose.yml')) as {
-    services: Record<string, { environment?: Record<string, string>; build?: string; volumes?: string[]; stop_grace_period?: string }>;
+    services: Record<string, { environment?: Record<string, string>; build?: string; image?: string; volumes?: string[]; stop_grace_period?: string }>;
   };
 
   it('runs two gateway replicas sharing one Redis, with a configuration the gateway accepts', () => {
@@ -21,6 +21,8 @@ describe('deploy/docker-compose.yml', () => {
       expect(config.REDIS_URL).toBe('redis://redis:6379/0');
       expect(config.NODE_ENV).toBe('production');
       expect(service.build).toBe('..');
+      // One image, named, that both replicas run.
+      expect(service.image).toBe('fal-gateway:local');
     }
     expect(compose.services.redis).toBeDefined();
     // Docker must not kill a replica before its own shutdown budget has run out.

@@ -260,7 +260,7 @@ describe('reloading the tenants file', () => {
 
     // Missing for longer than a rename takes: looked for twice, then rejected.
     await unlink(gw.file);
-    expect(await gw.reloader.reload()).toEqual({ ok: false, problems: ['cannot be read: ENOENT'] });
+    expect(await gw.reloader.reload()).toEqual({ ok: false, problems: [`cannot be read: ENOENT, there is no file at ${gw.file}`] });
     expect(rejected()).toHaveLength(3);
     expect((await submit(gw.url, a)).status).toBe(200);
     expect((await fetch(`${gw.url}/healthz`)).status).toBe(200);
@@ -289,7 +289,7 @@ describe('reloading the tenants file', () => {
     expect(await (await fetch(`${gw.url}/metrics`)).text()).toMatch(/^fal_gateway_tenants 0$/m);
   });
 
-  it('applies content identical to what is in force only once, noting the skip at debug level', async () => {
+  it('applies content identical to what is in force only once, noting the skip at debug level (info when SIGHUP asked)', async () => {
     const a = newKey();
     const gw = await startGateway([{ id: 'team-a', keys: [a] }]);
     const unchanged = await gw.reloader.reload();
@@ -301,6 +301,9 @@ describe('reloading the tenants file', () => {
     expect(await gw.reloader.reload()).toMatchObject({ ok: true, applied: false });
     expect(gw.lines('tenants file reloaded')).toHaveLength(1);
     expect(gw.lines('tenants file unchanged; nothing to reload')).toHaveLength(2);
+    // Asked for by the operator (SIGHUP), the answer is at info: a reload that did nothing is confirmed.
+    expect(await gw.reloader.reload('signal')).toMatchObject({ ok: true, applied: false });
+    expect(gw.lines('tenants file unchanged; nothing to reload')[2]).toMatchObject({ level: 30, trigger: 'signal' });
   });
 
   it('reads a file missing mid-replacement once more before rejecting it', async () => {

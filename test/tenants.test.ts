@@ -1,7 +1,7 @@
 import { execFile } from 'node:child_process';
 import { mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
 import { newKey } from '../src/cli/key.js';
@@ -78,7 +78,12 @@ describe('tenants file', () => {
   });
 
   it('rejects unreadable and non-JSON files with the file name', async () => {
-    await expect(loadTenantsFile('/nonexistent/t.json')).rejects.toThrow(/Invalid tenants file \/nonexistent\/t\.json:\n {2}- cannot be read: ENOENT/);
+    await expect(loadTenantsFile('/nonexistent/t.json')).rejects.toThrow(/Invalid tenants file \/nonexistent\/t\.json:\n {2}- cannot be read: ENOENT, there is no file at \/nonexistent\/t\.json$/);
+    // A relative path says where it was looked for.
+    await expect(loadTenantsFile('missing-tenants.json')).rejects.toThrow(
+      `cannot be read: ENOENT, there is no file at ${resolve('missing-tenants.json')} (missing-tenants.json from the working directory ${process.cwd()})`,
+    );
+    await expect(loadTenantsFile(tmpdir())).rejects.toThrow(`cannot be read: EISDIR, ${tmpdir()} is a directory; name the file in it`);
     const file = await tempFile('{"tenants": [');
     await expect(loadTenantsFile(file)).rejects.toThrow(/is not valid JSON/);
   });

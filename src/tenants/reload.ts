@@ -6,7 +6,7 @@ import { isDeepStrictEqual } from 'node:util';
 import type { FastifyBaseLogger } from 'fastify';
 import type { GatewayApp } from '../app.js';
 import { TenantRegistry } from './registry.js';
-import { parseTenantsText, TenantsFileError, type Tenant } from './tenants-file.js';
+import { parseTenantsText, TenantsFileError, unreadable, type Tenant } from './tenants-file.js';
 
 /**
  * Reloads the tenants file while the gateway runs: on demand (SIGHUP) and, optionally, when the
@@ -68,7 +68,7 @@ async function readSnapshot(file: string): Promise<SnapshotRead> {
     bytes = await readFile(file);
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
-    return { ok: false, problems: [`cannot be read: ${code ?? String(err)}`], missing: code === 'ENOENT' };
+    return { ok: false, problems: [unreadable(file, err)], missing: code === 'ENOENT' };
   }
   try {
     const tenants = parseTenantsText(bytes.toString('utf8'), file);
@@ -173,7 +173,8 @@ export class TenantsReloader {
       return { ok: false, problems: read.problems };
     }
     if (read.digest === this.appliedDigest) {
-      log.debug({ file, trigger }, 'tenants file unchanged; nothing to reload');
+      // Asked for by the operator (SIGHUP): say so. A watch sees editors touch files all day.
+      log[trigger === 'signal' ? 'info' : 'debug']({ file, trigger }, 'tenants file unchanged; nothing to reload');
       return { ok: true, applied: false, tenants: target.tenants().tenants };
     }
     const next = new TenantRegistry(read.tenants);

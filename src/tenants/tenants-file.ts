@@ -1,4 +1,5 @@
 import { readFile } from 'node:fs/promises';
+import { isAbsolute, resolve } from 'node:path';
 import { parse as parseDuration } from '@lukeed/ms';
 import { z } from 'zod';
 
@@ -181,12 +182,23 @@ function pickQuota(q: z.infer<typeof quota> | undefined): Quota | undefined {
   };
 }
 
+/** Why the file cannot be read, with the path it was looked for at (TENANTS_FILE may be relative). */
+export function unreadable(file: string, err: unknown): string {
+  const code = (err as NodeJS.ErrnoException).code;
+  const where = resolve(file);
+  const from = isAbsolute(file) ? '' : ` (${file} from the working directory ${process.cwd()})`;
+  if (code === 'ENOENT') return `cannot be read: ENOENT, there is no file at ${where}${from}`;
+  if (code === 'EACCES' || code === 'EPERM') return `cannot be read: ${code}, this process may not read ${where}${from}`;
+  if (code === 'EISDIR') return `cannot be read: EISDIR, ${where} is a directory; name the file in it`;
+  return `cannot be read: ${code ?? String(err)} (${where})`;
+}
+
 export async function loadTenantsFile(file: string): Promise<Tenant[]> {
   let text: string;
   try {
     text = await readFile(file, 'utf8');
   } catch (err) {
-    throw new TenantsFileError(file, [`cannot be read: ${(err as NodeJS.ErrnoException).code ?? String(err)}`]);
+    throw new TenantsFileError(file, [unreadable(file, err)]);
   }
   return parseTenantsText(text, file);
 }
