@@ -228,3 +228,27 @@ describe.skipIf(!redisAvailable)(`the log while Redis is down${skipReason}`, () 
     }
   });
 });
+
+describe.skipIf(!redisAvailable)(`the background check while Redis is down${skipReason}`, () => {
+  let redis: PrivateRedis;
+  let stack: Stack;
+  beforeAll(async () => {
+    redis = new PrivateRedis(await freePort());
+    await redis.start();
+    stack = await startStack({ env: { REDIS_URL: redis.url, REDIS_COMMAND_TIMEOUT_MS: '100', STALE_JOB_CHECK_MS: '100' } });
+  });
+  afterAll(async () => {
+    await stack?.close();
+    await redis?.stop();
+  });
+
+  it('says it was skipped because Redis is not connected, not in the client library\'s words', async () => {
+    await redis.stop();
+    const skipped = () =>
+      stack.logs.map((l) => JSON.parse(l) as { level: number; msg: string; err?: string }).filter((l) => / check skipped: the store \(Redis\) is not connected; it runs again at the next check$/.test(l.msg));
+    await expect.poll(() => skipped().length, { timeout: 5_000 }).toBeGreaterThan(0);
+    expect(skipped()[0]!.level).toBe(40);
+    // No line says only "failed" with the library's message.
+    expect(stack.logs.filter((l) => l.includes('check failed'))).toEqual([]);
+  });
+});

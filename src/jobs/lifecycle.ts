@@ -3,6 +3,7 @@ import { utcDay, utcMonth, type AccountingStore, type UsageCounters } from '../a
 import type { GatewayMetrics, JobOutcome } from '../metrics.js';
 import type { JobReads } from './job-reads.js';
 import type { JobStore } from './job-store.js';
+import { isConnectionFailure } from '../log-sampler.js';
 
 export interface JobLifecycleOptions {
   jobs: JobStore;
@@ -235,6 +236,20 @@ export class JobLifecycle {
   }
 
   /**
+   * A background check that could not read the store. With the store's connection down (its
+   * state is logged when it changes: "redis unavailable"), say that, not the client library's
+   * wording; anything else is logged as it came.
+   */
+  private checkFailed(check: string, err: unknown): void {
+    const message = (err as Error).message;
+    if (isConnectionFailure(err)) {
+      this.options.log.warn({ err: message }, `${check} skipped: the store (Redis) is not connected; it runs again at the next check`);
+    } else {
+      this.options.log.warn({ err: message }, `${check} failed`);
+    }
+  }
+
+  /**
    * The background check: jobs whose end the gateway has not seen, unchecked for `staleCheckMs`
    * (a client may never read its job: usage must still count its end), then concurrency slots
    * held that long (their job may be gone, or never recorded). Finished jobs are settled.
@@ -252,7 +267,7 @@ export class JobLifecycle {
       }
     } catch (err) {
       this.options.metrics?.storeError('jobs', 'due_for_check');
-      this.options.log.warn({ err: (err as Error).message }, 'unseen-job check failed');
+      this.checkFailed('unseen-job check', err);
     }
     try {
       const stale = await this.options.accounting.staleSlots(this.options.staleCheckMs, now, SWEEP_LIMIT);
@@ -271,7 +286,7 @@ export class JobLifecycle {
       }
     } catch (err) {
       this.options.metrics?.storeError('accounting', 'stale_slots');
-      this.options.log.warn({ err: (err as Error).message }, 'stale-job check failed');
+      this.checkFailed('stale-job check', err);
     } finally {
       this.sweeping = false;
     }
