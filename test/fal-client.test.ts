@@ -75,6 +75,9 @@ describe('@fal-ai/client through the gateway', () => {
     expect(done.status).toBe('COMPLETED');
     const result = await fal.queue.result(MODEL_ID, { requestId: queued.request_id });
     expect((result.data as { images: unknown[] }).images).toHaveLength(2);
+    // Each call's line names the route that served it and the proxy path it came in on.
+    const submitLine = stack.logs.map((l) => JSON.parse(l) as Record<string, unknown>).find((l) => l.msg === 'request' && l.method === 'POST' && l.requestId === queued.request_id);
+    expect(submitLine).toMatchObject({ url: `/${MODEL_ID}`, proxiedFrom: '/api/fal/proxy', statusCode: 200 });
   });
 
   it('queue.cancel cancels a queued job', async () => {

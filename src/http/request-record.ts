@@ -45,6 +45,8 @@ interface RequestLine {
   clientRequestId?: string;
   /** The client left before the answer was complete. */
   aborted?: true;
+  /** The path the call came in on when it was mapped onto this route (fal's proxy path). */
+  proxiedFrom?: string;
   /** An error answer's category (its error_type, as in X-Fal-Error-Type). */
   errorType?: string;
   /** A gateway error's own message (a 401 says which credential failed, a 503 which store). */
@@ -133,6 +135,8 @@ function recordRequest(request: FastifyRequest, reply: FastifyReply, metrics: Ga
   const clientRequestId = request.headers['x-request-id'];
   if (typeof clientRequestId === 'string' && CLIENT_REQUEST_ID.test(clientRequestId)) line.clientRequestId = clientRequestId;
   if (aborted) line.aborted = true;
+  // A call of fal's proxy path, served by the route its target maps onto (as nginx logs it).
+  if (request.originalUrl !== request.url) line.proxiedFrom = loggedUrl(request.originalUrl);
   if (statusCode >= 400) {
     const errorType = reply.getHeader('x-fal-error-type');
     if (typeof errorType === 'string') line.errorType = errorType;
