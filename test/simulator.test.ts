@@ -381,6 +381,42 @@ describe('unknown things', () => {
     expect((await fetch(`${sim.url}/files/${id}/0.jpeg`)).status).toBe(404);
   });
 
+  it("forgets a job an hour after it completed, as fal's retention, and six minutes after for a large (inlined) result", async () => {
+    const { sim, clock, submit, status, result, cancel } = await setup();
+    const plain = await submit();
+    const inline = await submit({ ...SEED_REQUEST, sync_mode: true, image_size: 'square' });
+    const cancelled = await submit();
+    expect((await cancel(cancelled.request_id)).status).toBe(202);
+    clock.advance(QUEUE_MS + RUN_MS); // both completed now
+    const file = `${sim.url}/files/${plain.request_id}/0.jpeg`;
+    expect((await fetch(file)).status).toBe(200);
+    // A large result: kept 6 minutes.
+    clock.advance(6 * 60_000 - 1);
+    expect((await result(inline.request_id)).status).toBe(200);
+    clock.advance(1);
+    expect(await result(inline.request_id)).toMatchObject({ status: 404, json: { detail: 'Request not found' } });
+    expect((await status(inline.request_id)).status).toBe(404);
+    // A small one: an hour (the cancelled job, from its cancellation).
+    expect((await result(plain.request_id)).status).toBe(200);
+    clock.advance(60 * 60_000 - 6 * 60_000 - QUEUE_MS - RUN_MS);
+    expect(await cancel(cancelled.request_id)).toMatchObject({ status: 404, json: { status: 'NOT_FOUND' } });
+    expect((await status(plain.request_id)).status).toBe(200);
+    clock.advance(QUEUE_MS + RUN_MS);
+    expect(await status(plain.request_id)).toMatchObject({ status: 404, json: { detail: 'Request not found' } });
+    expect(await result(plain.request_id)).toMatchObject({ status: 404, json: { detail: 'Request not found' } });
+    expect(await cancel(plain.request_id)).toMatchObject({ status: 404, json: { status: 'NOT_FOUND' } });
+    expect((await fetch(file)).status).toBe(404);
+  });
+
+  it('keeps results as long as configured', async () => {
+    const { clock, submit, result } = await setup({ resultRetentionMs: 1_000 });
+    const job = await submit();
+    clock.advance(QUEUE_MS + RUN_MS + 999);
+    expect((await result(job.request_id)).status).toBe(200);
+    clock.advance(1);
+    expect((await result(job.request_id)).status).toBe(404);
+  });
+
   it('forgets the oldest jobs beyond maxJobs', async () => {
     const { submit, status } = await setup({ maxJobs: 2 });
     const first = await submit();

@@ -19,6 +19,13 @@ export interface SimulatorOptions {
   now?: () => number;
   /** Jobs kept before the oldest are forgotten (default 10000). */
   maxJobs?: number;
+  /**
+   * How long a job is kept after it COMPLETED, as fal keeps results: 1 hour by default, and
+   * `largeResultRetentionMs` (6 minutes) for a result of 10 KB or more, which the simulator's are
+   * when they inline their images (sync_mode). Then its status, result and files are 404.
+   */
+  resultRetentionMs?: number;
+  largeResultRetentionMs?: number;
   /** startSimulator only (defaults 0 = any free port, and 127.0.0.1). */
   port?: number;
   host?: string;
@@ -56,6 +63,10 @@ export interface SimulatorContext {
   urlBase(request: FastifyRequest): string;
 }
 
+/** fal keeps a result 1 hour after completion, 6 minutes if it is 10 KB or more (the spec's figures). */
+export const RESULT_RETENTION_MS = 60 * 60 * 1000;
+export const LARGE_RESULT_RETENTION_MS = 6 * 60 * 1000;
+
 export function createContext(app: FastifyInstance, options: SimulatorOptions): SimulatorContext {
   const queueMs = Math.max(0, options.queueMs ?? 1000);
   const runMs = Math.max(0, options.runMs ?? 2000);
@@ -75,7 +86,18 @@ export function createContext(app: FastifyInstance, options: SimulatorOptions): 
     options,
     queueMs,
     runMs,
-    store: new JobStore<JobPayload>({ queueMs, runMs, now, maxJobs: options.maxJobs ?? 10_000 }),
+    store: new JobStore<JobPayload>({
+      queueMs,
+      runMs,
+      now,
+      maxJobs: options.maxJobs ?? 10_000,
+      retentionMs: (job) => {
+        const payload = job.payload as JobPayload;
+        // Inlined images (data URIs) make a result of well over 10 KB; URLs keep it small.
+        const large = payload.kind === 'accepted' && payload.spec.syncMode;
+        return large ? (options.largeResultRetentionMs ?? LARGE_RESULT_RETENTION_MS) : (options.resultRetentionMs ?? RESULT_RETENTION_MS);
+      },
+    }),
     images: new ImageCache(),
     requests: [],
     ownOrigin,

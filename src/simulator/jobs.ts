@@ -25,6 +25,8 @@ export interface JobStoreOptions {
   runMs: number;
   now: () => number;
   maxJobs: number;
+  /** How long a job is kept once COMPLETED (its result, its status), as fal's retention: then it is forgotten. */
+  retentionMs: (job: Job<unknown>) => number;
 }
 
 export class JobStore<T> {
@@ -45,11 +47,31 @@ export class JobStore<T> {
       if (oldest === undefined) break;
       this.jobs.delete(oldest);
     }
+    // The oldest jobs past their retention go too (jobs end roughly in submit order).
+    for (const [id, oldest] of this.jobs) {
+      if (!this.expired(oldest)) break;
+      this.jobs.delete(id);
+    }
     return job;
   }
 
+  /** The job, unless unknown or past its retention (then forgotten, as fal forgets it). */
   get(id: string): Job<T> | undefined {
-    return this.jobs.get(id);
+    const job = this.jobs.get(id);
+    if (job && this.expired(job)) {
+      this.jobs.delete(id);
+      return undefined;
+    }
+    return job;
+  }
+
+  /** When a completed job is forgotten: its retention after COMPLETED. */
+  forgottenAt(job: Job<T>): number {
+    return this.completedAt(job) + this.options.retentionMs(job);
+  }
+
+  private expired(job: Job<T>): boolean {
+    return this.now >= this.forgottenAt(job);
   }
 
   /** When the runner picks the job up (planned; a cancel in the queue means it never does). */
@@ -109,7 +131,7 @@ export class JobStore<T> {
   }
 
   cancel(id: string): CancelOutcome {
-    const job = this.jobs.get(id);
+    const job = this.get(id);
     if (!job) return 'NOT_FOUND';
     const at = this.now;
     if (this.state(job, at) === 'COMPLETED') return 'ALREADY_COMPLETED';
