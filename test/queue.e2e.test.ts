@@ -189,8 +189,12 @@ describe('queue flow end to end', () => {
     expect(invalid.status).toBe(422);
     const invalidLine = await lineOf(invalid);
     expect(invalidLine).toMatchObject({ statusCode: 422, errorType: 'validation_error', problems: 1, error: 'body.strength: less_than_equal' });
-    // The values sent stay out of the log.
+    // The values sent stay out of the log, and a caller's own (unknown) field names are cut short.
     expect(JSON.stringify(invalidLine)).not.toContain('9.87654');
+    const longName = `x${'y'.repeat(10_000)}`;
+    const unknownField = await fetch(`${stack.url}/v1/image-to-image`, { method: 'POST', headers: { ...json, ...stack.bearer('team-a') }, body: JSON.stringify({ ...SEED_REQUEST, [longName]: 1 }) });
+    expect(unknownField.status).toBe(422);
+    expect(await lineOf(unknownField)).toMatchObject({ problems: 1, error: `body.${longName.slice(0, 64)}: extra_forbidden` });
     const unknown = await fetch(`${stack.url}/v1/requests/00000000-0000-4000-8000-000000000000/cancel`, { method: 'PUT', headers: stack.bearer('team-a') });
     expect(await lineOf(unknown)).toMatchObject({ statusCode: 404, errorType: 'request_not_found', error: 'Request not found' });
     const ok = await fetch(`${stack.url}/openapi.json`);

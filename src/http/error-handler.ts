@@ -30,6 +30,10 @@ function fromFastify(err: FastifyError, request: FastifyRequest): Error | undefi
   }
 }
 
+/** How much of an error's message, and of each field name in a 422, a request line holds. */
+const LOGGED_MESSAGE_CHARS = 500;
+const LOGGED_FIELD_CHARS = 64;
+
 /** Retry-After on a 503 that carries none of its own (upstream unreachable, a store down). */
 export const UNAVAILABLE_RETRY_AFTER_SECONDS = '5';
 
@@ -41,8 +45,9 @@ function sendEnvelope(reply: FastifyReply, status: number, err: { message: strin
   // An error may carry fields of fal's own answer for its case (a cancel's {"status": "NOT_FOUND"}).
   const body: ErrorEnvelope = { ...err.fields, detail: err.message, error_type: errorTypeOf(err.code) };
   if (!reply.hasHeader('x-fal-error-type')) reply.header('x-fal-error-type', body.error_type);
-  // The message on the request's line: which credential failed, which store is down, what to fix.
-  addToRequestLine(reply.request, { error: err.message });
+  // The message on the request's line: which credential failed, which store is down, what to fix
+  // (bounded: a message may quote what the caller sent, such as an origin).
+  addToRequestLine(reply.request, { error: err.message.length > LOGGED_MESSAGE_CHARS ? `${err.message.slice(0, LOGGED_MESSAGE_CHARS)}…` : err.message });
   return reply.code(status).send(body);
 }
 
@@ -101,8 +106,10 @@ export function registerErrorHandling(
       return reply.code(CLIENT_CLOSED_REQUEST).send({ detail: 'The client closed the connection', error_type: 'client_closed_request' });
     }
     if (raw instanceof RequestValidationError) {
-      // On the request's own line: how many problems, and of which kinds (the values stay out).
-      addToRequestLine(request, { errorType: 'validation_error', problems: raw.detail.length, error: raw.detail.slice(0, 5).map((d) => `${d.loc.join('.')}: ${d.type}`).join('; ') });
+      // On the request's own line: how many problems, and of which kinds (the values stay out;
+      // field names may be the caller's own, unknown ones: each is cut short).
+      const where = (loc: ReadonlyArray<string | number>) => loc.map((part) => String(part).slice(0, LOGGED_FIELD_CHARS)).join('.');
+      addToRequestLine(request, { errorType: 'validation_error', problems: raw.detail.length, error: raw.detail.slice(0, 5).map((d) => `${where(d.loc)}: ${d.type}`).join('; ') });
       const body: ErrorEnvelope = { detail: raw.detail, error_type: 'validation_error' };
       return reply.code(422).send(body);
     }
