@@ -381,7 +381,7 @@ describe('unknown things', () => {
     expect((await fetch(`${sim.url}/files/${id}/0.jpeg`)).status).toBe(404);
   });
 
-  it("forgets a job an hour after it completed, as fal's retention, and six minutes after for a large (inlined) result", async () => {
+  it("forgets a job an hour after it completed, as fal's retention, and six minutes after for a large (inlined) result; its files stay", async () => {
     const { sim, clock, submit, status, result, cancel } = await setup();
     const plain = await submit();
     const inline = await submit({ ...SEED_REQUEST, sync_mode: true, image_size: 'square' });
@@ -405,7 +405,8 @@ describe('unknown things', () => {
     expect(await status(plain.request_id)).toMatchObject({ status: 404, json: { detail: 'Request not found' } });
     expect(await result(plain.request_id)).toMatchObject({ status: 404, json: { detail: 'Request not found' } });
     expect(await cancel(plain.request_id)).toMatchObject({ status: 404, json: { status: 'NOT_FOUND' } });
-    expect((await fetch(file)).status).toBe(404);
+    // Its images stay where the result pointed: fal's media outlive the queue's record of the job.
+    expect((await fetch(file)).status).toBe(200);
   });
 
   it('keeps results as long as configured', async () => {

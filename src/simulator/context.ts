@@ -22,7 +22,8 @@ export interface SimulatorOptions {
   /**
    * How long a job is kept after it COMPLETED, as fal keeps results: 1 hour by default, and
    * `largeResultRetentionMs` (6 minutes) for a result of 10 KB or more, which the simulator's are
-   * when they inline their images (sync_mode). Then its status, result and files are 404.
+   * when they inline their images (sync_mode). Then its status, result and cancel are 404; its
+   * files still load (until maxJobs newer jobs push the job out).
    */
   resultRetentionMs?: number;
   largeResultRetentionMs?: number;

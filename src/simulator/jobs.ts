@@ -47,22 +47,21 @@ export class JobStore<T> {
       if (oldest === undefined) break;
       this.jobs.delete(oldest);
     }
-    // The oldest jobs past their retention go too (jobs end roughly in submit order).
-    for (const [id, oldest] of this.jobs) {
-      if (!this.expired(oldest)) break;
-      this.jobs.delete(id);
-    }
     return job;
   }
 
-  /** The job, unless unknown or past its retention (then forgotten, as fal forgets it). */
+  /** The job as the queue knows it: unknown once past its retention, as fal forgets it. */
   get(id: string): Job<T> | undefined {
     const job = this.jobs.get(id);
-    if (job && this.expired(job)) {
-      this.jobs.delete(id);
-      return undefined;
-    }
-    return job;
+    return job && !this.expired(job) ? job : undefined;
+  }
+
+  /**
+   * The job whatever its retention: its files stay where its result pointed (fal's media outlive
+   * the queue's record of the job), until maxJobs newer jobs push it out.
+   */
+  kept(id: string): Job<T> | undefined {
+    return this.jobs.get(id);
   }
 
   /** When a completed job is forgotten: its retention after COMPLETED. */

@@ -102,7 +102,7 @@ export function registerQueueRoutes(app: FastifyInstance, ctx: SimulatorContext)
 
 export function registerFileRoutes(app: FastifyInstance, ctx: SimulatorContext): void {
   app.get<{ Params: { id: string; file: string } }>('/files/:id/:file', async (request, reply) => {
-    const job = ctx.store.get(request.params.id);
+    const job = ctx.store.kept(request.params.id);
     const match = /^(\d{1,2})\.(png|jpeg)$/.exec(request.params.file);
     // Only files the result lists exist: a completed, accepted job, its format, its count.
     if (
