@@ -5,7 +5,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import rateLimit from '@fastify/rate-limit';
 import Fastify, { errorCodes, LogController, type FastifyInstance, type FastifyReply, type FastifyRequest, type FastifyServerOptions } from 'fastify';
 import { Agent, type Dispatcher } from 'undici';
-import type { Config } from './config.js';
+import { largestDataUri, type Config } from './config.js';
 import { registerErrorHandling } from './http/error-handler.js';
 import { markAnsweredOnSocket, recordIfClientGone, registerRequestRecord } from './http/request-record.js';
 import { proxyRewrite, TARGET_HEADER } from './http/fal-proxy.js';
@@ -392,6 +392,14 @@ export async function buildApp(options: AppOptions): Promise<GatewayApp> {
   if (config.METRICS_ENABLED && !config.METRICS_TOKEN && config.NODE_ENV === 'production' && !isLoopbackHost(config.HOST)) {
     app.log.warn(
       `METRICS_TOKEN is not set: GET /metrics (tenant ids, traffic, job counts) is open to anyone who can reach ${config.HOST}:${config.PORT}; set METRICS_TOKEN, or keep the port off networks you do not trust`,
+    );
+  }
+  // An image travels in the submit body: as a data URI in JSON, or as a file in a form, whose
+  // data URI (made here) is 4/3 of it. A cap past the largest file's URI is never reached.
+  const reachableDataUri = largestDataUri(config.BODY_LIMIT_BYTES);
+  if (config.IMAGE_DATA_URI_MAX_BYTES > reachableDataUri) {
+    app.log.warn(
+      `IMAGE_DATA_URI_MAX_BYTES (${config.IMAGE_DATA_URI_MAX_BYTES}) is more than the data URI of the largest image a submit body of BODY_LIMIT_BYTES (${config.BODY_LIMIT_BYTES}) can carry (${reachableDataUri}): larger images are refused as payload_too_large first; raise BODY_LIMIT_BYTES to let them through`,
     );
   }
   if (!redis && config.NODE_ENV === 'production') {

@@ -470,7 +470,7 @@ describe('the body limit on forms (BODY_LIMIT_BYTES)', () => {
   const LIMIT = 65_536;
 
   beforeAll(async () => {
-    limited = await startStack({ env: { BODY_LIMIT_BYTES: String(LIMIT), IMAGE_DATA_URI_MAX_BYTES: String(LIMIT) } });
+    limited = await startStack({ env: { BODY_LIMIT_BYTES: String(LIMIT) } });
   });
 
   afterAll(async () => {
@@ -522,6 +522,16 @@ describe('the body limit on forms (BODY_LIMIT_BYTES)', () => {
   it('a form within the limit goes through, chunked or not', async () => {
     expect((await send(1_000, true)).status).toBe(200);
     expect((await send(1_000, false)).status).toBe(200);
+  });
+
+  it('warns at start that the data URI cap (8 MiB by default) is past what this body limit lets through', () => {
+    const warnings = limited.logs.map((l) => JSON.parse(l) as { level: number; msg: string }).filter((l) => l.msg.startsWith('IMAGE_DATA_URI_MAX_BYTES'));
+    expect(warnings).toEqual([
+      expect.objectContaining({
+        level: 40,
+        msg: `IMAGE_DATA_URI_MAX_BYTES (8388608) is more than the data URI of the largest image a submit body of BODY_LIMIT_BYTES (${LIMIT}) can carry (87407): larger images are refused as payload_too_large first; raise BODY_LIMIT_BYTES to let them through`,
+      }),
+    ]);
   });
 });
 
