@@ -149,12 +149,6 @@ function clientErrorAnswer(metrics: GatewayMetrics) {
   // Fastify calls it with itself as `this`.
   return function answerClientError(this: FastifyInstance, err: Error & { code?: string }, socket: Duplex): void {
     if (err.code === 'ECONNRESET' || socket.destroyed) return;
-    // The client closed its end in the middle of a request: it left, and reads no answer. Its
-    // request (if one was under way) is recorded as a client that left (499), not answered 400.
-    if (err.code === 'HPE_INVALID_EOF_STATE') {
-      socket.destroy();
-      return;
-    }
     const [status, reason, detail, type] =
       err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
         // Not fal's request_timeout, which says a job did not start within X-Fal-Request-Timeout.
@@ -175,7 +169,7 @@ function clientErrorAnswer(metrics: GatewayMetrics) {
           `X-Fal-Error-Type: ${type}\r\nX-Request-Id: ${id}\r\nX-Content-Type-Options: nosniff\r\n` +
           `Content-Security-Policy: default-src 'none'; frame-ancestors 'none'\r\nReferrer-Policy: no-referrer\r\nConnection: close\r\n\r\n${body}`,
       );
-      if (current) markAnsweredOnSocket(current, status);
+      if (current) markAnsweredOnSocket(current, status, type);
       else {
         metrics.httpRequest(UNMATCHED_ROUTE, 'unknown', status, undefined, 0);
         this.log.info({ reqId: id, ip: (socket as Duplex & { remoteAddress?: string }).remoteAddress, statusCode: status, errorType: type }, 'request');

@@ -246,7 +246,7 @@ describe('secrets never leave the gateway', () => {
       expect(await raw(`GET /healthz HTTP/1.1\r\nHost: gw\r\nX-Big: ${'a'.repeat(20_000)}\r\n\r\n`)).toMatch(/^HTTP\/1\.1 431/);
       expect(await raw('NOT HTTP AT ALL\r\n\r\n')).toMatch(/^HTTP\/1\.1 400/);
       expect(lines.filter((l) => l.msg === 'request').map((l) => [l.statusCode, l.errorType, l.ip])).toEqual([
-        [408, undefined, '127.0.0.1'],
+        [408, 'request_not_received', '127.0.0.1'],
         [431, 'headers_too_large', '127.0.0.1'],
         [400, 'bad_request', '127.0.0.1'],
       ]);

@@ -2,7 +2,7 @@ import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from
 import { errors, errorTypeOf, RequestValidationError } from '../errors.js';
 import type { ErrorEnvelope } from '../schemas/error.js';
 import { SUBMIT_URLS } from './multipart.js';
-import { addToRequestLine, CLIENT_CLOSED_REQUEST, recordConnectionGone } from './request-record.js';
+import { addToRequestLine } from './request-record.js';
 import { isConnectionFailure, LogSampler, OUTAGE_LOG_INTERVAL_MS } from '../log-sampler.js';
 
 /** Fastify's own request errors, translated into the gateway's. */
@@ -99,12 +99,6 @@ export function registerErrorHandling(
 ): void {
   const outageLines = new LogSampler(OUTAGE_LOG_INTERVAL_MS);
   app.setErrorHandler((raw: FastifyError, request, reply) => {
-    // The connection closed while the body was arriving: the client hung up (499, aborted), or
-    // the gateway cut it off with a 408 of its own. Recorded as that, not as a bad request.
-    if ((raw.code === 'ECONNRESET' || raw.message === 'aborted') && request.raw.socket?.destroyed) {
-      recordConnectionGone(request, reply);
-      return reply.code(CLIENT_CLOSED_REQUEST).send({ detail: 'The client closed the connection', error_type: 'client_closed_request' });
-    }
     if (raw instanceof RequestValidationError) {
       // On the request's own line: how many problems, and of which kinds (the values stay out;
       // field names may be the caller's own, unknown ones: each is cut short).

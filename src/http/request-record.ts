@@ -19,6 +19,8 @@ declare module 'fastify' {
 export const CLIENT_CLOSED_REQUEST = 499;
 
 const CLIENT_REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
+/** An error category as fal spells them (`runner_scheduling_failure`). */
+const ERROR_TYPE = /^[A-Za-z0-9_.-]{1,64}$/;
 
 /**
  * Query parameters whose names suggest a credential. The gateway takes none from the query, but a
@@ -101,25 +103,20 @@ export function registerRequestRecord(app: FastifyInstance, metrics: GatewayMetr
  * within REQUEST_TIMEOUT_MS: 408), with the status it sent. Their requests are recorded with that
  * status, not as a client that left.
  */
-const answeredOnSocket = new WeakMap<object, number>();
+const answeredOnSocket = new WeakMap<object, { statusCode: number; errorType: string }>();
 
 /** Notes that `response`'s request was answered with `statusCode` straight on its connection, which then closed. */
-export function markAnsweredOnSocket(response: object, statusCode: number): void {
-  answeredOnSocket.set(response, statusCode);
+export function markAnsweredOnSocket(response: object, statusCode: number, errorType: string): void {
+  answeredOnSocket.set(response, { statusCode, errorType });
 }
 
 /** For an onSend hook: an answer about to be sent on a connection already closed. */
 export function recordIfClientGone(request: FastifyRequest, reply: FastifyReply): void {
-  if (reply.raw.destroyed) recordConnectionGone(request, reply);
-}
-
-/**
- * A request whose connection closed before it was answered: the client left (499, aborted), or
- * the gateway answered on the connection itself and closed it (a 408), with that status.
- */
-export function recordConnectionGone(request: FastifyRequest, reply: FastifyReply): void {
+  if (!reply.raw.destroyed) return;
   const answered = answeredOnSocket.get(reply.raw);
-  request.server.recordRequest(request, reply, answered ?? CLIENT_CLOSED_REQUEST, answered === undefined);
+  // The answer that went out names the line's error, not the one this request met after it.
+  if (answered) lineFields.set(request, { errorType: answered.errorType });
+  request.server.recordRequest(request, reply, answered?.statusCode ?? CLIENT_CLOSED_REQUEST, answered === undefined);
 }
 
 function recordRequest(request: FastifyRequest, reply: FastifyReply, metrics: GatewayMetrics, options: RecordOptions, statusCode: number, aborted: boolean): void {
@@ -137,11 +134,12 @@ function recordRequest(request: FastifyRequest, reply: FastifyReply, metrics: Ga
   if (aborted) line.aborted = true;
   // A call of fal's proxy path, served by the route its target maps onto (as nginx logs it).
   if (request.originalUrl !== request.url) line.proxiedFrom = loggedUrl(request.originalUrl);
-  if (statusCode >= 400) {
-    const errorType = reply.getHeader('x-fal-error-type');
-    if (typeof errorType === 'string') line.errorType = errorType;
-  }
   const fields = lineFields.get(request);
+  if (statusCode >= 400 && fields?.errorType === undefined) {
+    const errorType = reply.getHeader('x-fal-error-type');
+    // As relayed from the upstream too: logged only when it is a plain category.
+    if (typeof errorType === 'string' && ERROR_TYPE.test(errorType)) line.errorType = errorType;
+  }
   const quiet = statusCode < 400 && options.quietWhenOk.has(route);
   request.log[quiet ? 'debug' : 'info'](fields === undefined ? line : { ...fields, ...line }, 'request');
 }
