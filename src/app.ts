@@ -511,9 +511,16 @@ export async function buildApp(options: AppOptions): Promise<GatewayApp> {
     tenantScope.route({
       method: ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE'],
       url: config.FAL_PROXY_PATH,
-      // Counted like any other call of the tenant's, though it is refused.
-      onRequest: readLimit,
+      // Counted like any other call of the tenant's, then refused before its body is read: a
+      // large one (fal.run with an inline image) hears why, not that it is too large.
+      onRequest: [
+        readLimit,
+        (_request, _reply, done) => {
+          done(new errors.ProxyTargetNotAllowed(TARGET_HEADER));
+        },
+      ],
       schema: { hide: true },
+      // Never reached: the hook above refuses every call.
       handler: async () => {
         throw new errors.ProxyTargetNotAllowed(TARGET_HEADER);
       },

@@ -150,6 +150,14 @@ describe('@fal-ai/client through the gateway', () => {
       // Refused, yet counted against the tenant's read budget like any other call.
       expect(res.headers.get('ratelimit-policy'), `${method} ${target}`).toMatch(/^"read";/);
     }
+    // A large body to a target not allowed (fal.run with an inline image) hears why, not that it is too large.
+    const large = await fetch(proxy, {
+      method: 'POST',
+      headers: { ...stack.bearer('team-a'), 'x-fal-target-url': `https://fal.run/${MODEL_ID}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ ...SEED_REQUEST, image_url: `data:image/png;base64,${'A'.repeat(100_000)}` }),
+    });
+    expect(large.status).toBe(400);
+    expect(((await large.json()) as { error_type: string }).error_type).toBe('proxy_target_not_allowed');
     await stack.app.whenIdle();
     expect(upstreamCalls(stack).length).toBe(before);
   });
