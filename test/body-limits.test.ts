@@ -73,6 +73,18 @@ describe('body limits', () => {
     expect(JSON.parse(answer!.body).error_type).toBe('route_not_found');
   });
 
+  it('answers an unknown path 404 whatever is wrong with its body (not JSON, another type)', async () => {
+    for (const [type, body] of [
+      ['application/json', '{not json'],
+      ['text/plain', 'hello'],
+      ['application/json', ''],
+    ]) {
+      const res = await fetch(`${stack.url}/v1/nowhere`, { method: 'POST', headers: { 'content-type': type! }, body });
+      expect(res.status, `${type} ${body}`).toBe(404);
+      expect(((await res.json()) as { error_type: string }).error_type).toBe('route_not_found');
+    }
+  });
+
   it('answers a preflight carrying a large body at once', async () => {
     const answer = await answerWithoutWholeBody(
       stack.url,

@@ -1,3 +1,4 @@
+import { request as httpRequest } from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { manualClock } from '../src/simulator/index.js';
 import { json, SEED_REQUEST, startStack, upstreamCalls, UPSTREAM_TOKEN, waitForCompletion, type Stack } from './helpers.js';
@@ -217,6 +218,26 @@ describe('queue flow end to end', () => {
     await expect.poll(() => replica.logs.some((l) => l.includes(`"reqId":"${probe.headers.get('x-request-id')}"`))).toBe(true);
     const line = replica.logs.map((l) => JSON.parse(l) as Record<string, unknown>).find((l) => l.reqId === probe.headers.get('x-request-id'));
     expect(line).toMatchObject({ level: 20, msg: 'request', url: '/healthz', statusCode: 200 });
+  });
+
+  it('refuses a status read whose Host names no host (400) before asking upstream', async () => {
+    const { body } = await submit();
+    const id = body.request_id as string;
+    const reads = () => upstreamCalls(stack).filter((c) => c.method === 'GET' && c.path.includes(id)).length;
+    await stack.app.whenIdle();
+    const before = reads();
+    const answer = await new Promise<{ status: number; body: string }>((resolve, reject) => {
+      const req = httpRequest(`${stack.url}/v1/requests/${id}/status`, { headers: { host: 'a b', ...stack.bearer('team-a') } }, (res) => {
+        let text = '';
+        res.on('data', (chunk: Buffer) => (text += chunk.toString()));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body: text }));
+      });
+      req.once('error', reject);
+      req.end();
+    });
+    expect(answer.status).toBe(400);
+    expect(JSON.parse(answer.body)).toEqual({ detail: 'The Host header does not name a host; the operator can set PUBLIC_BASE_URL', error_type: 'bad_request' });
+    expect(reads()).toBe(before);
   });
 
   it('answers a malformed URL in the error envelope with a request id', async () => {

@@ -11,8 +11,6 @@ function fromFastify(err: FastifyError, request: FastifyRequest): Error | undefi
   const route = request.routeOptions.url;
   switch (err.code) {
     case 'FST_ERR_CTP_BODY_TOO_LARGE':
-      // No route takes this path: that is what the caller needs to hear, not the body's size.
-      if (request.is404) return new errors.RouteNotFound(request.method, request.url.split('?')[0]);
       return new errors.PayloadTooLarge(request.routeOptions.bodyLimit);
     case 'FST_ERR_CTP_INVALID_MEDIA_TYPE': {
       const type = typeof contentType === 'string' ? contentType : '(none)';
@@ -106,6 +104,11 @@ export function registerErrorHandling(
       addToRequestLine(request, { errorType: 'validation_error', problems: raw.detail.length, error: raw.detail.slice(0, 5).map((d) => `${where(d.loc)}: ${d.type}`).join('; ') });
       const body: ErrorEnvelope = { detail: raw.detail, error_type: 'validation_error' };
       return reply.code(422).send(body);
+    }
+    // No route takes this path, though its body was refused first (too large, not JSON, another
+    // type): that is what the caller needs to hear.
+    if (request.is404 && (raw.statusCode ?? 500) >= 400 && (raw.statusCode ?? 500) < 500) {
+      return sendEnvelope(reply, 404, new errors.RouteNotFound(request.method, request.url.split('?')[0]));
     }
     const own = typeof raw.code === 'string' && raw.code.startsWith('FGW_');
     const err = (own ? raw : fromFastify(raw, request)) as FastifyError | undefined;

@@ -165,11 +165,12 @@ export function queueRoutes(app: FastifyInstance, deps: QueueRouteDeps): void {
       async (request, reply) => {
         const { request_id: requestId } = request.params;
         await assertOwned(request, requestId);
+        // Before anything is asked upstream: a Host that names no host is a 400.
+        const origin = base(request);
         const logs = flagOn(request.query.logs);
         const upstream = await deps.reads.status(requestId, logs);
         if (upstream.statusCode !== 200 && upstream.statusCode !== 202) return relay(reply, upstream);
         // A status served from the cache is the same object for every poller: render it once per origin.
-        const origin = base(request);
         let view = rendered.get(upstream);
         if (view?.origin !== origin) {
           const body = parseJsonObject(upstream);
