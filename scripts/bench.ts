@@ -212,7 +212,8 @@ async function checkStatusBodies(target: Target, ids: readonly string[]): Promis
   for (const id of ids) {
     const res = await request(`${target.child.url}${statusPath(id)}`, { headers: target.headers });
     const body = (await res.body.json()) as Record<string, unknown>;
-    const statusUrl = target.name === 'gateway' ? `${PUBLIC_BASE_URL}/v1/requests/${id}/status` : `${target.statusUrlBase}${statusPath(id)}`;
+    // Both serve fal's paths, and answer with URLs of that shape (the gateway's on its public origin).
+    const statusUrl = `${target.statusUrlBase}${statusPath(id)}`;
     if (res.statusCode === 202 && body.status === 'IN_QUEUE' && body.request_id === id && body.status_url === statusUrl && typeof body.queue_position === 'number') ok++;
   }
   return { checked: ids.length, ok };

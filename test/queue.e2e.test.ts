@@ -220,6 +220,21 @@ describe('queue flow end to end', () => {
     expect(line).toMatchObject({ level: 20, msg: 'request', url: '/healthz', statusCode: 200 });
   });
 
+  it("answers a call of fal's paths with queue URLs of fal's shape on the gateway, and a call of /v1 with the gateway's", async () => {
+    const submitted = await fetch(`${stack.url}/fal-ai/flux-lora/image-to-image`, { method: 'POST', headers: { ...json, ...stack.bearer('team-a') }, body: JSON.stringify(SEED_REQUEST) });
+    const body = (await submitted.json()) as Record<string, string>;
+    const id = body.request_id!;
+    const fal = `${stack.url}/fal-ai/flux-lora/requests/${id}`;
+    expect(body).toMatchObject({ status_url: `${fal}/status`, response_url: fal, cancel_url: `${fal}/cancel` });
+    // Each of them serves the job, as fal's own would.
+    const status = await fetch(body.status_url!, { headers: stack.bearer('team-a') });
+    expect([200, 202]).toContain(status.status);
+    expect(((await status.json()) as Record<string, string>).status_url).toBe(`${fal}/status`);
+    // The same job read through /v1 points at /v1.
+    const native = (await (await fetch(`${stack.url}/v1/requests/${id}/status`, { headers: stack.bearer('team-a') })).json()) as Record<string, string>;
+    expect(native.status_url).toBe(`${stack.url}/v1/requests/${id}/status`);
+  });
+
   it('refuses a status read whose Host names no host (400) before asking upstream', async () => {
     const { body } = await submit();
     const id = body.request_id as string;

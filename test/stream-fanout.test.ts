@@ -342,7 +342,8 @@ describe('StatusStreamHub against the simulated upstream', () => {
     const observed: Status[] = [];
     const hub = hubWith({ onStatus: (requestId, status) => observed.push({ requestId, ...status }) });
     const sinks = [new CollectingSink(), new CollectingSink(), new CollectingSink()];
-    const bases = ['https://a.example', 'https://b.example', 'https://a.example'];
+    // Where each subscriber's queue URLs point: the jobs on the routes it called.
+    const bases = ['https://a.example/v1/requests', 'https://b.example/v1/requests', 'https://a.example/fal-ai/flux-lora/requests'];
     const done = sinks.map((sink, i) => attach(hub, id, sink, bases[i]!));
     await waitFor(() => sinks.every((s) => s.events().length > 0));
     expect(hub.size).toBe(1);
@@ -363,7 +364,7 @@ describe('StatusStreamHub against the simulated upstream', () => {
       expect(status.status_url).toBe(`https://queue.fal.run/fal-ai/flux-lora/requests/${id}/status`);
     }
     sinks.forEach((sink, i) => {
-      for (const event of sink.events()) expect(event.status_url).toBe(`${bases[i]}/v1/requests/${id}/status`);
+      for (const event of sink.events()) expect(event.status_url).toBe(`${bases[i]}/${id}/status`);
     });
   });
 

@@ -45,7 +45,9 @@ describe('status stream (SSE)', () => {
       expect(events.at(-1)!.status).toBe('COMPLETED');
       for (const event of events) {
         expect(event.request_id).toBe(id);
-        expect(event.status_url).toBe(`${stack.url}/v1/requests/${id}/status`);
+        // In the shape of the path called: fal's for fal's path, the gateway's for /v1.
+        const shape = path.startsWith('/v1') ? '/v1/requests' : '/fal-ai/flux-lora/requests';
+        expect(event.status_url).toBe(`${stack.url}${shape}/${id}/status`);
         expect(JSON.stringify(event)).not.toContain('queue.fal.run');
       }
       // A stream that ran to its end has exactly one request line, not marked aborted.
@@ -712,7 +714,7 @@ describe('status stream: a job the gateway has seen end', () => {
       expect(again.headers.get('x-fal-request-id')).toBe(id);
       const events = parseEvents(await again.text());
       expect(events).toHaveLength(1);
-      expect(events[0]).toMatchObject({ request_id: id, status: 'COMPLETED', status_url: `${stack.url}/v1/requests/${id}/status` });
+      expect(events[0]).toMatchObject({ request_id: id, status: 'COMPLETED', status_url: `${stack.url}${path.slice(0, path.indexOf(id))}${id}/status` });
     }
     expect(streamCalls(id)).toBe(calls);
     // Another tenant still cannot see it.

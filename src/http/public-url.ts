@@ -1,5 +1,6 @@
 import type { FastifyRequest } from 'fastify';
 import { errors } from '../errors.js';
+import { APP_ID } from '../model.js';
 
 /**
  * A host name (underscores too, as container networks use them), IPv4 or bracketed IPv6 address,
@@ -23,4 +24,17 @@ export function publicBaseUrl(request: FastifyRequest, configured: string | unde
     throw new errors.BadRequest('X-Forwarded-Proto must be http or https; the operator can set PUBLIC_BASE_URL');
   }
   return `${protocol}://${host}`;
+}
+
+const FAL_ROUTES = `/${APP_ID}`;
+
+/**
+ * Where the queue URLs in an answer point: the jobs under the public origin, on the routes the
+ * request came in on. A call of fal's paths (directly or through fal's proxy path) gets fal's
+ * shape, `{origin}/fal-ai/flux-lora/requests/{id}`, as fal's own answers have it; a call of the
+ * gateway's own API, `{origin}/v1/requests/{id}`. Both serve the same jobs.
+ */
+export function queueUrlBase(request: FastifyRequest, configured: string | undefined): string {
+  const origin = publicBaseUrl(request, configured);
+  return request.routeOptions.url?.startsWith(FAL_ROUTES) ? `${origin}${FAL_ROUTES}/requests` : `${origin}/v1/requests`;
 }

@@ -1,7 +1,7 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest, onRequestHookHandler } from 'fastify';
 import type { ZodTypeProvider } from 'fastify-type-provider-zod';
 import { z } from 'zod';
-import { publicBaseUrl } from '../http/public-url.js';
+import { queueUrlBase } from '../http/public-url.js';
 import { APP_ID, MODEL_ID } from '../model.js';
 import { ErrorEnvelope, UpstreamErrorBody } from '../schemas/error.js';
 import { ModelInput } from '../schemas/model-input.js';
@@ -134,7 +134,7 @@ export function queueRoutes(app: FastifyInstance, deps: QueueRouteDeps): void {
 
   const assertOwned = (request: FastifyRequest, requestId: string) => checkOwner(deps.jobs, request, requestId);
 
-  const base = (request: FastifyRequest) => publicBaseUrl(request, deps.publicBaseUrl);
+  const base = (request: FastifyRequest) => queueUrlBase(request, deps.publicBaseUrl);
 
   for (const variant of VARIANTS) {
     const { fal, tags, id } = naming(variant);

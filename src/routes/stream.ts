@@ -3,7 +3,7 @@ import type { FastifyInstance, onRequestHookHandler } from 'fastify';
 import type { ZodTypeProvider } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import { errors } from '../errors.js';
-import { publicBaseUrl } from '../http/public-url.js';
+import { queueUrlBase } from '../http/public-url.js';
 import type { JobStore } from '../jobs/job-store.js';
 import { APP_ID } from '../model.js';
 import { ErrorEnvelope } from '../schemas/error.js';
@@ -148,7 +148,7 @@ export function streamRoutes(app: FastifyInstance, deps: StreamRouteDeps): void 
         if (request.method === 'HEAD') return reply.type('text/event-stream; charset=utf-8').header('cache-control', 'no-cache').send('');
         const logs = flagOn(request.query.logs);
         // Before anything is opened: a Host that names no host is a 400, not an empty stream.
-        const base = publicBaseUrl(request, deps.publicBaseUrl);
+        const base = queueUrlBase(request, deps.publicBaseUrl);
         // A job known to be done: its COMPLETED status is the whole stream, as fal's would be, and
         // is there even after fal has forgotten the job. No upstream stream is opened for it.
         const kept = await deps.keptCompleted?.(requestId, logs).catch(() => undefined);

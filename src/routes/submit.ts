@@ -1,7 +1,7 @@
 import { createHash, randomUUID } from 'node:crypto';
 import type { FastifyInstance, FastifyReply, FastifyRequest, onRequestHookHandler } from 'fastify';
 import { errors, errorTypeOf, RequestValidationError } from '../errors.js';
-import { publicBaseUrl } from '../http/public-url.js';
+import { queueUrlBase } from '../http/public-url.js';
 import { addToRequestLine } from '../http/request-record.js';
 import type { AccountingStore } from '../accounting/accounting-store.js';
 import type { JobLifecycle } from '../jobs/lifecycle.js';
@@ -105,7 +105,7 @@ export async function submit(deps: SubmitDeps, request: FastifyRequest, input: M
   // when the store is known to be down, or did not answer this very request's rate limit (a
   // stalled Redis: the job's record would time out the same way).
   if (!deps.jobs.available() || (request.rateLimitStoreFailed && deps.jobs.kind === 'redis')) throw new errors.StoreUnavailable();
-  const base = publicBaseUrl(request, deps.publicBaseUrl);
+  const base = queueUrlBase(request, deps.publicBaseUrl);
 
   const idempotencyKey = request.headers['idempotency-key'];
   if (typeof idempotencyKey !== 'string') return (await queue(deps, request, input, reply, base)).send();

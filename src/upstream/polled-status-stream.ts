@@ -66,11 +66,11 @@ export async function pollingJoin(options: PolledStreamOptions): Promise<StatusJ
   return {
     kind: 'stream',
     headers: first.headers,
-    attach: (sink, publicBase) => follow(options, first, sink, publicBase),
+    attach: (sink, urlBase) => follow(options, first, sink, urlBase),
   };
 }
 
-async function follow(options: PolledStreamOptions, first: UpstreamResponse, sink: StatusSink, publicBase: string): Promise<void> {
+async function follow(options: PolledStreamOptions, first: UpstreamResponse, sink: StatusSink, urlBase: string): Promise<void> {
   const { signal } = options;
   let previous: string | undefined;
   let logsSent = 0;
@@ -91,7 +91,7 @@ async function follow(options: PolledStreamOptions, first: UpstreamResponse, sin
           status.logs = logs.length < logsSent ? logs : newLogs;
           logsSent = logs.length;
         }
-        rewriteQueueUrls(status, publicBase, options.requestId);
+        rewriteQueueUrls(status, urlBase, options.requestId);
         sink.write(options.scrub(`data: ${JSON.stringify(status)}\n\n`));
         previous = shape;
         lastWrite = Date.now();

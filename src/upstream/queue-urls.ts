@@ -5,18 +5,19 @@
 /** Characters encodeURIComponent leaves as they are (fal's request ids are made of these). */
 const UNRESERVED = /^[A-Za-z0-9._~-]*$/;
 
-export function gatewayQueueUrls(publicBase: string, requestId: string) {
-  const base = `${publicBase}/v1/requests/${UNRESERVED.test(requestId) ? requestId : encodeURIComponent(requestId)}`;
+/** `requestsBase`: where the gateway serves jobs, e.g. `https://gw.example/v1/requests` (see queueUrlBase). */
+export function gatewayQueueUrls(requestsBase: string, requestId: string) {
+  const base = `${requestsBase}/${UNRESERVED.test(requestId) ? requestId : encodeURIComponent(requestId)}`;
   return { status_url: `${base}/status`, response_url: base, cancel_url: `${base}/cancel` };
 }
 
 export function rewriteQueueUrls(
   body: Record<string, unknown>,
-  publicBase: string,
+  requestsBase: string,
   requestId: string,
   { always = false } = {},
 ): void {
-  const urls = gatewayQueueUrls(publicBase, requestId);
+  const urls = gatewayQueueUrls(requestsBase, requestId);
   for (const field of ['status_url', 'response_url', 'cancel_url'] as const) {
     if (always || field in body) body[field] = urls[field];
   }

@@ -47,7 +47,7 @@ export interface StatusSink {
 
 export type StatusJoin =
   /** The upstream stream is open: attach a sink; resolves when this subscriber is done. */
-  | { kind: 'stream'; headers: IncomingHttpHeaders; attach(sink: StatusSink, publicBase: string): Promise<void> }
+  | { kind: 'stream'; headers: IncomingHttpHeaders; attach(sink: StatusSink, urlBase: string): Promise<void> }
   /** The upstream answered with something other than 200: relay it. */
   | { kind: 'response'; response: UpstreamResponse }
   /** The subscriber's signal fired before the stream opened. */
@@ -81,7 +81,7 @@ type OpenOutcome =
 
 interface Member {
   sink?: StatusSink;
-  publicBase?: string;
+  urlBase?: string;
   signal: AbortSignal;
   onAbort: () => void;
   /** Resolves `done` (the promise `attach` returns). */
@@ -157,7 +157,7 @@ export class StatusStreamHub {
     if (outcome.kind === 'failed') throw outcome.error;
     if (outcome.kind === 'response') return outcome;
     const opened = channel;
-    return { kind: 'stream', headers: outcome.headers, attach: (sink, publicBase) => this.attach(opened, member, sink, publicBase) };
+    return { kind: 'stream', headers: outcome.headers, attach: (sink, urlBase) => this.attach(opened, member, sink, urlBase) };
   }
 
   private open(key: string, requestId: string, logs: boolean): Channel {
@@ -208,17 +208,17 @@ export class StatusStreamHub {
     return member;
   }
 
-  private attach(channel: Channel, member: Member, sink: StatusSink, publicBase: string): Promise<void> {
+  private attach(channel: Channel, member: Member, sink: StatusSink, urlBase: string): Promise<void> {
     if (channel.state === 'ended') {
       // Ended between opening and attaching: the last status (COMPLETED, usually), then the end.
-      if (channel.latest && !member.signal.aborted) sink.write(this.render(channel, this.catchUp(channel), publicBase));
+      if (channel.latest && !member.signal.aborted) sink.write(this.render(channel, this.catchUp(channel), urlBase));
       closeSink(channel, sink);
       return Promise.resolve();
     }
     if (!channel.members.has(member)) return Promise.resolve();
     member.sink = sink;
-    member.publicBase = publicBase;
-    if (channel.latest) this.deliver(channel, member, this.render(channel, this.catchUp(channel), publicBase));
+    member.urlBase = urlBase;
+    if (channel.latest) this.deliver(channel, member, this.render(channel, this.catchUp(channel), urlBase));
     return member.done;
   }
 
@@ -287,11 +287,11 @@ export class StatusStreamHub {
     if (batch === '' || channel.state === 'ended') return;
     const rendered = new Map<string, string>();
     for (const member of [...channel.members]) {
-      if (!member.sink || member.publicBase === undefined) continue;
-      let text = rendered.get(member.publicBase);
+      if (!member.sink || member.urlBase === undefined) continue;
+      let text = rendered.get(member.urlBase);
       if (text === undefined) {
-        text = this.render(channel, batch, member.publicBase);
-        rendered.set(member.publicBase, text);
+        text = this.render(channel, batch, member.urlBase);
+        rendered.set(member.urlBase, text);
       }
       this.deliver(channel, member, text);
     }
@@ -309,17 +309,17 @@ export class StatusStreamHub {
   }
 
   /**
-   * Complete events (as upstream sent them) with the queue URLs pointing at `publicBase`, token
+   * Complete events (as upstream sent them) with the queue URLs pointing at `urlBase`, token
    * scrubbed. Only status objects go out, written anew (so no JSON escape can spell the token),
    * with keep-alive comments; any other data and every other field (`id:`, `event:`), which fal's
    * clients do not read, are left out.
    */
-  private render(channel: Channel, events: string, publicBase: string): string {
+  private render(channel: Channel, events: string, urlBase: string): string {
     const rewriter = new SseRewriter(
       (data) => {
         const status = parseStatus(data);
         if (!status) return undefined;
-        rewriteQueueUrls(status, publicBase, channel.requestId);
+        rewriteQueueUrls(status, urlBase, channel.requestId);
         return JSON.stringify(status);
       },
       Number.POSITIVE_INFINITY,
