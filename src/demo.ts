@@ -44,6 +44,11 @@ const milliseconds = (fallback: number) =>
 const DemoEnv = z.object({
   DEMO_QUEUE_MS: milliseconds(1_500),
   DEMO_RUN_MS: milliseconds(3_000),
+  DEMO_ACCOUNT_CONCURRENCY: z
+    .string()
+    .regex(/^[1-9]\d{0,5}$/, 'must be a whole number of jobs from 1 to 999999, such as 2')
+    .transform(Number)
+    .optional(),
   DEMO_ALLOWED_ORIGINS: z
     .string()
     .transform((list) => list.split(',').map((origin) => origin.trim()).filter((origin) => origin !== ''))
@@ -62,6 +67,8 @@ const sim = await startSimulator({
   token: upstreamToken,
   queueMs: demoEnv.data.DEMO_QUEUE_MS,
   runMs: demoEnv.data.DEMO_RUN_MS,
+  // fal's per-account concurrency limit, to see its 429 passed on (off unless asked for).
+  ...(demoEnv.data.DEMO_ACCOUNT_CONCURRENCY !== undefined ? { accountConcurrency: demoEnv.data.DEMO_ACCOUNT_CONCURRENCY } : {}),
 });
 const config = parseConfig({
   PORT: env.PORT ?? '3000',

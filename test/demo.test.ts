@@ -76,7 +76,7 @@ describe('npm run demo with settings it cannot use', () => {
   it('refuses to start, naming each one and what it takes', async () => {
     const demo = spawn(process.execPath, ['--import', 'tsx', 'src/demo.ts'], {
       cwd: new URL('..', import.meta.url),
-      env: { PATH: process.env.PATH, PORT: '0', DEMO_QUEUE_MS: '2s', DEMO_RUN_MS: '99999999999', DEMO_ALLOWED_ORIGINS: 'http://localhost:5173, localhost:3001' },
+      env: { PATH: process.env.PATH, PORT: '0', DEMO_QUEUE_MS: '2s', DEMO_RUN_MS: '99999999999', DEMO_ALLOWED_ORIGINS: 'http://localhost:5173, localhost:3001', DEMO_ACCOUNT_CONCURRENCY: '0' },
     });
     let stdout = '';
     let stderr = '';
@@ -88,5 +88,6 @@ describe('npm run demo with settings it cannot use', () => {
     expect(stderr).toContain('DEMO_QUEUE_MS: must be a whole number of milliseconds');
     expect(stderr).toContain('DEMO_RUN_MS: must be at most 2147483647');
     expect(stderr).toContain('DEMO_ALLOWED_ORIGINS: "localhost:3001" is not an origin such as http://localhost:5173');
+    expect(stderr).toContain('DEMO_ACCOUNT_CONCURRENCY: must be a whole number of jobs from 1 to 999999');
   }, 30_000);
 });

@@ -596,3 +596,24 @@ describe.skipIf(!redisAvailable)(`quotas across replicas${skipReason}`, () => {
     expect(answers.filter((r) => r.status === 429)).toHaveLength(9);
   });
 });
+
+describe("fal's account concurrency limit", () => {
+  let stack: Stack;
+  beforeAll(async () => {
+    // fal refuses a submit while as many jobs as the account may run are queued or running.
+    stack = await startStack({ tenants: [{ id: 'team-a', quota: { imagesPerDay: 10 }, maxConcurrentJobs: 5 }], sim: { queueMs: 600_000, accountConcurrency: 1 } });
+  });
+  afterAll(() => stack.close());
+
+  it("passes fal's 429 on as it came, and gives the images and the concurrency slot back (nothing was queued)", async () => {
+    expect((await post(stack, 'team-a', 2)).status).toBe(200);
+    const refused = await post(stack, 'team-a', 3);
+    expect(refused.status).toBe(429);
+    expect(refused.headers.get('retry-after')).toBe('1');
+    expect(await refused.json()).toEqual({ detail: 'Concurrency limit reached: 1 requests are already queued or running for this account' });
+    await stack.app.whenIdle();
+    const { body } = await usage(stack, stack.bearer('team-a'));
+    expect(body.tenants[0]!.quota!.day).toMatchObject({ limit: 10, used: 2, remaining: 8 });
+    expect(body.tenants[0]!.concurrency).toMatchObject({ limit: 5, in_use: 1 });
+  });
+});

@@ -409,6 +409,19 @@ describe('unknown things', () => {
     expect((await fetch(file)).status).toBe(200);
   });
 
+  it("refuses a submit past the account's concurrency limit with 429, queuing nothing, as fal does", async () => {
+    const { clock, sim, call, submit } = await setup({ accountConcurrency: 2 });
+    await submit();
+    await submit();
+    const refused = await call('POST', upstreamPaths.submit(), SEED_REQUEST);
+    expect(refused.status).toBe(429);
+    expect(refused.headers.get('retry-after')).toBe('1');
+    expect(refused.json).toEqual({ detail: 'Concurrency limit reached: 2 requests are already queued or running for this account' });
+    expect(sim.requests.filter((r) => r.method === 'POST')).toHaveLength(3);
+    clock.advance(QUEUE_MS + RUN_MS); // both done: room again
+    await submit();
+  });
+
   it('keeps results as long as configured', async () => {
     const { clock, submit, result } = await setup({ resultRetentionMs: 1_000 });
     const job = await submit();

@@ -27,6 +27,11 @@ export interface SimulatorOptions {
    */
   resultRetentionMs?: number;
   largeResultRetentionMs?: number;
+  /**
+   * fal's per-account concurrency limit: a submit while this many jobs are queued or running is
+   * refused with 429 (and `Retry-After`), queuing nothing. Default: no limit.
+   */
+  accountConcurrency?: number;
   /** startSimulator only (defaults 0 = any free port, and 127.0.0.1). */
   port?: number;
   host?: string;

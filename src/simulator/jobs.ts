@@ -138,6 +138,13 @@ export class JobStore<T> {
     return 'CANCELLATION_REQUESTED';
   }
 
+  /** Jobs queued or running now (scans every kept job: the simulator keeps few). */
+  inFlight(at = this.now): number {
+    let count = 0;
+    for (const job of this.jobs.values()) if (this.state(job, at) !== 'COMPLETED') count++;
+    return count;
+  }
+
   get size(): number {
     return this.jobs.size;
   }

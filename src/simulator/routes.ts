@@ -56,6 +56,14 @@ export function registerQueueRoutes(app: FastifyInstance, ctx: SimulatorContext)
   app.post(`/${MODEL_ID}`, async (request, reply) => {
     const parsed = parseSubmitBody(request);
     if (!parsed.ok) return reply.code(parsed.code).send(parsed.body);
+    // fal's per-account concurrency limit: refused, nothing queued (fal's clients retry a 429).
+    const limit = ctx.options.accountConcurrency;
+    if (limit !== undefined && store.inFlight() >= limit) {
+      return reply
+        .code(429)
+        .header('retry-after', '1')
+        .send({ detail: `Concurrency limit reached: ${limit} requests are already queued or running for this account` });
+    }
     // fal accepts any object into the queue; the model judges it when it runs. The verdict is
     // taken now so the job's outcome (and random seed) is fixed for every later read.
     const verdict = validateModelInput(parsed.value);
