@@ -130,6 +130,9 @@ export const errors = {
   Internal: define('INTERNAL_ERROR', 500, 'Internal error; the gateway logged it under this x-request-id'),
 };
 
+/** An error category as fal spells them (`runner_scheduling_failure`): safe in a header and a log line. */
+export const ERROR_TYPE = /^[A-Za-z0-9_.-]{1,64}$/;
+
 /** The `error_type` of a gateway error code: FGW_RATE_LIMITED → rate_limited. */
 export function errorTypeOf(code: string): string {
   return code.startsWith('FGW_') ? code.slice(4).toLowerCase() : 'error';

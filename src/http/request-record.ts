@@ -1,4 +1,5 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { ERROR_TYPE } from '../errors.js';
 import { UNMATCHED_ROUTE, type GatewayMetrics } from '../metrics.js';
 
 declare module 'fastify' {
@@ -19,8 +20,6 @@ declare module 'fastify' {
 export const CLIENT_CLOSED_REQUEST = 499;
 
 const CLIENT_REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
-/** An error category as fal spells them (`runner_scheduling_failure`). */
-const ERROR_TYPE = /^[A-Za-z0-9_.-]{1,64}$/;
 
 /**
  * Query parameters whose names suggest a credential. The gateway takes none from the query, but a

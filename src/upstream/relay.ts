@@ -1,5 +1,5 @@
 import type { FastifyReply } from 'fastify';
-import { errors } from '../errors.js';
+import { ERROR_TYPE, errors } from '../errors.js';
 import { UNAVAILABLE_RETRY_AFTER_SECONDS } from '../http/error-handler.js';
 import type { UpstreamResponse } from './client.js';
 import { pickRelayedHeaders } from './headers.js';
@@ -32,8 +32,6 @@ export function isJsonObjectAnswer(response: UpstreamResponse): boolean {
   }
 }
 
-/** An error category as fal spells them (`runner_scheduling_failure`): safe in a header. */
-const ERROR_TYPE = /^[A-Za-z0-9_.-]{1,64}$/;
 
 /** fal's own error body from a 5xx, reduced to the envelope's two fields, when it has one. */
 function upstreamErrorBody(response: UpstreamResponse): { detail: unknown; error_type: string } | undefined {
