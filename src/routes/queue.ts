@@ -130,7 +130,7 @@ export function submitRoutes(app: FastifyInstance, deps: QueueRouteDeps): void {
 export function queueRoutes(app: FastifyInstance, deps: QueueRouteDeps): void {
   const api = app.withTypeProvider<ZodTypeProvider>();
   /** Status bodies as sent, per upstream answer (kept only as long as the answer itself is). */
-  const rendered = new WeakMap<UpstreamResponse, { origin: string; text: string; headers: Record<string, string> }>();
+  const rendered = new WeakMap<UpstreamResponse, { urlBase: string; text: string; headers: Record<string, string> }>();
 
   const assertOwned = (request: FastifyRequest, requestId: string) => checkOwner(deps.jobs, request, requestId);
 
@@ -166,19 +166,20 @@ export function queueRoutes(app: FastifyInstance, deps: QueueRouteDeps): void {
         const { request_id: requestId } = request.params;
         await assertOwned(request, requestId);
         // Before anything is asked upstream: a Host that names no host is a 400.
-        const origin = base(request);
+        const urlBase = base(request);
         const logs = flagOn(request.query.logs);
         const upstream = await deps.reads.status(requestId, logs);
         if (upstream.statusCode !== 200 && upstream.statusCode !== 202) return relay(reply, upstream);
-        // A status served from the cache is the same object for every poller: render it once per origin.
+        // A status served from the cache is the same object for every poller: render it once per
+        // URL base (origin and route shape).
         let view = rendered.get(upstream);
-        if (view?.origin !== origin) {
+        if (view?.urlBase !== urlBase) {
           const body = parseJsonObject(upstream);
           const hint = upstream.statusCode === 202 ? pollHint(body) : undefined;
-          rewriteQueueUrls(body, origin, requestId);
+          rewriteQueueUrls(body, urlBase, requestId);
           const headers = pickRelayedHeaders(upstream.headers);
           if (hint !== undefined) headers['retry-after'] = String(hint);
-          view = { origin, text: upstream.redact(JSON.stringify(body)), headers };
+          view = { urlBase, text: upstream.redact(JSON.stringify(body)), headers };
           rendered.set(upstream, view);
         }
         reply.headers(view.headers);
