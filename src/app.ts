@@ -5,7 +5,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import rateLimit from '@fastify/rate-limit';
 import Fastify, { errorCodes, LogController, type FastifyInstance, type FastifyReply, type FastifyRequest, type FastifyServerOptions } from 'fastify';
 import { Agent, type Dispatcher } from 'undici';
-import { largestDataUri, type Config } from './config.js';
+import type { Config } from './config.js';
 import { registerErrorHandling } from './http/error-handler.js';
 import { markAnsweredOnSocket, recordIfClientGone, registerRequestRecord } from './http/request-record.js';
 import { proxyRewrite, TARGET_HEADER } from './http/fal-proxy.js';
@@ -38,6 +38,7 @@ import { playgroundRoutes } from './routes/playground.js';
 import { registerMultipartSubmit } from './http/multipart.js';
 import { mayUpload, registerAuth } from './tenants/auth.js';
 import { createPolicyLimiter, decorateRateLimitState } from './tenants/rate-limits.js';
+import { dataUriBytes, largestFileFor } from './tenants/input-policy.js';
 import { redisRateLimitStore } from './tenants/rate-limit-store.js';
 import { decorateRateLimitFields, writeRateLimitFields } from './tenants/ratelimit-fields.js';
 import { TenantRegistry } from './tenants/registry.js';
@@ -390,7 +391,7 @@ export async function buildApp(options: AppOptions): Promise<GatewayApp> {
   }
   // An image travels in the submit body: as a data URI in JSON, or as a file in a form, whose
   // data URI (made here) is 4/3 of it. A cap past the largest file's URI is never reached.
-  const reachableDataUri = largestDataUri(config.BODY_LIMIT_BYTES);
+  const reachableDataUri = dataUriBytes(config.BODY_LIMIT_BYTES);
   if (config.IMAGE_DATA_URI_MAX_BYTES > reachableDataUri) {
     app.log.warn(
       `IMAGE_DATA_URI_MAX_BYTES (${config.IMAGE_DATA_URI_MAX_BYTES}) is more than the data URI of the largest image a submit body of BODY_LIMIT_BYTES (${config.BODY_LIMIT_BYTES}) can carry (${reachableDataUri}): larger images are refused as payload_too_large first; raise BODY_LIMIT_BYTES to let them through`,
@@ -513,17 +514,10 @@ export async function buildApp(options: AppOptions): Promise<GatewayApp> {
       url: config.FAL_PROXY_PATH,
       // Counted like any other call of the tenant's, then refused before its body is read: a
       // large one (fal.run with an inline image) hears why, not that it is too large.
-      onRequest: [
-        readLimit,
-        (_request, _reply, done) => {
-          done(new errors.ProxyTargetNotAllowed(TARGET_HEADER));
-        },
-      ],
+      onRequest: [readLimit, (_request, _reply, done) => done(new errors.ProxyTargetNotAllowed(TARGET_HEADER))],
       schema: { hide: true },
-      // Never reached: the hook above refuses every call.
-      handler: async () => {
-        throw new errors.ProxyTargetNotAllowed(TARGET_HEADER);
-      },
+      // Never reached (the hook refuses every call); Fastify wants a handler.
+      handler: async () => undefined,
     });
     tokenRoutes(tenantScope, { tokens, limit: readLimit, security: SECURITY });
     streamRoutes(tenantScope, {
@@ -564,7 +558,7 @@ export async function buildApp(options: AppOptions): Promise<GatewayApp> {
     // apply as for JSON. Only the submit routes take a form, in a scope of their own: the routes
     // polled all day (status, result) carry no multipart hooks, and a form sent to them is a 415.
     // base64 makes a data URI about 4/3 of the file: the file cap is the one that fits the URI cap.
-    const maxFileBytes = Math.floor((config.IMAGE_DATA_URI_MAX_BYTES - 'data:image/jpeg;base64,'.length) / 4) * 3;
+    const maxFileBytes = largestFileFor(config.IMAGE_DATA_URI_MAX_BYTES);
     await tenantScope.register(async (uploads) => {
       await registerMultipartSubmit(uploads, { maxFileBytes, maxBodyBytes: config.BODY_LIMIT_BYTES });
       submitRoutes(uploads, queueDeps);

@@ -18,9 +18,6 @@ const int = (min: number, max: number) => {
     .pipe(z.number().int({ error }).min(min, { error }).max(max, { error }));
 };
 
-/** The data URI of a file as large as a whole body: base64 makes it 4/3 of the file, plus its prefix. */
-export const largestDataUri = (bodyBytes: number) => 'data:image/jpeg;base64,'.length + Math.ceil(bodyBytes / 3) * 4;
-
 /** Paths (and the trees under them) the gateway's own routes take: the fal proxy path cannot be one. */
 const GATEWAY_PATHS = ['/v1', '/fal-ai', '/healthz', '/readyz', '/metrics', '/docs', '/openapi.json', '/playground'];
 

@@ -6,7 +6,8 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
-import { ConfigError, configSchema, describeConfig, largestDataUri, parseConfig } from '../src/config.js';
+import { ConfigError, configSchema, describeConfig, parseConfig } from '../src/config.js';
+import { dataUriBytes, largestFileFor } from '../src/tenants/input-policy.js';
 
 const run = promisify(execFile);
 const required = { UPSTREAM_TOKEN: 'secret-token', TENANTS_FILE: '/etc/tenants.json' };
@@ -139,7 +140,8 @@ describe('configuration', () => {
   });
 
   it('takes a data URI cap the body limit cannot reach (the start warns of it: uploads.test)', () => {
-    expect(largestDataUri(10 * 1024 * 1024)).toBe(13_981_039);
+    expect(dataUriBytes(10 * 1024 * 1024)).toBe(13_981_039);
+    expect(largestFileFor(dataUriBytes(3 * 1000))).toBe(3 * 1000);
     expect(problemsOf({ IMAGE_DATA_URI_MAX_BYTES: '20000000' })).toEqual([]);
   });
 

@@ -10,6 +10,15 @@ export interface InputPolicy {
   maxDataUriBytes: number;
 }
 
+/** The longest prefix a data URI of an image gets here (`data:image/jpeg;base64,`). */
+const DATA_URI_PREFIX_BYTES = 'data:image/jpeg;base64,'.length;
+
+/** The data URI of a file of `fileBytes`: base64 makes it 4/3 of the file, plus its prefix. */
+export const dataUriBytes = (fileBytes: number) => DATA_URI_PREFIX_BYTES + Math.ceil(fileBytes / 3) * 4;
+
+/** The largest file whose data URI fits in `uriBytes` (the inverse of dataUriBytes). */
+export const largestFileFor = (uriBytes: number) => Math.floor((uriBytes - DATA_URI_PREFIX_BYTES) / 4) * 3;
+
 /** `*.example.com` matches subdomains of example.com; anything else matches exactly. */
 export function hostAllowed(host: string, patterns: readonly string[]): boolean {
   const name = host.toLowerCase();
