@@ -97,8 +97,7 @@ export function createContext(app: FastifyInstance, options: SimulatorOptions): 
       runMs,
       now,
       maxJobs: options.maxJobs ?? 10_000,
-      retentionMs: (job) => {
-        const payload = job.payload as JobPayload;
+      retentionMs: ({ payload }) => {
         // Inlined images (data URIs) make a result of well over 10 KB; URLs keep it small.
         const large = payload.kind === 'accepted' && payload.spec.syncMode;
         return large ? (options.largeResultRetentionMs ?? LARGE_RESULT_RETENTION_MS) : (options.resultRetentionMs ?? RESULT_RETENTION_MS);

@@ -20,20 +20,20 @@ export interface Job<T> {
 
 export type CancelOutcome = 'CANCELLATION_REQUESTED' | 'ALREADY_COMPLETED' | 'NOT_FOUND';
 
-export interface JobStoreOptions {
+export interface JobStoreOptions<T> {
   queueMs: number;
   runMs: number;
   now: () => number;
   maxJobs: number;
   /** How long a job is kept once COMPLETED (its result, its status), as fal's retention: then it is forgotten. */
-  retentionMs: (job: Job<unknown>) => number;
+  retentionMs: (job: Job<T>) => number;
 }
 
 export class JobStore<T> {
   // Insertion order is submit order: eviction drops the first entry, queue_position scans up to the job.
   private readonly jobs = new Map<string, Job<T>>();
 
-  constructor(private readonly options: JobStoreOptions) {}
+  constructor(private readonly options: JobStoreOptions<T>) {}
 
   get now(): number {
     return this.options.now();
